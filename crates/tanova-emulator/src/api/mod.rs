@@ -1,0 +1,92 @@
+//! The Tanova sync API contract: API-key check, health and check-duplicate.
+
+mod upload;
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::knobs::chance;
+use crate::reply;
+use crate::state::SharedState;
+use crate::stats::bump;
+
+/// Header carrying the account's API key.
+const API_KEY_HEADER: &str = "x-tanova-api-key";
+
+/// Routes under `/api/sync`, all behind the API-key check.
+pub(crate) fn routes(state: SharedState) -> Router<SharedState> {
+    Router::new()
+        .route("/api/sync/health", get(health))
+        .route("/api/sync/check-duplicate", post(check_duplicate))
+        // Uploads are streamed and bounded by the `max_upload_bytes` knob instead.
+        .route(
+            "/api/sync/upload",
+            post(upload::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route_layer(middleware::from_fn_with_state(state, require_api_key))
+}
+
+async fn require_api_key(
+    State(state): State<SharedState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let expected = state.knobs().api_key;
+    let given = request.headers().get(API_KEY_HEADER);
+    if given.is_some_and(|key| key.as_bytes() == expected.as_bytes()) {
+        return next.run(request).await;
+    }
+    bump(&state.counters.rejected_auth);
+    reply::drain(request.into_body()).await;
+    reply::message(StatusCode::UNAUTHORIZED, "Invalid API key")
+}
+
+async fn health(State(state): State<SharedState>) -> Response {
+    bump(&state.counters.health_calls);
+    Json(json!({
+        "success": true,
+        "authenticated": true,
+        "message": "Connected to Tanova emulator",
+        "agency": "Emulator Agency",
+        "permissions": { "canUpload": true, "canRead": true },
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct CheckRequest {
+    checksum: String,
+}
+
+async fn check_duplicate(State(state): State<SharedState>, body: Bytes) -> Response {
+    bump(&state.counters.check_duplicate_calls);
+    let knobs = state.knobs();
+    // Parsed by hand so a wrong or missing Content-Type is not a failure, and errors stay JSON.
+    let request: CheckRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            bump(&state.counters.rejected_other);
+            return reply::message(StatusCode::BAD_REQUEST, format!("invalid request: {e}"));
+        }
+    };
+    if chance(knobs.check_error_rate) {
+        bump(&state.counters.rejected_5xx);
+        return reply::injected_server_error();
+    }
+    tokio::time::sleep(Duration::from_millis(knobs.check_latency_ms)).await;
+    let checksum = request.checksum.trim().to_ascii_lowercase();
+    match state.store().lookup(&checksum) {
+        Some(candidate) => Json(json!({ "exists": true, "candidateName": candidate.name })),
+        None => Json(json!({ "exists": false })),
+    }
+    .into_response()
+}

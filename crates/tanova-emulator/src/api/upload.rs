@@ -1,0 +1,146 @@
+//! `POST /api/sync/upload`: the knobs (capacity, drops, errors, rejections, latency), then checksum and record.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::knobs::chance;
+use crate::reply;
+use crate::state::SharedState;
+use crate::stats::{add, bump};
+use crate::store::NewUpload;
+
+pub(super) async fn upload(State(state): State<SharedState>, request: Request) -> Response {
+    let knobs = state.knobs();
+    let counters = &state.counters;
+    let Some(_in_flight) = counters.try_enter(knobs.capacity) else {
+        bump(&counters.rejected_429);
+        reply::drain(request.into_body()).await;
+        return reply::too_many_requests(knobs.retry_after_s);
+    };
+    if chance(knobs.drop_rate) {
+        bump(&counters.dropped);
+        reply::drain(request.into_body()).await;
+        return reply::dropped_connection();
+    }
+    if chance(knobs.error_rate) {
+        bump(&counters.rejected_5xx);
+        reply::drain(request.into_body()).await;
+        return reply::injected_server_error();
+    }
+    let form = match read_form(&state, request, knobs.max_upload_bytes).await {
+        Ok(form) => form,
+        Err(refusal) => {
+            bump(&counters.rejected_other);
+            return refusal;
+        }
+    };
+    let needle = knobs.reject_filename_contains.as_deref().unwrap_or("");
+    if !needle.is_empty() && form.file.filename.contains(needle) {
+        bump(&counters.rejected_other);
+        let status =
+            StatusCode::from_u16(knobs.reject_status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+        return reply::message(status, "Could not parse document (injected)");
+    }
+    // The real service parses the CV with AI here; this is what makes uploads slow.
+    tokio::time::sleep(Duration::from_millis(knobs.upload_latency_ms)).await;
+    if form.claimed_checksum != form.file.checksum {
+        bump(&counters.rejected_checksum);
+        let text = format!(
+            "checksum mismatch: sent {}, received bytes hash to {}",
+            form.claimed_checksum, form.file.checksum
+        );
+        return reply::message(StatusCode::BAD_REQUEST, text);
+    }
+    let (record, name) = {
+        let mut store = state.store();
+        let record = store.record(form.file);
+        let name = store.lookup(&record.checksum).map(|c| c.name.clone());
+        (record, name)
+    };
+    bump(&counters.uploads);
+    if record.duplicate {
+        bump(&counters.duplicate_uploads);
+    }
+    tracing::debug!(file = %record.filename, id = %record.candidate_id, duplicate = record.duplicate, "upload stored");
+    Json(json!({ "candidateId": record.candidate_id, "candidateName": name })).into_response()
+}
+
+/// A parsed upload form: the file as received, and the checksum the client claimed.
+struct Form {
+    file: NewUpload,
+    claimed_checksum: String,
+}
+
+/// Reads the multipart form, hashing the file as it streams in so it is never held in memory.
+async fn read_form(
+    state: &SharedState,
+    request: Request,
+    max_bytes: u64,
+) -> Result<Form, Response> {
+    let bad_request = |text: String| reply::message(StatusCode::BAD_REQUEST, text);
+    let mut multipart = Multipart::from_request(request, &())
+        .await
+        .map_err(|e| bad_request(format!("expected a multipart form: {}", e.body_text())))?;
+    let invalid = |e: axum::extract::multipart::MultipartError| {
+        reply::message(
+            e.status(),
+            format!("invalid multipart body: {}", e.body_text()),
+        )
+    };
+    let mut file = None;
+    let (mut checksum, mut job_hint, mut email) = (None, None, None);
+    while let Some(mut field) = multipart.next_field().await.map_err(invalid)? {
+        match field.name().unwrap_or("") {
+            "file" => {
+                let filename = field.file_name().unwrap_or("").to_owned();
+                let content_type = field.content_type().unwrap_or("").to_owned();
+                let mut hasher = Sha256::new();
+                let mut size = 0u64;
+                while let Some(chunk) = field.chunk().await.map_err(invalid)? {
+                    size += chunk.len() as u64;
+                    add(&state.counters.bytes_received, chunk.len() as u64);
+                    // Past the limit keep reading (so the client hears the 413) but stop hashing.
+                    if size <= max_bytes {
+                        hasher.update(&chunk);
+                    }
+                }
+                file = Some((filename, content_type, size, hex::encode(hasher.finalize())));
+            }
+            "checksum" => checksum = Some(field.text().await.map_err(invalid)?),
+            "job_hint" => job_hint = non_empty(field.text().await.map_err(invalid)?),
+            "email" => email = non_empty(field.text().await.map_err(invalid)?),
+            _ => {} // Unknown fields are ignored, as a lenient server would.
+        }
+    }
+    let (filename, content_type, size, actual) =
+        file.ok_or_else(|| bad_request("missing field: file".to_owned()))?;
+    if size > max_bytes {
+        return Err(reply::message(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "File too large",
+        ));
+    }
+    let claimed = checksum.ok_or_else(|| bad_request("missing field: checksum".to_owned()))?;
+    Ok(Form {
+        file: NewUpload {
+            filename,
+            content_type,
+            checksum: actual,
+            size,
+            job_hint,
+            email,
+        },
+        claimed_checksum: claimed.trim().to_ascii_lowercase(),
+    })
+}
+
+fn non_empty(text: String) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_owned())
+}

@@ -1,0 +1,145 @@
+//! Counters of what the emulator saw, the in-flight guard, and the `Stats` snapshot.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// A point-in-time copy of the counters, as served by `GET /_emulator/stats`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Successful upload answers, duplicates included.
+    pub uploads: u64,
+    /// Distinct checksums among successful uploads.
+    pub unique_checksums: u64,
+    /// Successful uploads whose checksum the server already knew.
+    pub duplicate_uploads: u64,
+    pub check_duplicate_calls: u64,
+    pub health_calls: u64,
+    pub rejected_429: u64,
+    pub rejected_5xx: u64,
+    pub rejected_auth: u64,
+    pub rejected_checksum: u64,
+    /// Other refusals: injected 4xx, oversized files, malformed requests.
+    pub rejected_other: u64,
+    pub dropped: u64,
+    pub in_flight: u64,
+    pub peak_in_flight: u64,
+    /// Bytes of file content received by the upload endpoint.
+    pub bytes_received: u64,
+}
+
+/// The live counters. `unique_checksums` lives in the store, not here.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub uploads: AtomicU64,
+    pub duplicate_uploads: AtomicU64,
+    pub check_duplicate_calls: AtomicU64,
+    pub health_calls: AtomicU64,
+    pub rejected_429: AtomicU64,
+    pub rejected_5xx: AtomicU64,
+    pub rejected_auth: AtomicU64,
+    pub rejected_checksum: AtomicU64,
+    pub rejected_other: AtomicU64,
+    pub dropped: AtomicU64,
+    pub bytes_received: AtomicU64,
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(counter: &AtomicU64) {
+    add(counter, 1);
+}
+
+/// Adds `n` to a counter.
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Relaxed);
+}
+
+impl Counters {
+    /// Admits one more upload unless `capacity` (0 = unlimited) are already in flight.
+    /// The returned guard keeps it counted until dropped, even if the client goes away.
+    pub fn try_enter(self: &Arc<Self>, capacity: usize) -> Option<InFlight> {
+        let limit = if capacity == 0 {
+            u64::MAX
+        } else {
+            capacity as u64
+        };
+        let now = self
+            .in_flight
+            .fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1))
+            .ok()?
+            + 1;
+        self.peak_in_flight.fetch_max(now, Relaxed);
+        Some(InFlight(Arc::clone(self)))
+    }
+
+    pub fn snapshot(&self, unique_checksums: u64) -> Stats {
+        Stats {
+            uploads: self.uploads.load(Relaxed),
+            unique_checksums,
+            duplicate_uploads: self.duplicate_uploads.load(Relaxed),
+            check_duplicate_calls: self.check_duplicate_calls.load(Relaxed),
+            health_calls: self.health_calls.load(Relaxed),
+            rejected_429: self.rejected_429.load(Relaxed),
+            rejected_5xx: self.rejected_5xx.load(Relaxed),
+            rejected_auth: self.rejected_auth.load(Relaxed),
+            rejected_checksum: self.rejected_checksum.load(Relaxed),
+            rejected_other: self.rejected_other.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            in_flight: self.in_flight.load(Relaxed),
+            peak_in_flight: self.peak_in_flight.load(Relaxed),
+            bytes_received: self.bytes_received.load(Relaxed),
+        }
+    }
+
+    /// Zeroes every counter; uploads still running stay in flight and set the new peak.
+    pub fn reset(&self) {
+        for counter in [
+            &self.uploads,
+            &self.duplicate_uploads,
+            &self.check_duplicate_calls,
+            &self.health_calls,
+            &self.rejected_429,
+            &self.rejected_5xx,
+            &self.rejected_auth,
+            &self.rejected_checksum,
+            &self.rejected_other,
+            &self.dropped,
+            &self.bytes_received,
+        ] {
+            counter.store(0, Relaxed);
+        }
+        self.peak_in_flight
+            .store(self.in_flight.load(Relaxed), Relaxed);
+    }
+}
+
+/// One upload counted as in flight; dropping it (normally or on disconnect) uncounts it.
+pub(crate) struct InFlight(Arc<Counters>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_and_peak() {
+        let counters = Arc::new(Counters::default());
+        let a = counters.try_enter(2).unwrap();
+        let b = counters.try_enter(2).unwrap();
+        assert!(counters.try_enter(2).is_none());
+        drop(a);
+        let c = counters.try_enter(2).unwrap();
+        drop((b, c));
+        let stats = counters.snapshot(0);
+        assert_eq!((stats.in_flight, stats.peak_in_flight), (0, 2));
+        assert!(counters.try_enter(0).is_some());
+    }
+}
