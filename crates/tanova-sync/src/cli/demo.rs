@@ -1,0 +1,93 @@
+//! `tanova-sync demo`: the real sync, over real HTTP, against a local emulator, with no account.
+
+use tokio_util::sync::CancellationToken;
+
+use tanova_emulator::{Emulator, Knobs};
+
+use super::{report_error, samples, sync, Exit, GlobalArgs};
+use crate::config::{self, ApiKey, Config};
+
+pub async fn run(
+    global: &GlobalArgs,
+    args: &super::args::DemoArgs,
+    cancel: &CancellationToken,
+) -> Exit {
+    match demo(global, args, cancel).await {
+        Ok(exit) => exit,
+        Err(message) => {
+            report_error(global, &message);
+            Exit::SomeFailed
+        }
+    }
+}
+
+async fn demo(
+    global: &GlobalArgs,
+    args: &super::args::DemoArgs,
+    cancel: &CancellationToken,
+) -> Result<Exit, String> {
+    let knobs = Knobs {
+        upload_latency_ms: args.latency_ms,
+        capacity: args.capacity,
+        ..Knobs::default()
+    };
+    let emulator = Emulator::start(knobs.clone())
+        .await
+        .map_err(|e| format!("cannot start the emulator on 127.0.0.1: {e}"))?;
+    let work = tempfile::Builder::new()
+        .prefix("tanova-demo-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary folder: {e}"))?;
+    let folder = match &global.folder {
+        Some(folder) => folder.clone(),
+        None => {
+            let folder = work.path().join("CV inbox");
+            samples::write_samples(&folder, args.files)
+                .map_err(|e| format!("cannot write sample CVs in {}: {e}", folder.display()))?;
+            folder
+        }
+    };
+    if !folder.is_dir() {
+        return Err(format!("--folder: {} is not a directory", folder.display()));
+    }
+    let config = Config {
+        folder: folder.clone(),
+        api_key: ApiKey::new(knobs.api_key.clone()),
+        url: config::parse_url(&emulator.url(), false)?,
+        retry_count: config::DEFAULT_RETRY_COUNT,
+        retry_delay: std::time::Duration::from_millis(200),
+        max_workers: global.max_workers.unwrap_or(config::DEFAULT_MAX_WORKERS),
+        max_file_size: crate::filter::DEFAULT_MAX_FILE_SIZE,
+        state_dir: global
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| work.path().join("state")),
+        request_timeout: config::DEFAULT_REQUEST_TIMEOUT,
+    };
+    eprintln!(
+        "Demo: a local Tanova emulator at {} ({} ms per upload, {} at once, 429 beyond).\n\
+         Syncing {} with the real agent over HTTP; nothing leaves this machine.\n",
+        emulator.url(),
+        args.latency_ms,
+        args.capacity,
+        folder.display()
+    );
+    let exit = sync(global, &config, cancel).await;
+    let stats = emulator.stats();
+    if global.json || exit != Exit::Ok {
+        return Ok(exit);
+    }
+    println!(
+        "\nThe emulator received {} uploads of {} distinct CVs ({} duplicate uploads), at most {} at once.",
+        stats.uploads, stats.unique_checksums, stats.duplicate_uploads, stats.peak_in_flight
+    );
+    println!(
+        "\nRunning the same sync again: every CV is already synced, so nothing is read or sent.\n"
+    );
+    let again = sync(global, &config, cancel).await;
+    println!(
+        "\nNext: put folder_path and api_key in tanova-config.json and run `tanova-sync sync`.\n\
+         See `tanova-sync --help` for every option."
+    );
+    Ok(again)
+}

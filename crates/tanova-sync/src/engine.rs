@@ -1,0 +1,454 @@
+//! The pipeline: discover → hash → plan → deliver → record, one path for every mode.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::wire::Health;
+use crate::api::{ApiClient, ApiError, Timeouts};
+use crate::config::Config;
+use crate::deliver::{backoff, Delivered, Deliverer, Job};
+use crate::filter;
+use crate::hash::{self, HashError};
+use crate::plan::{plan, Plan};
+use crate::report::{Outcome, Reporter, Summary};
+use crate::scan::{self, stamp_of, Found};
+use crate::state::{Cached, FileStamp, StateError, Store};
+
+/// How long a file that changed while being read is left to settle before it is read again.
+const SETTLE: Duration = Duration::from_millis(500);
+/// How many times a changing file is re-read before it is left for the next run.
+const MAX_REHASH: u32 = 3;
+
+/// Why a run stopped early. Per-file failures are not errors: they are in the summary.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    KeyRejected(ApiError),
+    #[error(
+        "the API key is valid for {url} but may not upload CVs (permissions.canUpload is false)"
+    )]
+    NoUploadPermission { url: String },
+    #[error("cannot reach the Tanova service: {0}")]
+    Unreachable(String),
+    #[error("cannot record an outcome, stopping so nothing is uploaded twice: {0}")]
+    State(#[from] StateError),
+}
+
+/// The agent's pipeline over one folder. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    max_file_size: u64,
+    retry_count: u32,
+    retry_delay: Duration,
+    concurrency: usize,
+    api: Arc<ApiClient>,
+    deliverer: Deliverer,
+    store: Arc<dyn Store>,
+    reporter: Arc<dyn Reporter>,
+    hashers: Semaphore,
+    /// Checksums being delivered in this run, so equal files are sent once.
+    claims: Mutex<HashSet<String>>,
+}
+
+/// One run's shared bookkeeping.
+struct Run {
+    tally: Mutex<Summary>,
+    fatal: Mutex<Option<EngineError>>,
+    cancel: CancellationToken,
+}
+
+impl Engine {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<Self, String> {
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(10),
+            read: config.request_timeout,
+        };
+        let api = Arc::new(ApiClient::new(&config.url, &config.api_key, timeouts)?);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                root: config.folder.clone(),
+                max_file_size: config.max_file_size,
+                retry_count: config.retry_count,
+                retry_delay: config.retry_delay,
+                concurrency: config.max_workers,
+                deliverer: Deliverer::new(
+                    api.clone(),
+                    config.max_workers,
+                    config.retry_count,
+                    config.retry_delay,
+                ),
+                api,
+                store,
+                reporter,
+                hashers: Semaphore::new(cores),
+                claims: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// Check the key and its permissions, retrying while the service is unreachable.
+    pub async fn check_access(&self, cancel: &CancellationToken) -> Result<Health, EngineError> {
+        let inner = &self.inner;
+        let mut attempt = 0;
+        loop {
+            match inner.api.health().await {
+                Ok(health) => {
+                    let can_upload = health.permissions.as_ref().is_none_or(|p| p.can_upload);
+                    if !can_upload {
+                        return Err(EngineError::NoUploadPermission {
+                            url: inner.api.endpoint("").to_string(),
+                        });
+                    }
+                    return Ok(health);
+                }
+                Err(e @ ApiError::Rejected { .. }) => return Err(EngineError::KeyRejected(e)),
+                Err(e) if attempt >= inner.retry_count => {
+                    return Err(EngineError::Unreachable(e.to_string()))
+                }
+                Err(e) => {
+                    let retry_after = match &e {
+                        ApiError::Transient { retry_after, .. } => *retry_after,
+                        _ => None,
+                    };
+                    let delay = backoff::delay(
+                        attempt,
+                        inner.retry_delay,
+                        retry_after,
+                        rand::random::<f64>(),
+                    );
+                    tracing::warn!("{e}; retrying in {:.1}s", delay.as_secs_f64());
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Err(EngineError::Unreachable(e.to_string())),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// The concurrency the deliverer uses.
+    pub fn concurrency(&self) -> usize {
+        self.inner.concurrency
+    }
+
+    /// Sync the whole folder once. Returns the summary, and the reason the
+    /// run stopped early if it did (a rejected key, a state that cannot be written).
+    pub async fn sync_once(&self, cancel: &CancellationToken) -> (Summary, Option<EngineError>) {
+        let started = Instant::now();
+        let run = Arc::new(Run {
+            tally: Mutex::new(Summary::default()),
+            fatal: Mutex::new(None),
+            cancel: cancel.child_token(),
+        });
+
+        let (tx, mut rx) = mpsc::channel::<(Found, Option<Cached>)>(1024);
+        let walker = {
+            let root = self.inner.root.clone();
+            let store = self.inner.store.clone();
+            tokio::task::spawn_blocking(move || {
+                scan::walk(&root, |found| {
+                    // Looked up here, off the async threads: a no-op rescan is one walk plus one indexed read per file.
+                    let cached = match &found {
+                        Found::File { stamp, .. } => store.lookup(stamp).unwrap_or_else(|e| {
+                            tracing::warn!("{e}");
+                            None
+                        }),
+                        Found::Unreadable { .. } => None,
+                    };
+                    tx.blocking_send((found, cached)).is_ok()
+                })
+            })
+        };
+
+        // Enough files in flight to keep both the hashers and the uploads busy, and no more.
+        let slots = Arc::new(Semaphore::new(
+            self.inner.concurrency * 2 + self.inner.hashers.available_permits() * 2,
+        ));
+        let mut tasks = JoinSet::new();
+        loop {
+            let next = tokio::select! {
+                _ = run.cancel.cancelled() => None,
+                next = rx.recv() => next,
+            };
+            let Some((found, cached)) = next else { break };
+            {
+                let mut tally = run.tally.lock().unwrap();
+                tally.found += 1;
+                self.inner.reporter.found(&tally);
+            }
+            match found {
+                Found::Unreadable { path, reason } => {
+                    let outcome = Outcome::Failed {
+                        reason: format!("cannot read: {reason}"),
+                        permanent: false,
+                    };
+                    self.inner.record_and_finish(&run, &path, None, outcome);
+                }
+                Found::File { path, stamp } => {
+                    if let Some(outcome) = self.inner.quick_outcome(&stamp, cached.as_ref()) {
+                        self.inner.record_and_finish(&run, &path, None, outcome);
+                        continue;
+                    }
+                    let permit = tokio::select! {
+                        _ = run.cancel.cancelled() => break,
+                        p = slots.clone().acquire_owned() => p.expect("never closed"),
+                    };
+                    let inner = self.inner.clone();
+                    let run = run.clone();
+                    let checksum = cached.map(|c| c.checksum);
+                    tasks.spawn(async move {
+                        let _permit = permit;
+                        inner.process(&run, path, stamp, checksum).await;
+                    });
+                }
+            }
+            while let Some(done) = tasks.try_join_next() {
+                log_panic(done);
+            }
+        }
+        drop(rx);
+        while let Some(done) = tasks.join_next().await {
+            log_panic(done);
+        }
+        let _ = walker.await;
+
+        let fatal = run.fatal.lock().unwrap().take();
+        let mut summary = std::mem::take(&mut *run.tally.lock().unwrap());
+        summary.elapsed_s = started.elapsed().as_secs_f64();
+        if let Some(e) = &fatal {
+            summary.stopped = Some(e.to_string());
+        } else if cancel.is_cancelled() {
+            summary.stopped = Some("interrupted".to_string());
+        }
+        (summary, fatal)
+    }
+}
+
+fn log_panic(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        tracing::error!("a file task failed: {e}");
+    }
+}
+
+impl Inner {
+    /// Outcomes known without reading the file.
+    fn quick_outcome(&self, stamp: &FileStamp, cached: Option<&Cached>) -> Option<Outcome> {
+        if let Some(problem) = filter::size_problem(stamp.size, self.max_file_size) {
+            return Some(if stamp.size == 0 {
+                Outcome::Ignored { reason: problem }
+            } else {
+                Outcome::Failed {
+                    reason: problem,
+                    permanent: true,
+                }
+            });
+        }
+        cached.filter(|c| c.synced).map(|_| Outcome::AlreadySynced)
+    }
+
+    /// Take one file from its (maybe cached) checksum to its outcome.
+    async fn process(
+        &self,
+        run: &Run,
+        path: PathBuf,
+        mut stamp: FileStamp,
+        mut checksum: Option<String>,
+    ) {
+        for _ in 0..=MAX_REHASH {
+            let sum = match checksum.take() {
+                Some(sum) => sum,
+                None => match self.hash(&path, &stamp).await {
+                    Ok(sum) => {
+                        if let Err(e) = self.store.remember(&stamp, &sum) {
+                            tracing::warn!("{e}");
+                        }
+                        sum
+                    }
+                    Err(HashError::Changed) => match self.resettle(&path).await {
+                        Some(new) => {
+                            stamp = new;
+                            continue;
+                        }
+                        None => return self.vanished(run, &path),
+                    },
+                    Err(HashError::Io(e)) => {
+                        let outcome = Outcome::Failed {
+                            reason: format!("cannot read: {e}"),
+                            permanent: false,
+                        };
+                        return self.record_and_finish(run, &path, None, outcome);
+                    }
+                },
+            };
+            let decision = match self.decide(&sum) {
+                Ok(decision) => decision,
+                Err(e) => return self.stop(run, e.into()),
+            };
+            let outcome = match decision {
+                Plan::Skip => Outcome::AlreadySynced,
+                Plan::SameContent => Outcome::SameContent,
+                Plan::Refused(reason) => {
+                    // Already recorded when it was refused; only counted here.
+                    let reason =
+                        format!("refused earlier, waiting for `tanova-sync retry`: {reason}");
+                    return self.finish(
+                        run,
+                        &path,
+                        Outcome::Failed {
+                            reason,
+                            permanent: true,
+                        },
+                    );
+                }
+                Plan::Deliver => {
+                    let delivered = self.deliver(run, &path, stamp, &sum).await;
+                    self.claims.lock().unwrap().remove(&sum);
+                    match delivered {
+                        Delivered::Uploaded { candidate_id } => Outcome::Uploaded {
+                            candidate_id,
+                            bytes: stamp.size,
+                        },
+                        Delivered::AlreadyOnServer { candidate_name } => {
+                            Outcome::OnServer { candidate_name }
+                        }
+                        Delivered::Failed { reason, permanent } => {
+                            return self.record_and_finish(
+                                run,
+                                &path,
+                                Some(&sum),
+                                Outcome::Failed { reason, permanent },
+                            )
+                        }
+                        Delivered::Changed => match self.resettle(&path).await {
+                            Some(new) => {
+                                stamp = new;
+                                continue;
+                            }
+                            None => return self.vanished(run, &path),
+                        },
+                        Delivered::Vanished => return self.vanished(run, &path),
+                        Delivered::Rejected(e) => {
+                            return self.stop(run, EngineError::KeyRejected(e))
+                        }
+                        Delivered::Cancelled => return,
+                    }
+                }
+            };
+            return self.record_and_finish(run, &path, Some(&sum), outcome);
+        }
+        let outcome = Outcome::Failed {
+            reason: "kept changing while being read; it will be tried again on the next run"
+                .to_string(),
+            permanent: false,
+        };
+        self.record_and_finish(run, &path, None, outcome)
+    }
+
+    /// Plan the checksum, claiming it for this run when it is to be delivered.
+    fn decide(&self, sum: &str) -> Result<Plan, StateError> {
+        let synced = self.store.is_synced(sum)?;
+        let refused = if synced {
+            None
+        } else {
+            self.store.permanent_failure(sum)?
+        };
+        let mut claims = self.claims.lock().unwrap();
+        let decision = plan(synced, refused, claims.contains(sum));
+        if decision == Plan::Deliver {
+            claims.insert(sum.to_string());
+        }
+        Ok(decision)
+    }
+
+    async fn deliver(&self, run: &Run, path: &Path, stamp: FileStamp, sum: &str) -> Delivered {
+        let job = Job {
+            root: &self.root,
+            path,
+            stamp,
+            checksum: sum,
+        };
+        let reporter = &self.reporter;
+        self.deliverer
+            .deliver(&job, &run.cancel, |attempt, reason, delay| {
+                tracing::debug!(path = %path.display(), attempt, "retrying in {:.1}s: {reason}", delay.as_secs_f64());
+                reporter.retrying(path, attempt, reason, delay);
+            })
+            .await
+    }
+
+    /// Hash off the async threads, at most one file per core at a time.
+    async fn hash(&self, path: &Path, stamp: &FileStamp) -> Result<String, HashError> {
+        let _permit = self.hashers.acquire().await.expect("never closed");
+        let (path, stamp) = (path.to_path_buf(), *stamp);
+        tokio::task::spawn_blocking(move || hash::hash_file(&path, &stamp))
+            .await
+            .unwrap_or_else(|e| Err(HashError::Io(std::io::Error::other(e))))
+    }
+
+    /// Wait for a changing file to settle, and return its new stamp (None if it is gone).
+    async fn resettle(&self, path: &Path) -> Option<FileStamp> {
+        tokio::time::sleep(SETTLE).await;
+        let meta = tokio::fs::metadata(path).await.ok()?;
+        Some(stamp_of(path, &meta))
+    }
+
+    fn vanished(&self, run: &Run, path: &Path) {
+        let outcome = Outcome::Ignored {
+            reason: "disappeared before it could be uploaded".to_string(),
+        };
+        self.record_and_finish(run, path, None, outcome);
+    }
+
+    /// Record the outcome durably, then count and report it.
+    fn record_and_finish(&self, run: &Run, path: &Path, sum: Option<&str>, outcome: Outcome) {
+        let shown = path.display().to_string();
+        let recorded = match (&outcome, sum) {
+            (Outcome::Uploaded { candidate_id, .. }, Some(sum)) => {
+                self.store
+                    .record_synced(sum, candidate_id.as_deref(), &shown)
+            }
+            (Outcome::OnServer { .. }, Some(sum)) => self.store.record_synced(sum, None, &shown),
+            (Outcome::Failed { reason, permanent }, sum) => {
+                self.store.record_failure(&shown, sum, reason, *permanent)
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = recorded {
+            return self.stop(run, e.into());
+        }
+        self.finish(run, path, outcome);
+    }
+
+    /// Count and report an outcome.
+    fn finish(&self, run: &Run, path: &Path, outcome: Outcome) {
+        let mut tally = run.tally.lock().unwrap();
+        tally.add(path, &outcome);
+        self.reporter.finished(path, &outcome, &tally);
+    }
+
+    /// Stop the run: the first fatal error wins, and nothing new starts.
+    fn stop(&self, run: &Run, error: EngineError) {
+        let mut fatal = run.fatal.lock().unwrap();
+        if fatal.is_none() {
+            *fatal = Some(error);
+        }
+        run.cancel.cancel();
+    }
+}

@@ -1,0 +1,80 @@
+//! Checksums: streamed SHA-256 of a file, refusing a file that changes while it is read.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::scan::stamp_of;
+use crate::state::FileStamp;
+
+/// Why a file could not be hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// The file is not the version that was found: it is still being written, or was replaced.
+    #[error("file changed while being read")]
+    Changed,
+    #[error("cannot read: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Hash the file at `path` if it still has `expected`'s size and mtime
+/// before and after reading; the bytes hashed are then the version found.
+pub fn hash_file(path: &Path, expected: &FileStamp) -> Result<String, HashError> {
+    let mut file = File::open(path)?;
+    let same = |file: &File| -> io::Result<bool> {
+        let now = stamp_of(path, &file.metadata()?);
+        Ok(now.size == expected.size && now.mtime_ns == expected.mtime_ns)
+    };
+    if !same(&file)? {
+        return Err(HashError::Changed);
+    }
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    if total != expected.size || !same(&file)? {
+        return Err(HashError::Changed);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_known_digest() {
+        // SHA-256("abc") from FIPS 180-2.
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn hashes_a_file_and_notices_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cv.txt");
+        std::fs::write(&path, b"abc").unwrap();
+        let stamp = stamp_of(&path, &std::fs::metadata(&path).unwrap());
+        assert_eq!(hash_file(&path, &stamp).unwrap(), sha256_hex(b"abc"));
+        std::fs::write(&path, b"abcd").unwrap();
+        assert!(matches!(hash_file(&path, &stamp), Err(HashError::Changed)));
+    }
+}

@@ -1,0 +1,14 @@
+//! tanova-sync: gets every CV in a folder into a Tanova account, exactly once, and keeps doing so.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod deliver;
+pub mod engine;
+pub mod filter;
+pub mod hash;
+pub mod meta;
+pub mod plan;
+pub mod report;
+pub mod scan;
+pub mod state;

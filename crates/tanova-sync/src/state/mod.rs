@@ -1,0 +1,73 @@
+//! The agent's memory: which checksums are synced, the path → checksum cache, and failures.
+
+pub mod legacy;
+pub mod sqlite;
+
+use std::path::PathBuf;
+
+pub use sqlite::SqliteStore;
+
+/// The identity and version of a file on disk: if none of these changed, its bytes did not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+/// What the cache knows about a file whose stamp is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cached {
+    pub checksum: String,
+    pub synced: bool,
+}
+
+/// A file that could not be delivered, and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Failure {
+    pub path: String,
+    pub checksum: Option<String>,
+    pub reason: String,
+    /// Permanent failures (the server refused the file) are not retried automatically.
+    pub permanent: bool,
+    pub attempts: u32,
+}
+
+/// A state store failure, naming the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, StateError>;
+
+/// Durable state. Calls are short local operations; each write is committed before it returns.
+pub trait Store: Send + Sync {
+    /// The checksum cached for this stamp, and whether it is synced.
+    fn lookup(&self, stamp: &FileStamp) -> Result<Option<Cached>>;
+    /// Remember the checksum of a file version so a restart need not re-read it.
+    fn remember(&self, stamp: &FileStamp, checksum: &str) -> Result<()>;
+    fn is_synced(&self, checksum: &str) -> Result<bool>;
+    /// The recorded reason when these bytes were refused by the server for good.
+    fn permanent_failure(&self, checksum: &str) -> Result<Option<String>>;
+    /// Record bytes as synced (uploaded now, or found on the server), clearing any failure of the path.
+    fn record_synced(&self, checksum: &str, candidate: Option<&str>, path: &str) -> Result<()>;
+    /// Record a failure of a path, counting attempts across runs.
+    fn record_failure(
+        &self,
+        path: &str,
+        checksum: Option<&str>,
+        reason: &str,
+        permanent: bool,
+    ) -> Result<()>;
+    fn failures(&self) -> Result<Vec<Failure>>;
+    fn synced_count(&self) -> Result<u64>;
+}

@@ -1,0 +1,363 @@
+//! The embedded store: one SQLite file (WAL) in the state directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{legacy, Cached, Failure, FileStamp, Result, StateError, Store};
+
+/// The database's file name inside the state directory.
+pub const DB_FILE: &str = "tanova-sync.db";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS synced (
+    checksum     TEXT PRIMARY KEY,
+    candidate_id TEXT,
+    path         TEXT,
+    synced_at    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS path_cache (
+    dev      INTEGER NOT NULL,
+    ino      INTEGER NOT NULL,
+    size     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    checksum TEXT NOT NULL,
+    PRIMARY KEY (dev, ino)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS failures (
+    path      TEXT PRIMARY KEY,
+    checksum  TEXT,
+    reason    TEXT NOT NULL,
+    permanent INTEGER NOT NULL,
+    attempts  INTEGER NOT NULL,
+    last_at   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS failures_by_checksum ON failures (checksum);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+";
+
+/// The SQLite store. One connection behind a mutex: every call is a short
+/// indexed statement, and each write is its own committed transaction.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Open (or create) the store in `dir`, creating the directory private to the user.
+    pub fn open(dir: &Path) -> Result<Self> {
+        create_private_dir(dir)?;
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open(&path).map_err(|source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        })?;
+        restrict_to_owner(&path);
+        let store = SqliteStore {
+            conn: Mutex::new(conn),
+            path,
+        };
+        store.with(|c| {
+            // WAL + NORMAL: a commit survives the process being killed (it is in
+            // the OS cache); after a power cut the server's duplicate check closes the gap.
+            c.pragma_update(None, "journal_mode", "WAL")?;
+            c.pragma_update(None, "synchronous", "NORMAL")?;
+            c.busy_timeout(std::time::Duration::from_secs(10))?;
+            c.execute_batch(SCHEMA)
+        })?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Import the legacy history once, on the first start that finds it.
+    /// Returns how many checksums were imported, or `None` when there was nothing to do.
+    pub fn import_legacy_once(&self, history: &Path) -> Result<Option<usize>> {
+        let done: Option<String> = self.with(|c| {
+            c.query_row(
+                "SELECT value FROM meta WHERE key = 'legacy_imported'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        if done.is_some() || !history.exists() {
+            return Ok(None);
+        }
+        let checksums = legacy::read(history)?;
+        let now = unix_now();
+        let origin = history.display().to_string();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut insert = tx.prepare(
+                    "INSERT OR IGNORE INTO synced (checksum, candidate_id, path, synced_at) VALUES (?1, NULL, NULL, ?2)",
+                )?;
+                for sum in &checksums {
+                    insert.execute(params![sum, now])?;
+                }
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('legacy_imported', ?1)",
+                params![origin],
+            )?;
+            tx.commit()
+        })?;
+        Ok(Some(checksums.len()))
+    }
+
+    /// Every synced checksum, for exporting the legacy history.
+    pub fn synced_checksums(&self) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT checksum FROM synced ORDER BY checksum")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        // A panic while holding the lock cannot leave SQLite inconsistent, so a poisoned lock is still usable.
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|source| StateError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn lookup(&self, stamp: &FileStamp) -> Result<Option<Cached>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT p.checksum, EXISTS (SELECT 1 FROM synced s WHERE s.checksum = p.checksum)
+                 FROM path_cache p WHERE p.dev = ?1 AND p.ino = ?2 AND p.size = ?3 AND p.mtime_ns = ?4",
+            )?;
+            stmt.query_row(
+                params![stamp.dev as i64, stamp.ino as i64, stamp.size as i64, stamp.mtime_ns],
+                |r| {
+                    Ok(Cached {
+                        checksum: r.get(0)?,
+                        synced: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    fn remember(&self, stamp: &FileStamp, checksum: &str) -> Result<()> {
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO path_cache (dev, ino, size, mtime_ns, checksum) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![stamp.dev as i64, stamp.ino as i64, stamp.size as i64, stamp.mtime_ns, checksum])
+            .map(drop)
+        })
+    }
+
+    fn is_synced(&self, checksum: &str) -> Result<bool> {
+        self.with(|c| {
+            c.prepare_cached("SELECT EXISTS (SELECT 1 FROM synced WHERE checksum = ?1)")?
+                .query_row([checksum], |r| r.get(0))
+        })
+    }
+
+    fn permanent_failure(&self, checksum: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT reason FROM failures WHERE checksum = ?1 AND permanent = 1 LIMIT 1",
+            )?
+            .query_row([checksum], |r| r.get(0))
+            .optional()
+        })
+    }
+
+    fn record_synced(&self, checksum: &str, candidate: Option<&str>, path: &str) -> Result<()> {
+        let now = unix_now();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.prepare_cached(
+                "INSERT INTO synced (checksum, candidate_id, path, synced_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (checksum) DO UPDATE SET candidate_id = COALESCE(excluded.candidate_id, candidate_id)",
+            )?
+            .execute(params![checksum, candidate, path, now])?;
+            tx.prepare_cached("DELETE FROM failures WHERE path = ?1 OR checksum = ?2")?
+                .execute(params![path, checksum])?;
+            tx.commit()
+        })
+    }
+
+    fn record_failure(
+        &self,
+        path: &str,
+        checksum: Option<&str>,
+        reason: &str,
+        permanent: bool,
+    ) -> Result<()> {
+        let now = unix_now();
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT INTO failures (path, checksum, reason, permanent, attempts, last_at) VALUES (?1, ?2, ?3, ?4, 1, ?5)
+                 ON CONFLICT (path) DO UPDATE SET checksum = excluded.checksum, reason = excluded.reason,
+                     permanent = excluded.permanent, attempts = attempts + 1, last_at = excluded.last_at",
+            )?
+            .execute(params![path, checksum, reason, permanent, now])
+            .map(drop)
+        })
+    }
+
+    fn failures(&self) -> Result<Vec<Failure>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT path, checksum, reason, permanent, attempts FROM failures ORDER BY path",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(Failure {
+                    path: r.get(0)?,
+                    checksum: r.get(1)?,
+                    reason: r.get(2)?,
+                    permanent: r.get(3)?,
+                    attempts: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn synced_count(&self) -> Result<u64> {
+        self.with(|c| c.query_row("SELECT COUNT(*) FROM synced", [], |r| r.get::<_, i64>(0)))
+            .map(|n| n as u64)
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    let err = |e: std::io::Error| StateError::File {
+        path: dir.to_path_buf(),
+        message: format!("cannot create the state directory: {e}"),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir).map_err(err)
+    }
+}
+
+/// The state lists what the agency synced: keep it to the owner (best effort).
+fn restrict_to_owner(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(ino: u64, size: u64) -> FileStamp {
+        FileStamp {
+            dev: 1,
+            ino,
+            size,
+            mtime_ns: 42,
+        }
+    }
+
+    #[test]
+    fn cache_hits_only_for_the_same_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.remember(&stamp(7, 100), "abc").unwrap();
+        assert_eq!(
+            store.lookup(&stamp(7, 100)).unwrap(),
+            Some(Cached {
+                checksum: "abc".into(),
+                synced: false
+            })
+        );
+        assert_eq!(store.lookup(&stamp(7, 101)).unwrap(), None);
+        store.record_synced("abc", Some("cand_1"), "a.pdf").unwrap();
+        assert!(store.lookup(&stamp(7, 100)).unwrap().unwrap().synced);
+    }
+
+    #[test]
+    fn success_clears_failures_and_attempts_accumulate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store
+            .record_failure("a.pdf", Some("abc"), "server said no", true)
+            .unwrap();
+        store
+            .record_failure("a.pdf", Some("abc"), "server said no", true)
+            .unwrap();
+        let failures = store.failures().unwrap();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].attempts, 2);
+        assert_eq!(
+            store.permanent_failure("abc").unwrap().as_deref(),
+            Some("server said no")
+        );
+        store.record_synced("abc", None, "a.pdf").unwrap();
+        assert!(store.failures().unwrap().is_empty());
+        assert_eq!(store.synced_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn state_survives_reopen_and_legacy_is_imported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = dir.path().join(legacy::HISTORY_FILE);
+        legacy::write(&history, &["b".repeat(64)]).unwrap();
+        {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            assert_eq!(store.import_legacy_once(&history).unwrap(), Some(1));
+            store.record_synced("c", None, "c.pdf").unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.import_legacy_once(&history).unwrap(), None);
+        assert!(store.is_synced(&"b".repeat(64)).unwrap());
+        assert_eq!(
+            store.synced_checksums().unwrap(),
+            vec!["b".repeat(64), "c".into()]
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn database_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let store = SqliteStore::open(&state).unwrap();
+        let mode = std::fs::metadata(store.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let dir_mode = std::fs::metadata(&state).unwrap().permissions().mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+    }
+}
