@@ -143,10 +143,10 @@ pub fn load(
 
     let file = match &overrides.config_file {
         Some(path) => Some(path.clone()),
-        None => env("TANOVA_CONFIG").map(PathBuf::from).or_else(|| {
+        None => {
             let default = PathBuf::from(DEFAULT_CONFIG_FILE);
             default.is_file().then_some(default)
-        }),
+        }
     };
     if let Some(path) = &file {
         read_file(path, &mut raw, &mut warnings)?;

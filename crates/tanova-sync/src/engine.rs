@@ -276,6 +276,7 @@ impl Inner {
                 Some(sum) => sum,
                 None => match self.hash(&path, &stamp).await {
                     Ok(sum) => {
+                        run.tally.lock().unwrap().hashed += 1;
                         if let Err(e) = self.store.remember(&stamp, &sum) {
                             tracing::warn!("{e}");
                         }

@@ -47,6 +47,8 @@ pub struct Summary {
     /// Empty or vanished files.
     pub ignored: u64,
     pub bytes_uploaded: u64,
+    /// Files read to compute their checksum (the rest came from the cache).
+    pub hashed: u64,
     pub elapsed_s: f64,
     pub failures: Vec<FileNote>,
     pub ignored_files: Vec<FileNote>,

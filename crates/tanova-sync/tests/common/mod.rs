@@ -1,0 +1,158 @@
+//! Test environment: a temporary folder, state and home, the emulator on loopback, and the real binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+pub use tanova_emulator::{Emulator, Knobs, DEFAULT_API_KEY};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tanova-sync");
+
+/// One test's world: a CV folder, a state directory, a home, and an emulator.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub emulator: Emulator,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        Self::with_knobs(Knobs::default())
+    }
+
+    pub fn with_knobs(knobs: Knobs) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("cvs")).unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        let emulator = Emulator::start_in_thread(knobs).expect("emulator starts");
+        TestEnv { dir, emulator }
+    }
+
+    pub fn folder(&self) -> PathBuf {
+        self.dir.path().join("cvs")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Write a file under the CV folder, creating its parents.
+    pub fn write(&self, rel: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.folder().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// Write `n` distinct small CVs in a few subfolders.
+    pub fn write_many(&self, n: usize) {
+        for i in 0..n {
+            self.write(
+                &format!("role{}/cv{i}.txt", i % 7),
+                format!("CV number {i}\n"),
+            );
+        }
+    }
+
+    /// The command, with the environment pointing at this test's world only.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path().join("home"))
+            .env("TANOVA_FOLDER_PATH", self.folder())
+            .env("TANOVA_API_KEY", DEFAULT_API_KEY)
+            .env("TANOVA_URL", self.emulator.url())
+            .env("TANOVA_STATE_DIR", self.state_dir());
+        cmd
+    }
+
+    /// Run to completion, with `retry_delay` short so retry tests are quick.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let output = self.command(args).output().expect("binary runs");
+        Run::from(output)
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("binary starts")
+    }
+
+    /// Write a config file in the test's working directory (read as ./tanova-config.json).
+    pub fn config(&self, json: Value) -> PathBuf {
+        let path = self.dir.path().join("tanova-config.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+        path
+    }
+}
+
+/// A finished run of the binary.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Self {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// The `--json` summary: the one JSON object on stdout.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON object ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    pub fn count(&self, key: &str) -> u64 {
+        self.json()[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {key} in {}", self.stdout))
+    }
+
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Poll `cond` every 20 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    tanova_sync::hash::sha256_hex(bytes)
+}
+
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
