@@ -9,6 +9,9 @@ use reqwest::Url;
 use serde_json::{Map, Value};
 
 use crate::filter::DEFAULT_MAX_FILE_SIZE;
+use crate::watch::{
+    WatchMode, WatchSettings, DEFAULT_POLL_EVERY, DEFAULT_RESCAN_EVERY, DEFAULT_SETTLE,
+};
 
 /// The config file read from the current directory when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "tanova-config.json";
@@ -33,6 +36,10 @@ const KNOWN_KEYS: &[&str] = &[
     "state_dir",
     "allow_insecure_http",
     "request_timeout",
+    "watch_mode",
+    "settle_ms",
+    "rescan_interval",
+    "poll_interval",
 ];
 
 /// The validated settings of one run. Nothing downstream re-reads files or the environment.
@@ -49,6 +56,7 @@ pub struct Config {
     pub max_file_size: u64,
     pub state_dir: PathBuf,
     pub request_timeout: Duration,
+    pub watch: WatchSettings,
 }
 
 /// An API key that prints only its first 15 characters.
@@ -102,6 +110,8 @@ pub struct Overrides {
     pub folder: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub max_workers: Option<usize>,
+    /// `--poll`: rescans only, no file-system events.
+    pub poll: bool,
 }
 
 /// One raw value with the place it came from, so errors can name it.
@@ -123,6 +133,10 @@ struct Raw {
     state_dir: Option<Sourced<String>>,
     allow_insecure_http: Option<Sourced<bool>>,
     request_timeout: Option<Sourced<f64>>,
+    watch_mode: Option<Sourced<String>>,
+    settle_ms: Option<Sourced<u64>>,
+    rescan_interval: Option<Sourced<f64>>,
+    poll_interval: Option<Sourced<f64>>,
 }
 
 /// The result of loading: the config and warnings worth showing the user.
@@ -186,6 +200,10 @@ fn read_file(path: &Path, raw: &mut Raw, warnings: &mut Vec<String>) -> Result<(
     raw.state_dir = file.string("state_dir")?;
     raw.allow_insecure_http = file.boolean("allow_insecure_http")?;
     raw.request_timeout = file.number("request_timeout")?;
+    raw.watch_mode = file.string("watch_mode")?;
+    raw.settle_ms = file.integer("settle_ms")?;
+    raw.rescan_interval = file.number("rescan_interval")?;
+    raw.poll_interval = file.number("poll_interval")?;
     Ok(())
 }
 
@@ -295,6 +313,12 @@ fn apply_overrides(overrides: &Overrides, raw: &mut Raw) {
         raw.state_dir = Some(Sourced {
             value: dir.to_string_lossy().into_owned(),
             origin: flag("state-dir"),
+        });
+    }
+    if overrides.poll {
+        raw.watch_mode = Some(Sourced {
+            value: "poll".to_string(),
+            origin: flag("poll"),
         });
     }
     if let Some(n) = overrides.max_workers {
@@ -407,6 +431,32 @@ fn validate(
         }
     };
 
+    let watch = WatchSettings {
+        mode: match raw.watch_mode {
+            None => WatchMode::Events,
+            Some(s) => match s.value.as_str() {
+                "events" => WatchMode::Events,
+                "poll" => WatchMode::Poll,
+                other => {
+                    return Err(ConfigError::new(
+                        s.origin,
+                        "watch_mode",
+                        format!("expected \"events\" or \"poll\", got {other:?}"),
+                    ))
+                }
+            },
+        },
+        settle: raw.settle_ms.map_or(DEFAULT_SETTLE, |s| {
+            Duration::from_millis(s.value.min(60_000))
+        }),
+        rescan_every: positive_seconds(
+            raw.rescan_interval,
+            "rescan_interval",
+            DEFAULT_RESCAN_EVERY,
+        )?,
+        poll_every: positive_seconds(raw.poll_interval, "poll_interval", DEFAULT_POLL_EVERY)?,
+    };
+
     Ok(Config {
         folder: folder_path,
         api_key: ApiKey::new(key_value),
@@ -417,7 +467,25 @@ fn validate(
         max_file_size,
         state_dir,
         request_timeout,
+        watch,
     })
+}
+
+/// A duration in seconds that must be more than zero (a zero interval would spin).
+fn positive_seconds(
+    raw: Option<Sourced<f64>>,
+    field: &str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match raw {
+        None => Ok(default),
+        Some(s) if s.value >= 0.01 => Ok(Duration::from_secs_f64(s.value.min(86_400.0))),
+        Some(s) => Err(ConfigError::new(
+            s.origin,
+            field,
+            "must be at least 0.01 seconds",
+        )),
+    }
 }
 
 /// `~/.tanova`, where the Python script kept its history.

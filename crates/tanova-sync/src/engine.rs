@@ -24,6 +24,13 @@ use crate::state::{Cached, FileStamp, StateError, Store};
 const SETTLE: Duration = Duration::from_millis(500);
 /// How many times a changing file is re-read before it is left for the next run.
 const MAX_REHASH: u32 = 3;
+/// How long uploads in flight may take to finish after a stop was asked for.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Items queued between discovery and the pipeline.
+pub const ITEM_QUEUE: usize = 1024;
+
+/// A discovered file with what the cache knows about it.
+pub type Item = (Found, Option<Cached>);
 
 /// Why a run stopped early. Per-file failures are not errors: they are in the summary.
 #[derive(Debug, thiserror::Error)]
@@ -151,32 +158,62 @@ impl Engine {
     /// Sync the whole folder once. Returns the summary, and the reason the
     /// run stopped early if it did (a rejected key, a state that cannot be written).
     pub async fn sync_once(&self, cancel: &CancellationToken) -> (Summary, Option<EngineError>) {
+        let (tx, rx) = mpsc::channel(ITEM_QUEUE);
+        let walker = self.scan_into(self.inner.root.clone(), tx);
+        let result = self.pipeline(rx, cancel).await;
+        let _ = walker.await;
+        result
+    }
+
+    /// Walk `dir` (the folder or part of it) on a blocking thread, sending each
+    /// candidate with what the cache knows about it. Stops when the receiver is gone.
+    pub fn scan_into(&self, dir: PathBuf, tx: mpsc::Sender<Item>) -> tokio::task::JoinHandle<()> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || {
+            scan::walk(&dir, |found| {
+                // Looked up here, off the async threads: a no-op rescan is one walk plus one indexed read per file.
+                let cached = match &found {
+                    Found::File { stamp, .. } => lookup(store.as_ref(), stamp),
+                    Found::Unreadable { .. } => None,
+                };
+                tx.blocking_send((found, cached)).is_ok()
+            })
+        })
+    }
+
+    /// The item for one path, as the scan would produce it; `None` when it is
+    /// not a candidate file (a folder, a lock file) or no longer exists.
+    pub fn item_for(&self, path: &Path) -> Option<Item> {
+        if !filter::is_candidate_path(path) {
+            return None;
+        }
+        let meta = std::fs::symlink_metadata(path)
+            .ok()
+            .filter(|m| m.is_file())?;
+        let stamp = stamp_of(path, &meta);
+        let cached = lookup(self.inner.store.as_ref(), &stamp);
+        Some((
+            Found::File {
+                path: path.to_path_buf(),
+                stamp,
+            },
+            cached,
+        ))
+    }
+
+    /// Process items until the channel closes or `cancel` fires. After a
+    /// cancel, uploads in flight get [`SHUTDOWN_GRACE`] to finish and be recorded.
+    pub async fn pipeline(
+        &self,
+        mut rx: mpsc::Receiver<Item>,
+        cancel: &CancellationToken,
+    ) -> (Summary, Option<EngineError>) {
         let started = Instant::now();
         let run = Arc::new(Run {
             tally: Mutex::new(Summary::default()),
             fatal: Mutex::new(None),
             cancel: cancel.child_token(),
         });
-
-        let (tx, mut rx) = mpsc::channel::<(Found, Option<Cached>)>(1024);
-        let walker = {
-            let root = self.inner.root.clone();
-            let store = self.inner.store.clone();
-            tokio::task::spawn_blocking(move || {
-                scan::walk(&root, |found| {
-                    // Looked up here, off the async threads: a no-op rescan is one walk plus one indexed read per file.
-                    let cached = match &found {
-                        Found::File { stamp, .. } => store.lookup(stamp).unwrap_or_else(|e| {
-                            tracing::warn!("{e}");
-                            None
-                        }),
-                        Found::Unreadable { .. } => None,
-                    };
-                    tx.blocking_send((found, cached)).is_ok()
-                })
-            })
-        };
-
         // Enough files in flight to keep both the hashers and the uploads busy, and no more.
         let slots = Arc::new(Semaphore::new(
             self.inner.concurrency * 2 + self.inner.hashers.available_permits() * 2,
@@ -224,10 +261,18 @@ impl Engine {
             }
         }
         drop(rx);
-        while let Some(done) = tasks.join_next().await {
-            log_panic(done);
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while let Some(done) = tasks.join_next().await {
+                log_panic(done);
+            }
+        });
+        if drained.await.is_err() {
+            tracing::warn!(
+                "{} uploads still in flight were abandoned; they are sent again on the next start",
+                tasks.len()
+            );
+            tasks.shutdown().await;
         }
-        let _ = walker.await;
 
         let fatal = run.fatal.lock().unwrap().take();
         let mut summary = std::mem::take(&mut *run.tally.lock().unwrap());
@@ -239,6 +284,14 @@ impl Engine {
         }
         (summary, fatal)
     }
+}
+
+/// A cache miss when the state cannot be read: the file is then hashed, which is safe.
+fn lookup(store: &dyn Store, stamp: &FileStamp) -> Option<Cached> {
+    store.lookup(stamp).unwrap_or_else(|e| {
+        tracing::warn!("{e}");
+        None
+    })
 }
 
 fn log_panic(done: Result<(), tokio::task::JoinError>) {

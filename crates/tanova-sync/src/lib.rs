@@ -3,6 +3,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod debounce;
 pub mod deliver;
 pub mod engine;
 pub mod filter;
@@ -12,3 +13,4 @@ pub mod plan;
 pub mod report;
 pub mod scan;
 pub mod state;
+pub mod watch;

@@ -398,12 +398,17 @@ fn plain_output_summarises_for_a_person() {
 }
 
 #[test]
-fn no_command_runs_a_sync() {
+fn no_command_syncs_then_watches_like_the_script() {
     let env = TestEnv::new();
     env.write("a.pdf", "a");
-    let run = env.run(&["--json"]);
+    let child = env.spawn(&["--json"]);
+    assert!(wait_for_uploads(&env, 1, Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(300));
+    env.write("b.pdf", "b");
+    assert!(wait_for_uploads(&env, 2, Duration::from_secs(10)));
+    let run = stop(child, Duration::from_secs(5));
     run.assert_code(0);
-    assert_eq!(run.count("synced"), 1);
+    assert_eq!(run.count("synced"), 1, "the initial sync's summary");
 }
 
 #[test]

@@ -11,7 +11,10 @@ use clap::{Args, Parser, Subcommand};
 /// the same TANOVA_FOLDER_PATH / TANOVA_API_KEY / TANOVA_URL variables, and
 /// imports the script's ~/.tanova/sync_history.json on first start.
 ///
-/// Exit status: 0 all files synced; 1 some files failed (listed with reasons);
+/// With no command it does what the script did: an initial sync, then it
+/// watches the folder until Ctrl+C.
+///
+/// Exit status: 0 all files synced (or watch stopped cleanly); 1 some files failed (listed with reasons);
 /// 2 usage or config error, or the API key was rejected; 130 interrupted.
 #[derive(Debug, Parser)]
 #[command(name = "tanova-sync", version, propagate_version = true)]
@@ -56,10 +59,19 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Sync the folder once: upload every new CV, print a summary, exit (the default command)
+    /// Sync the folder once: upload every new CV, print a summary, exit
     Sync,
+    /// Sync, then keep watching the folder and upload new CVs as they arrive, until Ctrl+C (the default command)
+    Watch(WatchArgs),
     /// Try it without an account: sync sample CVs (or --folder DIR, only read) to a local emulator over real HTTP
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct WatchArgs {
+    /// Poll only (rescan every poll_interval), for SMB/NFS shares that deliver no file-system events
+    #[arg(long)]
+    pub poll: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -63,6 +63,7 @@ async fn demo(
             .clone()
             .unwrap_or_else(|| work.path().join("state")),
         request_timeout: config::DEFAULT_REQUEST_TIMEOUT,
+        watch: crate::watch::WatchSettings::default(),
     };
     eprintln!(
         "Demo: a local Tanova emulator at {} ({} ms per upload, {} at once, 429 beyond).\n\

@@ -13,13 +13,14 @@ use std::sync::Arc;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-pub use args::{Cli, Command, GlobalArgs};
+pub use args::{Cli, Command, GlobalArgs, WatchArgs};
 pub use exit::Exit;
 use progress::{TerminalReporter, Verbosity};
 
 use crate::config::{self, Config, Overrides};
 use crate::engine::{Engine, EngineError};
 use crate::report::Summary;
+use crate::state::lock::{self, InstanceLock};
 use crate::state::{legacy, SqliteStore, Store};
 
 /// Parse the command line and run it.
@@ -47,19 +48,29 @@ async fn run(cli: Cli) -> Exit {
     watch_for_interrupt(cancel.clone());
     match cli.command {
         Some(Command::Demo(args)) => demo::run(&cli.global, &args, &cancel).await,
-        Some(Command::Sync) | None => match load_config(&cli.global) {
+        Some(Command::Sync) => match load_config(&cli.global, false) {
             Ok(config) => sync(&cli.global, &config, &cancel).await,
             Err(exit) => exit,
         },
+        Some(Command::Watch(args)) => watch_command(&cli.global, &args, &cancel).await,
+        None => watch_command(&cli.global, &WatchArgs::default(), &cancel).await,
     }
 }
 
-fn load_config(global: &GlobalArgs) -> Result<Config, Exit> {
+async fn watch_command(global: &GlobalArgs, args: &WatchArgs, cancel: &CancellationToken) -> Exit {
+    match load_config(global, args.poll) {
+        Ok(config) => watch(global, &config, cancel).await,
+        Err(exit) => exit,
+    }
+}
+
+fn load_config(global: &GlobalArgs, poll: bool) -> Result<Config, Exit> {
     let overrides = Overrides {
         config_file: global.config.clone(),
         folder: global.folder.clone(),
         state_dir: global.state_dir.clone(),
         max_workers: global.max_workers,
+        poll,
     };
     match config::load(&overrides, &|name| std::env::var(name).ok()) {
         Ok(loaded) => {
@@ -75,23 +86,26 @@ fn load_config(global: &GlobalArgs) -> Result<Config, Exit> {
     }
 }
 
-/// `tanova-sync sync`: one pass over the folder.
-pub async fn sync(global: &GlobalArgs, config: &Config, cancel: &CancellationToken) -> Exit {
-    let store = match open_state(config) {
-        Ok(store) => store,
-        Err(message) => {
-            report_error(global, &message);
-            return Exit::Usage;
-        }
+/// Everything a run needs, set up and checked.
+struct Agent {
+    engine: Engine,
+    reporter: Arc<TerminalReporter>,
+    _lock: InstanceLock,
+}
+
+/// Lock and open the state, build the engine, and check the key with the service.
+async fn start_agent(
+    global: &GlobalArgs,
+    config: &Config,
+    cancel: &CancellationToken,
+) -> Result<Agent, Exit> {
+    let fail = |message: String, exit: Exit| {
+        report_error(global, &message);
+        exit
     };
+    let (store, lock) = open_state(config).map_err(|m| fail(m, Exit::Usage))?;
     let reporter = Arc::new(TerminalReporter::new(verbosity(global)));
-    let engine = match Engine::new(config, store, reporter.clone()) {
-        Ok(engine) => engine,
-        Err(message) => {
-            report_error(global, &message);
-            return Exit::Usage;
-        }
-    };
+    let engine = Engine::new(config, store, reporter.clone()).map_err(|m| fail(m, Exit::Usage))?;
     tracing::info!(
         "syncing {} to {} (key {}, {} uploads at once)",
         config.folder.display(),
@@ -100,11 +114,23 @@ pub async fn sync(global: &GlobalArgs, config: &Config, cancel: &CancellationTok
         engine.concurrency()
     );
     if let Err(e) = engine.check_access(cancel).await {
-        report_error(global, &e.to_string());
-        return exit_for_error(&e);
+        return Err(fail(e.to_string(), exit_for_error(&e)));
     }
-    let (summary, fatal) = engine.sync_once(cancel).await;
-    reporter.done(&summary);
+    Ok(Agent {
+        engine,
+        reporter,
+        _lock: lock,
+    })
+}
+
+/// `tanova-sync sync`: one pass over the folder.
+pub async fn sync(global: &GlobalArgs, config: &Config, cancel: &CancellationToken) -> Exit {
+    let agent = match start_agent(global, config, cancel).await {
+        Ok(agent) => agent,
+        Err(exit) => return exit,
+    };
+    let (summary, fatal) = agent.engine.sync_once(cancel).await;
+    agent.reporter.done(&summary);
     print_summary(global, &summary);
     match fatal {
         Some(e) => {
@@ -117,9 +143,65 @@ pub async fn sync(global: &GlobalArgs, config: &Config, cancel: &CancellationTok
     }
 }
 
-/// Open the state and import the Python script's history on first start.
-pub fn open_state(config: &Config) -> Result<Arc<dyn Store>, String> {
+/// `tanova-sync watch`: the initial sync, then events and rescans until a signal.
+pub async fn watch(global: &GlobalArgs, config: &Config, cancel: &CancellationToken) -> Exit {
+    let agent = match start_agent(global, config, cancel).await {
+        Ok(agent) => agent,
+        Err(exit) => return exit,
+    };
+    // Watch from before the initial scan, so nothing written meanwhile is missed;
+    // what it finds waits in the channel until the initial sync is done.
+    let (tx, rx) = tokio::sync::mpsc::channel(crate::engine::ITEM_QUEUE);
+    let discovery = tokio::spawn(crate::watch::run(
+        agent.engine.clone(),
+        config.folder.clone(),
+        config.watch.clone(),
+        tx,
+        cancel.clone(),
+    ));
+    let (initial, fatal) = agent.engine.sync_once(cancel).await;
+    agent.reporter.done(&initial);
+    print_summary(global, &initial);
+    if let Some(e) = fatal {
+        cancel.cancel();
+        let _ = discovery.await;
+        tracing::error!("{e}");
+        return exit_for_error(&e);
+    }
+    if !cancel.is_cancelled() {
+        let how = match config.watch.mode {
+            crate::watch::WatchMode::Events => "file-system events".to_string(),
+            crate::watch::WatchMode::Poll => {
+                format!("polling every {}s", config.watch.poll_every.as_secs_f64())
+            }
+        };
+        eprintln!(
+            "Watching {} for new CVs ({how}); press Ctrl+C to stop.",
+            config.folder.display()
+        );
+    }
+    agent.reporter.go_live();
+    let (session, fatal) = agent.engine.pipeline(rx, cancel).await;
+    let _ = discovery.await;
+    if !global.quiet {
+        eprintln!(
+            "Stopped. While watching: {} synced, {} duplicates, {} failed.",
+            session.synced, session.duplicates, session.failed
+        );
+    }
+    match fatal {
+        Some(e) => {
+            tracing::error!("{e}");
+            exit_for_error(&e)
+        }
+        None => Exit::Ok,
+    }
+}
+
+/// Lock and open the state, and import the Python script's history on first start.
+fn open_state(config: &Config) -> Result<(Arc<dyn Store>, InstanceLock), String> {
     let store = SqliteStore::open(&config.state_dir).map_err(|e| format!("state error: {e}"))?;
+    let lock = lock::acquire(&config.state_dir).map_err(|e| e.to_string())?;
     let history = config.state_dir.join(legacy::HISTORY_FILE);
     match store.import_legacy_once(&history) {
         Ok(Some(n)) => tracing::info!("imported {n} synced checksums from {}", history.display()),
@@ -127,7 +209,7 @@ pub fn open_state(config: &Config) -> Result<Arc<dyn Store>, String> {
         // A broken history must not stop the agent: the server's duplicate check still prevents re-uploads.
         Err(e) => tracing::warn!("legacy history not imported: {e}"),
     }
-    Ok(Arc::new(store))
+    Ok((Arc::new(store), lock))
 }
 
 fn exit_for_error(e: &EngineError) -> Exit {

@@ -2,6 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,8 @@ pub enum Verbosity {
 
 pub struct TerminalReporter {
     bar: Option<ProgressBar>,
+    /// Watching: a line per upload or failure instead of progress.
+    live: AtomicBool,
     verbosity: Verbosity,
     lines: Mutex<LineClock>,
 }
@@ -51,6 +54,7 @@ impl TerminalReporter {
         });
         TerminalReporter {
             bar,
+            live: AtomicBool::new(false),
             verbosity,
             lines: Mutex::new(LineClock {
                 last_at: Instant::now(),
@@ -74,6 +78,11 @@ impl TerminalReporter {
         }
     }
 
+    /// Switch to reporting each upload or failure as it happens (watch mode).
+    pub fn go_live(&self) {
+        self.live.store(true, Ordering::Relaxed);
+    }
+
     fn say(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
@@ -90,6 +99,15 @@ impl Reporter for TerminalReporter {
     }
 
     fn finished(&self, path: &Path, outcome: &Outcome, tally: &Summary) {
+        if self.live.load(Ordering::Relaxed) {
+            let worth_a_line = !matches!(outcome, Outcome::AlreadySynced | Outcome::SameContent);
+            if self.verbosity >= Verbosity::Files
+                || (worth_a_line && self.verbosity == Verbosity::Normal)
+            {
+                eprintln!("{}: {}", path.display(), describe(outcome));
+            }
+            return;
+        }
         if self.verbosity >= Verbosity::Files {
             self.say(&format!("{}: {}", path.display(), describe(outcome)));
         }

@@ -1,6 +1,7 @@
 //! The agent's memory: which checksums are synced, the path → checksum cache, and failures.
 
 pub mod legacy;
+pub mod lock;
 pub mod sqlite;
 
 use std::path::PathBuf;

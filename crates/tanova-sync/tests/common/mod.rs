@@ -156,3 +156,32 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn exists(path: &Path) -> bool {
     path.exists()
 }
+
+/// Send a signal to a running child.
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) with the pid of a child we own; no memory is involved.
+    let rc = unsafe { libc::kill(child.id() as i32, sig) };
+    assert_eq!(rc, 0, "kill({sig})");
+}
+
+/// SIGTERM the child and collect its output, asserting it exits within `limit`.
+pub fn stop(child: Child, limit: Duration) -> Run {
+    signal(&child, libc::SIGTERM);
+    let start = Instant::now();
+    let pid = child.id();
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    while !waiter.is_finished() {
+        if start.elapsed() > limit {
+            // SAFETY: as above; the test is failing, make sure the child does not linger.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("the agent did not exit within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Run::from(waiter.join().unwrap())
+}
+
+/// Wait until the emulator has received `n` uploads (unique checksums).
+pub fn wait_for_uploads(env: &TestEnv, n: u64, timeout: Duration) -> bool {
+    wait_until(timeout, || env.emulator.stats().unique_checksums >= n)
+}

@@ -1,0 +1,336 @@
+//! Watch mode's discovery: file-system events, debounced, plus periodic rescans as the safety net.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::debounce::{Change, Debouncer, Verdict};
+use crate::engine::{Engine, Item, ITEM_QUEUE};
+use crate::filter;
+use crate::scan::Found;
+
+/// How changes are discovered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    /// File-system events, with a rescan every `rescan_every`.
+    Events,
+    /// Only rescans, every `poll_every`: for SMB/NFS shares that deliver no events.
+    Poll,
+}
+
+#[derive(Debug, Clone)]
+pub struct WatchSettings {
+    pub mode: WatchMode,
+    /// How long a file must be left alone before it counts as complete (where there is no close event).
+    pub settle: Duration,
+    pub rescan_every: Duration,
+    pub poll_every: Duration,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        WatchSettings {
+            mode: WatchMode::Events,
+            settle: DEFAULT_SETTLE,
+            rescan_every: DEFAULT_RESCAN_EVERY,
+            poll_every: DEFAULT_POLL_EVERY,
+        }
+    }
+}
+
+pub const DEFAULT_SETTLE: Duration = Duration::from_millis(300);
+pub const DEFAULT_RESCAN_EVERY: Duration = Duration::from_secs(600);
+pub const DEFAULT_POLL_EVERY: Duration = Duration::from_secs(10);
+
+/// What to tell the user when inotify runs out of watches.
+pub fn inotify_limit_message() -> String {
+    let current = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".to_string());
+    format!(
+        "the system's limit of watched folders is reached (fs.inotify.max_user_watches = {current}); \
+         raise it with `sudo sysctl fs.inotify.max_user_watches=524288` (and add that line to \
+         /etc/sysctl.d/90-tanova.conf to keep it), or set watch_mode to \"poll\". \
+         Falling back to polling for now"
+    )
+}
+/// The longest wait between checks for a folder that has gone away.
+const MAX_ROOT_RETRY: Duration = Duration::from_secs(60);
+
+/// What the watcher's callback passes on.
+type Notice = notify::Result<Event>;
+
+/// Feed `tx` with the files that appear or change under the engine's folder until `cancel`.
+/// The caller has just done the initial full sync.
+pub async fn run(
+    engine: Engine,
+    root: PathBuf,
+    settings: WatchSettings,
+    tx: mpsc::Sender<Item>,
+    cancel: CancellationToken,
+) {
+    let close_events = cfg!(target_os = "linux") && settings.mode == WatchMode::Events;
+    let mut watch = Discovery {
+        engine,
+        root,
+        debouncer: Debouncer::new(settings.settle, close_events),
+        tx,
+        settings,
+        new_dirs: Vec::new(),
+        root_removed: false,
+    };
+    let (notice_tx, mut notices) = mpsc::unbounded_channel::<Notice>();
+    let mut watcher = watch.start_watcher(&notice_tx);
+    let (scan_tx, mut scanned) = mpsc::channel::<Item>(ITEM_QUEUE);
+    let mut rescan = tokio::time::interval_at(
+        tokio::time::Instant::now() + watch.rescan_period(&watcher),
+        watch.rescan_period(&watcher),
+    );
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut scanning: Option<tokio::task::JoinHandle<()>> = None;
+    // When the folder is gone: when to look again, and the current backoff.
+    let mut root_gone: Option<(tokio::time::Instant, Duration)> = None;
+
+    loop {
+        let next_due = watch
+            .debouncer
+            .next_due()
+            .map(tokio::time::Instant::from_std);
+        let root_check = root_gone.map(|(at, _)| at);
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(notice) = notices.recv() => match notice {
+                Ok(event) => {
+                    if watch.on_event(event) {
+                        start_scan(&watch, &mut scanning, watch.root.clone(), &scan_tx);
+                    }
+                    for dir in watch.new_dirs.drain(..) {
+                        // Files written before the new folder's watch was added produce no event.
+                        watch.engine.scan_into(dir, scan_tx.clone());
+                    }
+                }
+                Err(e) => {
+                    if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
+                        tracing::error!("{}", inotify_limit_message());
+                        watcher = None;
+                        rescan = tokio::time::interval(watch.settings.poll_every);
+                    } else {
+                        tracing::warn!("file-system events: {e}; rescanning");
+                        start_scan(&watch, &mut scanning, watch.root.clone(), &scan_tx);
+                    }
+                }
+            },
+            _ = sleep_until(next_due), if next_due.is_some() => watch.check_due().await,
+            Some(item) = scanned.recv() => watch.on_scanned(item).await,
+            _ = rescan.tick() => {
+                if watch.root.is_dir() {
+                    start_scan(&watch, &mut scanning, watch.root.clone(), &scan_tx);
+                } else if root_gone.is_none() {
+                    root_gone = Some(watch.folder_gone(Duration::from_secs(1)));
+                }
+            }
+            _ = sleep_until(root_check), if root_check.is_some() => {
+                let (_, backoff) = root_gone.expect("checked above");
+                if watch.root.is_dir() {
+                    tracing::info!("the folder {} is back; rescanning", watch.root.display());
+                    root_gone = None;
+                    watcher = watch.start_watcher(&notice_tx);
+                    start_scan(&watch, &mut scanning, watch.root.clone(), &scan_tx);
+                } else {
+                    root_gone = Some(watch.folder_gone((backoff * 2).min(MAX_ROOT_RETRY)));
+                }
+            }
+        }
+        if root_gone.is_none() && watch.root_removed {
+            watch.root_removed = false;
+            watcher = None;
+            root_gone = Some(watch.folder_gone(Duration::from_secs(1)));
+        }
+    }
+    drop(watcher);
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Start a rescan of `dir` unless one is still running.
+fn start_scan(
+    watch: &Discovery,
+    scanning: &mut Option<tokio::task::JoinHandle<()>>,
+    dir: PathBuf,
+    tx: &mpsc::Sender<Item>,
+) {
+    if scanning.as_ref().is_some_and(|h| !h.is_finished()) {
+        return;
+    }
+    tracing::debug!("rescanning {}", dir.display());
+    *scanning = Some(watch.engine.scan_into(dir, tx.clone()));
+}
+
+struct Discovery {
+    engine: Engine,
+    root: PathBuf,
+    debouncer: Debouncer,
+    tx: mpsc::Sender<Item>,
+    settings: WatchSettings,
+    /// Folders that appeared since the last event, to be scanned.
+    new_dirs: Vec<PathBuf>,
+    /// The watched folder itself was removed or moved away.
+    root_removed: bool,
+}
+
+impl Discovery {
+    /// Take in one event. Returns true when the events cannot be trusted and a full rescan is due.
+    fn on_event(&mut self, event: Event) -> bool {
+        if event.need_rescan() {
+            tracing::warn!("file-system events were lost (queue overflow); rescanning");
+            return true;
+        }
+        let now = Instant::now();
+        for path in &event.paths {
+            if path == &self.root {
+                let gone = matches!(
+                    event.kind,
+                    EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From))
+                );
+                self.root_removed |= gone && !self.root.is_dir();
+                continue;
+            }
+            if self.is_hidden(path) {
+                continue;
+            }
+            let appeared = matches!(
+                event.kind,
+                EventKind::Create(_)
+                    | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Any))
+            );
+            if appeared && path.is_dir() {
+                self.new_dirs.push(path.clone());
+                continue;
+            }
+            if !filter::is_candidate_path(path) {
+                continue;
+            }
+            match event.kind {
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+                    self.debouncer.change(path.clone(), Change::Closed, now)
+                }
+                EventKind::Create(CreateKind::File | CreateKind::Any) => {
+                    self.debouncer.change(path.clone(), Change::Created, now)
+                }
+                EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
+                    self.debouncer.change(path.clone(), Change::Written, now)
+                }
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+                    self.debouncer.change(path.clone(), Change::Appeared, now)
+                }
+                EventKind::Modify(ModifyKind::Name(RenameMode::Any)) if path.exists() => {
+                    self.debouncer.change(path.clone(), Change::Appeared, now)
+                }
+                EventKind::Modify(ModifyKind::Name(RenameMode::From | RenameMode::Any))
+                | EventKind::Remove(_) => self.debouncer.forget(path),
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// Hidden files and folders below the root are not watched.
+    fn is_hidden(&self, path: &Path) -> bool {
+        path.strip_prefix(&self.root).map_or(true, |rel| {
+            rel.components()
+                .any(|c| c.as_os_str().to_str().is_some_and(|n| n.starts_with('.')))
+        })
+    }
+
+    /// Look at the files that fell due: send the complete ones, wait longer for the rest.
+    async fn check_due(&mut self) {
+        for (path, closed) in self.debouncer.take_due(Instant::now()) {
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            match self.debouncer.verdict(closed, mtime, SystemTime::now()) {
+                Verdict::Ready => {
+                    if let Some(item) = self.engine.item_for(&path) {
+                        let _ = self.tx.send(item).await;
+                    }
+                }
+                Verdict::WaitFor(wait) => self.debouncer.recheck_at(path, Instant::now() + wait),
+            }
+        }
+    }
+
+    /// A rescan found this: files the debouncer is waiting on, or modified
+    /// within the settle time, are left to settle first.
+    async fn on_scanned(&mut self, item: Item) {
+        if let (Found::File { path, stamp }, _) = &item {
+            if self.debouncer.is_pending(path) {
+                return;
+            }
+            let mtime = SystemTime::UNIX_EPOCH + Duration::from_nanos(stamp.mtime_ns.max(0) as u64);
+            if let Verdict::WaitFor(wait) = self.debouncer.verdict(false, mtime, SystemTime::now())
+            {
+                self.debouncer
+                    .recheck_at(path.clone(), Instant::now() + wait);
+                return;
+            }
+        }
+        let _ = self.tx.send(item).await;
+    }
+
+    fn rescan_period(&self, watcher: &Option<RecommendedWatcher>) -> Duration {
+        if watcher.is_some() {
+            self.settings.rescan_every
+        } else {
+            self.settings.poll_every
+        }
+    }
+
+    /// Start the OS watcher; `None` (with the reason logged) means rescans only.
+    fn start_watcher(&self, notices: &mpsc::UnboundedSender<Notice>) -> Option<RecommendedWatcher> {
+        if self.settings.mode == WatchMode::Poll {
+            return None;
+        }
+        let notices = notices.clone();
+        let started = notify::recommended_watcher(move |notice| {
+            let _ = notices.send(notice);
+        })
+        .and_then(|mut w| w.watch(&self.root, RecursiveMode::Recursive).map(|()| w));
+        match started {
+            Ok(w) => Some(w),
+            Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
+                tracing::error!("{}", inotify_limit_message());
+                None
+            }
+            Err(e) => {
+                tracing::error!(
+                    "cannot watch {} for changes ({e}); polling every {}s instead",
+                    self.root.display(),
+                    self.settings.poll_every.as_secs()
+                );
+                None
+            }
+        }
+    }
+
+    fn folder_gone(&self, retry_in: Duration) -> (tokio::time::Instant, Duration) {
+        tracing::error!(
+            "the folder {} is gone or unreadable; checking again in {}s",
+            self.root.display(),
+            retry_in.as_secs()
+        );
+        (tokio::time::Instant::now() + retry_in, retry_in)
+    }
+}
