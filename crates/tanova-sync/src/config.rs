@@ -18,7 +18,8 @@ pub const DEFAULT_CONFIG_FILE: &str = "tanova-config.json";
 pub const DEFAULT_URL: &str = "https://tanova.ai";
 pub const DEFAULT_RETRY_COUNT: u32 = 3;
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(2);
-pub const DEFAULT_MAX_WORKERS: usize = 5;
+/// The adaptive limit's ceiling when `max_workers` is not given.
+pub const DEFAULT_CEILING: usize = 64;
 /// The longest wait for the next bytes of an answer; the service parses CVs for seconds.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// Keys look like this; anything else is probably a paste error.
@@ -32,6 +33,7 @@ const KNOWN_KEYS: &[&str] = &[
     "retry_count",
     "retry_delay",
     "max_workers",
+    "concurrency",
     "max_file_size_mb",
     "state_dir",
     "allow_insecure_http",
@@ -52,11 +54,41 @@ pub struct Config {
     pub retry_count: u32,
     /// The base of the exponential backoff.
     pub retry_delay: Duration,
-    pub max_workers: usize,
+    pub concurrency: Concurrency,
     pub max_file_size: u64,
     pub state_dir: PathBuf,
     pub request_timeout: Duration,
     pub watch: WatchSettings,
+}
+
+/// How many uploads run at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Concurrency {
+    /// Found by the AIMD controller, between 1 and the ceiling (`max_workers`, else 64).
+    Adaptive { ceiling: usize },
+    /// Pinned by `concurrency: N`.
+    Fixed(usize),
+}
+
+impl Concurrency {
+    /// The most uploads that can ever be in flight.
+    pub fn ceiling(&self) -> usize {
+        match *self {
+            Concurrency::Adaptive { ceiling } => ceiling,
+            Concurrency::Fixed(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for Concurrency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Concurrency::Adaptive { ceiling } => {
+                write!(f, "adaptive concurrency, up to {ceiling} uploads at once")
+            }
+            Concurrency::Fixed(n) => write!(f, "{n} uploads at once"),
+        }
+    }
 }
 
 /// An API key that prints only its first 15 characters.
@@ -110,6 +142,7 @@ pub struct Overrides {
     pub folder: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub max_workers: Option<usize>,
+    pub concurrency: Option<usize>,
     /// `--poll`: rescans only, no file-system events.
     pub poll: bool,
 }
@@ -129,6 +162,7 @@ struct Raw {
     retry_count: Option<Sourced<u64>>,
     retry_delay: Option<Sourced<f64>>,
     max_workers: Option<Sourced<u64>>,
+    concurrency: Option<Sourced<u64>>,
     max_file_size_mb: Option<Sourced<f64>>,
     state_dir: Option<Sourced<String>>,
     allow_insecure_http: Option<Sourced<bool>>,
@@ -196,6 +230,7 @@ fn read_file(path: &Path, raw: &mut Raw, warnings: &mut Vec<String>) -> Result<(
     raw.retry_count = file.integer("retry_count")?;
     raw.retry_delay = file.number("retry_delay")?;
     raw.max_workers = file.integer("max_workers")?;
+    raw.concurrency = file.integer("concurrency")?;
     raw.max_file_size_mb = file.number("max_file_size_mb")?;
     raw.state_dir = file.string("state_dir")?;
     raw.allow_insecure_http = file.boolean("allow_insecure_http")?;
@@ -327,6 +362,12 @@ fn apply_overrides(overrides: &Overrides, raw: &mut Raw) {
             origin: flag("max-workers"),
         });
     }
+    if let Some(n) = overrides.concurrency {
+        raw.concurrency = Some(Sourced {
+            value: n as u64,
+            origin: flag("concurrency"),
+        });
+    }
 }
 
 fn validate(
@@ -392,16 +433,30 @@ fn validate(
     let retry_delay = raw.retry_delay.map_or(DEFAULT_RETRY_DELAY, |s| {
         Duration::from_secs_f64(s.value.min(3600.0))
     });
-    let max_workers = match raw.max_workers {
-        None => DEFAULT_MAX_WORKERS,
-        Some(s) if (1..=1024).contains(&s.value) => s.value as usize,
-        Some(s) => {
-            return Err(ConfigError::new(
+    let in_range = |s: Sourced<u64>, field: &str| {
+        if (1..=1024).contains(&s.value) {
+            Ok(s.value as usize)
+        } else {
+            Err(ConfigError::new(
                 s.origin,
-                "max_workers",
+                field,
                 format!("expected 1 to 1024, got {}", s.value),
             ))
         }
+    };
+    let ceiling = raw
+        .max_workers
+        .map(|s| in_range(s, "max_workers"))
+        .transpose()?;
+    let concurrency = match raw
+        .concurrency
+        .map(|s| in_range(s, "concurrency"))
+        .transpose()?
+    {
+        Some(n) => Concurrency::Fixed(n),
+        None => Concurrency::Adaptive {
+            ceiling: ceiling.unwrap_or(DEFAULT_CEILING),
+        },
     };
     let max_file_size = match raw.max_file_size_mb {
         None => DEFAULT_MAX_FILE_SIZE,
@@ -463,7 +518,7 @@ fn validate(
         url,
         retry_count,
         retry_delay,
-        max_workers,
+        concurrency,
         max_file_size,
         state_dir,
         request_timeout,

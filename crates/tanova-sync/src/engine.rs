@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::wire::Health;
 use crate::api::{ApiClient, ApiError, Timeouts};
-use crate::config::Config;
+use crate::config::{Concurrency, Config};
 use crate::deliver::{backoff, Delivered, Deliverer, Job};
 use crate::filter;
 use crate::hash::{self, HashError};
@@ -58,7 +58,7 @@ struct Inner {
     max_file_size: u64,
     retry_count: u32,
     retry_delay: Duration,
-    concurrency: usize,
+    concurrency: Concurrency,
     api: Arc<ApiClient>,
     deliverer: Deliverer,
     store: Arc<dyn Store>,
@@ -93,10 +93,10 @@ impl Engine {
                 max_file_size: config.max_file_size,
                 retry_count: config.retry_count,
                 retry_delay: config.retry_delay,
-                concurrency: config.max_workers,
+                concurrency: config.concurrency,
                 deliverer: Deliverer::new(
                     api.clone(),
-                    config.max_workers,
+                    config.concurrency,
                     config.retry_count,
                     config.retry_delay,
                 ),
@@ -150,9 +150,14 @@ impl Engine {
         }
     }
 
-    /// The concurrency the deliverer uses.
-    pub fn concurrency(&self) -> usize {
+    /// How uploads are limited.
+    pub fn concurrency(&self) -> Concurrency {
         self.inner.concurrency
+    }
+
+    /// The upload limiter, for metrics: its current limit and uploads in flight.
+    pub fn limiter(&self) -> &crate::deliver::limiter::Limiter {
+        self.inner.deliverer.limiter()
     }
 
     /// Sync the whole folder once. Returns the summary, and the reason the
@@ -216,7 +221,7 @@ impl Engine {
         });
         // Enough files in flight to keep both the hashers and the uploads busy, and no more.
         let slots = Arc::new(Semaphore::new(
-            self.inner.concurrency * 2 + self.inner.hashers.available_permits() * 2,
+            self.inner.concurrency.ceiling() * 2 + self.inner.hashers.available_permits() * 2,
         ));
         let mut tasks = JoinSet::new();
         loop {

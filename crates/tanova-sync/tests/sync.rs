@@ -440,3 +440,34 @@ fn an_unreachable_service_is_a_clear_error() {
         run.stderr
     );
 }
+
+#[test]
+fn adaptive_concurrency_finds_the_servers_capacity() {
+    let env = TestEnv::with_knobs(Knobs {
+        capacity: 8,
+        upload_latency_ms: 100,
+        retry_after_s: 0,
+        ..Knobs::default()
+    });
+    env.write_many(200);
+    env.config(json!({ "retry_count": 20, "retry_delay": 0.05 }));
+    let run = env.run(&["sync", "--json"]);
+    run.assert_code(0);
+    assert_eq!(run.count("synced"), 200);
+    let stats = env.emulator.stats();
+    assert_eq!(stats.peak_in_flight, 8, "grew to the capacity: {stats:?}");
+    assert_eq!(stats.duplicate_uploads, 0);
+}
+
+#[test]
+fn pinned_concurrency_is_never_exceeded() {
+    let env = TestEnv::with_knobs(Knobs {
+        upload_latency_ms: 50,
+        ..Knobs::default()
+    });
+    env.write_many(60);
+    let run = env.run(&["sync", "--json", "--concurrency", "3"]);
+    run.assert_code(0);
+    assert_eq!(run.count("synced"), 60);
+    assert_eq!(env.emulator.stats().peak_in_flight, 3);
+}

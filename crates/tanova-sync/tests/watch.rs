@@ -186,9 +186,9 @@ fn a_burst_is_delivered_concurrently() {
     }
     assert!(wait_for_uploads(&env, 301, Duration::from_secs(30)));
     let stats = env.emulator.stats();
-    assert_eq!(
-        stats.peak_in_flight, 5,
-        "the burst used the full concurrency: {stats:?}"
+    assert!(
+        stats.peak_in_flight >= 8,
+        "the burst was delivered concurrently: {stats:?}"
     );
     assert_eq!(stats.duplicate_uploads, 0);
     stop(child, Duration::from_secs(5)).assert_code(0);
@@ -203,14 +203,14 @@ fn sigterm_mid_upload_exits_cleanly_and_loses_nothing() {
     env.write_many(30);
     env.config(json!({ "settle_ms": 100 }));
     let child = env.spawn(&["watch"]);
-    assert!(wait_until(WAIT, || env.emulator.stats().in_flight >= 5));
+    assert!(wait_until(WAIT, || env.emulator.stats().in_flight >= 4));
     let started = Instant::now();
     let run = stop(child, Duration::from_secs(5));
     run.assert_code(0);
     assert!(started.elapsed() < Duration::from_secs(5));
     // The uploads in flight finished and were recorded: a restart sends only the rest.
     let done = env.emulator.stats().unique_checksums;
-    assert!(done >= 5, "in-flight uploads completed: {done}");
+    assert!(done >= 4, "in-flight uploads completed: {done}");
     env.emulator.set_knobs(|k| k.upload_latency_ms = 0);
     let after = env.run(&["sync", "--json"]);
     after.assert_code(0);

@@ -37,10 +37,12 @@ pub enum ApiError {
         message: String,
     },
     /// Worth retrying: 408, 429, 5xx, a dropped connection, a timeout.
+    /// `back_pressure` when the service says it is overloaded (408, 429, 503, a timeout).
     #[error("{message}")]
     Transient {
         message: String,
         retry_after: Option<Duration>,
+        back_pressure: bool,
     },
     /// The server refused this request for good (other 4xx).
     #[error("refused by the server ({status}): {message}")]
@@ -113,6 +115,7 @@ impl ApiClient {
         serde_json::from_slice(&body).map_err(|e| ApiError::Transient {
             message: format!("GET {url}: unreadable answer: {e}"),
             retry_after: None,
+            back_pressure: false,
         })
     }
 
@@ -129,6 +132,7 @@ impl ApiClient {
         serde_json::from_slice(&body).map_err(|e| ApiError::Transient {
             message: format!("POST {url}: unreadable answer: {e}"),
             retry_after: None,
+            back_pressure: false,
         })
     }
 
@@ -207,6 +211,7 @@ async fn read_success(
         Disposition::Transient { retry_after } => ApiError::Transient {
             message: format!("{url}: {status}: {message}"),
             retry_after,
+            back_pressure: matches!(status.as_u16(), 408 | 429 | 503),
         },
         Disposition::Permanent => ApiError::Permanent {
             status: status.as_u16(),
@@ -239,6 +244,7 @@ fn transport_error(url: &Url, e: &reqwest::Error) -> ApiError {
     ApiError::Transient {
         message,
         retry_after: None,
+        back_pressure: e.is_timeout(),
     }
 }
 

@@ -43,9 +43,12 @@ pub struct GlobalArgs {
     /// The folder of CVs, over folder_path and TANOVA_FOLDER_PATH
     #[arg(long, global = true, value_name = "DIR")]
     pub folder: Option<PathBuf>,
-    /// Uploads at once, over max_workers [default: 5]
+    /// The most uploads at once: the ceiling of the adaptive limit, over max_workers [default: 64]
     #[arg(long, global = true, value_name = "N")]
     pub max_workers: Option<usize>,
+    /// Pin the number of uploads at once (no adaptive limit), over concurrency
+    #[arg(long, global = true, value_name = "N")]
+    pub concurrency: Option<usize>,
     /// Print one JSON summary object on stdout at the end (progress stays on stderr)
     #[arg(long, global = true)]
     pub json: bool,

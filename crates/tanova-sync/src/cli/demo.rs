@@ -56,7 +56,9 @@ async fn demo(
         url: config::parse_url(&emulator.url(), false)?,
         retry_count: config::DEFAULT_RETRY_COUNT,
         retry_delay: std::time::Duration::from_millis(200),
-        max_workers: global.max_workers.unwrap_or(config::DEFAULT_MAX_WORKERS),
+        concurrency: config::Concurrency::Adaptive {
+            ceiling: global.max_workers.unwrap_or(config::DEFAULT_CEILING),
+        },
         max_file_size: crate::filter::DEFAULT_MAX_FILE_SIZE,
         state_dir: global
             .state_dir

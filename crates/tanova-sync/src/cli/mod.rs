@@ -70,6 +70,7 @@ fn load_config(global: &GlobalArgs, poll: bool) -> Result<Config, Exit> {
         folder: global.folder.clone(),
         state_dir: global.state_dir.clone(),
         max_workers: global.max_workers,
+        concurrency: global.concurrency,
         poll,
     };
     match config::load(&overrides, &|name| std::env::var(name).ok()) {
@@ -107,7 +108,7 @@ async fn start_agent(
     let reporter = Arc::new(TerminalReporter::new(verbosity(global)));
     let engine = Engine::new(config, store, reporter.clone()).map_err(|m| fail(m, Exit::Usage))?;
     tracing::info!(
-        "syncing {} to {} (key {}, {} uploads at once)",
+        "syncing {} to {} (key {}, {})",
         config.folder.display(),
         config.url,
         config.api_key.redacted(),

@@ -1,18 +1,22 @@
 //! Delivery of one file: check-duplicate, then upload, under the shared limiter, with retries.
 
+pub mod aimd;
 pub mod backoff;
+pub mod limiter;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError, Upload};
+use crate::config::Concurrency;
 use crate::meta;
 use crate::scan::stamp_of;
 use crate::state::FileStamp;
+use aimd::{AimdConfig, Outcome as Signal};
+use limiter::Limiter;
 
 /// How a delivery ended.
 #[derive(Debug)]
@@ -47,7 +51,7 @@ pub struct Job<'a> {
 /// Delivers files through one concurrency limit, shared by every file of the run.
 pub struct Deliverer {
     api: Arc<ApiClient>,
-    limiter: Arc<Semaphore>,
+    limiter: Arc<Limiter>,
     retry_count: u32,
     retry_delay: Duration,
 }
@@ -55,16 +59,25 @@ pub struct Deliverer {
 impl Deliverer {
     pub fn new(
         api: Arc<ApiClient>,
-        concurrency: usize,
+        concurrency: Concurrency,
         retry_count: u32,
         retry_delay: Duration,
     ) -> Self {
+        let limiter = match concurrency {
+            Concurrency::Fixed(n) => Limiter::fixed(n),
+            Concurrency::Adaptive { ceiling } => Limiter::adaptive(AimdConfig::new(Some(ceiling))),
+        };
         Deliverer {
             api,
-            limiter: Arc::new(Semaphore::new(concurrency)),
+            limiter: Arc::new(limiter),
             retry_count,
             retry_delay,
         }
+    }
+
+    /// The shared limiter, for metrics.
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
     }
 
     /// Deliver one file. `on_retry(attempt, reason, delay)` hears of each transient failure.
@@ -99,17 +112,19 @@ impl Deliverer {
             let result = tokio::select! {
                 _ = cancel.cancelled() => return Delivered::Cancelled,
                 permit = self.limiter.acquire() => {
-                    let _permit = permit.expect("the limiter is never closed");
                     if cancel.is_cancelled() {
                         return Delivered::Cancelled;
                     }
-                    self.attempt(&upload).await
+                    let result = self.attempt(&upload).await;
+                    permit.done(signal_of(&result));
+                    result
                 }
             };
             let (message, retry_after) = match result {
                 Err(ApiError::Transient {
                     message,
                     retry_after,
+                    ..
                 }) => (message, retry_after),
                 Err(ApiError::Rejected { .. }) => return Delivered::Rejected(result.unwrap_err()),
                 Err(ApiError::Permanent { status, message }) => {
@@ -170,5 +185,19 @@ impl Deliverer {
         }
         let candidate_id = self.api.upload(upload).await?;
         Ok(Delivered::Uploaded { candidate_id })
+    }
+}
+
+/// What an attempt tells the concurrency controller. Only full uploads
+/// measure the service's round trip; a quick "already there" or a refusal would
+/// skew it, and errors that are not overload say nothing about capacity.
+fn signal_of(result: &Result<Delivered, ApiError>) -> Signal {
+    match result {
+        Ok(Delivered::Uploaded { .. }) => Signal::Ok,
+        Err(ApiError::Transient {
+            back_pressure: true,
+            ..
+        }) => Signal::BackPressure,
+        _ => Signal::Failed,
     }
 }

@@ -1,0 +1,514 @@
+//! The concurrency limiter shared by every upload: a fixed number of slots, or as many as the AIMD controller allows.
+//!
+//! A mutex over the controller and the in-flight count plus a [`Notify`]
+//! rather than a resized semaphore: the limit may shrink below the number of
+//! requests in flight, and then nobody may start until enough have finished.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::aimd::{Aimd, AimdConfig, Outcome};
+
+/// Decides how many requests may be in flight. Share it behind an `Arc`.
+#[derive(Debug)]
+pub struct Limiter {
+    state: Mutex<State>,
+    /// Woken when a slot frees or the limit changes.
+    changed: Notify,
+}
+
+#[derive(Debug)]
+struct State {
+    control: Control,
+    in_flight: usize,
+}
+
+#[derive(Debug)]
+enum Control {
+    Fixed(usize),
+    Adaptive(Aimd),
+}
+
+impl Control {
+    fn limit(&self) -> usize {
+        match self {
+            Control::Fixed(n) => *n,
+            Control::Adaptive(aimd) => aimd.limit(),
+        }
+    }
+}
+
+impl Limiter {
+    /// At most `n` at once (at least one, so that nothing waits forever).
+    pub fn fixed(n: usize) -> Self {
+        Limiter::with(Control::Fixed(n.max(1)))
+    }
+
+    /// As many at once as the server takes, found by the AIMD controller.
+    pub fn adaptive(config: AimdConfig) -> Self {
+        Limiter::with(Control::Adaptive(Aimd::new(config)))
+    }
+
+    fn with(control: Control) -> Self {
+        Limiter {
+            state: Mutex::new(State {
+                control,
+                in_flight: 0,
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    /// The current limit.
+    pub fn limit(&self) -> usize {
+        self.lock().control.limit()
+    }
+
+    /// Requests holding a permit now.
+    pub fn in_flight(&self) -> usize {
+        self.lock().in_flight
+    }
+
+    /// Waits for a slot. Cancel-safe: the slot is taken in the same poll
+    /// that returns it, so dropping this future never leaks one.
+    pub async fn acquire(&self) -> Permit<'_> {
+        loop {
+            // Registered before the check: a slot freed after the check
+            // wakes this waiter, one freed before it is seen by it.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(permit) = self.try_acquire_at(Instant::now()) {
+                return permit;
+            }
+            changed.await;
+        }
+    }
+
+    /// A slot at `now`, if one is free. Time is passed in so that the
+    /// simulation in the tests can run on a virtual clock.
+    fn try_acquire_at(&self, now: Instant) -> Option<Permit<'_>> {
+        let mut state = self.lock();
+        if state.in_flight >= state.control.limit() {
+            return None;
+        }
+        state.in_flight += 1;
+        Some(Permit {
+            limiter: self,
+            started: now,
+            finished: false,
+        })
+    }
+
+    fn release(&self, now: Instant, started: Instant, outcome: Outcome) {
+        {
+            let mut state = self.lock();
+            let in_flight = state.in_flight;
+            if let Control::Adaptive(aimd) = &mut state.control {
+                aimd.on_response(
+                    now.into_std(),
+                    now.saturating_duration_since(started),
+                    outcome,
+                    in_flight,
+                );
+            }
+            state.in_flight = state.in_flight.saturating_sub(1);
+        }
+        // Every waiter re-checks: the limit may have grown by many at once.
+        self.changed.notify_waiters();
+    }
+
+    /// Nothing under the lock can panic, so a poisoned lock still holds consistent state.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One request's slot. Report how it went with [`Permit::done`]; dropping it
+/// instead frees the slot and counts as [`Outcome::Failed`], which teaches
+/// the controller nothing.
+#[derive(Debug)]
+#[must_use = "a permit frees its slot when done or dropped"]
+pub struct Permit<'a> {
+    limiter: &'a Limiter,
+    started: Instant,
+    finished: bool,
+}
+
+impl Permit<'_> {
+    /// The request ended: its round trip (from acquisition) and outcome feed the controller.
+    pub fn done(self, outcome: Outcome) {
+        self.done_at(Instant::now(), outcome);
+    }
+
+    fn done_at(mut self, now: Instant, outcome: Outcome) {
+        self.finished = true;
+        self.limiter.release(now, self.started, outcome);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.limiter
+                .release(Instant::now(), self.started, Outcome::Failed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::cmp::Reverse;
+    use std::collections::{BinaryHeap, VecDeque};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::deliver::aimd::INITIAL_LIMIT;
+
+    const LATENCY: Duration = Duration::from_secs(1);
+    const RETRY_DELAY: Duration = Duration::from_millis(50);
+
+    /// A served request's time: LATENCY ±10% by job (a fixed permutation of
+    /// 0..=20, mean LATENCY), so that answers do not arrive in lockstep.
+    fn latency(job: usize) -> Duration {
+        LATENCY.mul_f64(0.9 + ((job * 8) % 21) as f64 / 100.0)
+    }
+
+    enum Event<'a> {
+        Served { worker: usize, permit: Permit<'a> },
+        Retry { worker: usize },
+        Sample,
+    }
+
+    /// Workers taking jobs from one queue through `limiter` to a server that
+    /// takes `capacity` requests at once and refuses the rest at once, on a
+    /// virtual clock: a discrete-event simulation, exact and instant.
+    struct Sim<'a> {
+        limiter: &'a Limiter,
+        capacity: usize,
+        jobs: usize,
+        start: Instant,
+        now: Duration,
+        queue: BinaryHeap<Reverse<(Duration, usize)>>,
+        events: Vec<Option<Event<'a>>>,
+        /// Workers with a job, waiting for a slot, first come first served.
+        waiting: VecDeque<usize>,
+        job_of: Vec<usize>,
+        next_job: usize,
+        server_in_flight: usize,
+        served: usize,
+        max_in_flight: usize,
+        /// The limit once per LATENCY.
+        limits: Vec<usize>,
+    }
+
+    struct Run {
+        /// Total time over the ideal, jobs × LATENCY ÷ capacity.
+        ratio: f64,
+        limits: Vec<usize>,
+        max_in_flight: usize,
+    }
+
+    impl<'a> Sim<'a> {
+        fn run(limiter: &'a Limiter, capacity: usize, jobs: usize, workers: usize) -> Run {
+            let mut sim = Sim {
+                limiter,
+                capacity,
+                jobs,
+                start: Instant::now(),
+                now: Duration::ZERO,
+                queue: BinaryHeap::new(),
+                events: Vec::new(),
+                waiting: VecDeque::new(),
+                job_of: vec![0; workers],
+                next_job: 0,
+                server_in_flight: 0,
+                served: 0,
+                max_in_flight: 0,
+                limits: Vec::new(),
+            };
+            for worker in 0..workers {
+                sim.take_job(worker);
+            }
+            sim.schedule(Duration::ZERO, Event::Sample);
+            while sim.served < jobs {
+                sim.admit();
+                let Some(Reverse((at, id))) = sim.queue.pop() else {
+                    panic!("stalled with {} of {jobs} served", sim.served);
+                };
+                sim.now = at;
+                match sim.events[id].take() {
+                    Some(Event::Served { worker, permit }) => {
+                        sim.server_in_flight -= 1;
+                        sim.served += 1;
+                        permit.done_at(sim.at(), Outcome::Ok);
+                        sim.take_job(worker);
+                    }
+                    Some(Event::Retry { worker }) => sim.waiting.push_back(worker),
+                    Some(Event::Sample) => {
+                        sim.limits.push(limiter.limit());
+                        sim.schedule(LATENCY, Event::Sample);
+                    }
+                    None => {}
+                }
+            }
+            let ideal = LATENCY.mul_f64(jobs as f64 / capacity as f64);
+            Run {
+                ratio: sim.now.as_secs_f64() / ideal.as_secs_f64(),
+                limits: sim.limits,
+                max_in_flight: sim.max_in_flight,
+            }
+        }
+
+        fn at(&self) -> Instant {
+            self.start + self.now
+        }
+
+        fn schedule(&mut self, after: Duration, event: Event<'a>) {
+            self.queue
+                .push(Reverse((self.now + after, self.events.len())));
+            self.events.push(Some(event));
+        }
+
+        fn take_job(&mut self, worker: usize) {
+            if self.next_job < self.jobs {
+                self.job_of[worker] = self.next_job;
+                self.next_job += 1;
+                self.waiting.push_back(worker);
+            }
+        }
+
+        /// Sends requests while the limiter allows; refusals come back at once.
+        fn admit(&mut self) {
+            while let Some(&worker) = self.waiting.front() {
+                let Some(permit) = self.limiter.try_acquire_at(self.at()) else {
+                    break;
+                };
+                self.waiting.pop_front();
+                self.max_in_flight = self.max_in_flight.max(self.limiter.in_flight());
+                if self.server_in_flight >= self.capacity {
+                    permit.done_at(self.at(), Outcome::BackPressure);
+                    self.schedule(RETRY_DELAY, Event::Retry { worker });
+                } else {
+                    self.server_in_flight += 1;
+                    let time = latency(self.job_of[worker]);
+                    self.schedule(time, Event::Served { worker, permit });
+                }
+            }
+        }
+    }
+
+    /// Doubling from INITIAL_LIMIT reaches `capacity` in this many round trips.
+    fn doublings(capacity: usize) -> usize {
+        let mut limit = INITIAL_LIMIT;
+        let mut n = 0;
+        while limit < capacity {
+            limit *= 2;
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn adaptive_finds_the_capacity() {
+        let table = [
+            // (capacity, ceiling, jobs, workers, worst ratio): fifty ideal
+            // round trips of work, more workers than the server takes.
+            (8, None, 400, 64, 1.15),
+            (32, None, 1_600, 64, 1.20),
+            (128, Some(256), 6_400, 256, 1.25),
+        ];
+        for (capacity, ceiling, jobs, workers, worst) in table {
+            let limiter = Limiter::adaptive(AimdConfig::new(ceiling));
+            let run = Sim::run(&limiter, capacity, jobs, workers);
+            let context = format!(
+                "capacity {capacity}: ratio {:.3}, limit per round trip {:?}",
+                run.ratio, run.limits
+            );
+            eprintln!("{context}");
+            assert!(run.ratio >= 0.99 && run.ratio <= worst, "{context}");
+            // Slow start finds the capacity in as many round trips as it takes to double there…
+            let reached = run.limits.iter().position(|&l| l >= capacity);
+            assert!(
+                reached.is_some_and(|r| r <= doublings(capacity) + 1),
+                "{context}"
+            );
+            // …and once the overshoot is cut back, the sawtooth stays near it.
+            let low = capacity * 7 / 10;
+            let high = capacity + capacity / 10 + 1;
+            let settled = reached.map_or(0, |r| r + 3);
+            assert!(
+                run.limits
+                    .iter()
+                    .skip(settled)
+                    .all(|&l| (low..=high).contains(&l)),
+                "{context}"
+            );
+        }
+    }
+
+    #[test]
+    fn fixed_mode_holds_its_limit() {
+        let table = [
+            // (n, capacity, jobs, workers, want ratio)
+            (8, 8, 400, 64, 1.0),
+            (4, 32, 400, 64, 8.0),
+            (1, 8, 40, 64, 8.0),
+        ];
+        for (n, capacity, jobs, workers, want) in table {
+            let limiter = Limiter::fixed(n);
+            let run = Sim::run(&limiter, capacity, jobs, workers);
+            assert_eq!(run.max_in_flight, n, "fixed({n})");
+            assert!(
+                (run.ratio - want).abs() < 0.02 * want,
+                "fixed({n}): ratio {:.3}",
+                run.ratio
+            );
+            assert!(run.limits.iter().all(|&l| l == n), "fixed({n})");
+            assert_eq!(limiter.in_flight(), 0);
+        }
+        assert_eq!(Limiter::fixed(0).limit(), 1);
+    }
+
+    /// Runs `tasks` tasks that each hold a permit for a few scheduler turns,
+    /// and returns the most that were in flight together.
+    async fn contend(limiter: Arc<Limiter>, tasks: usize) -> usize {
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                let (limiter, most) = (limiter.clone(), most.clone());
+                tokio::spawn(async move {
+                    let permit = limiter.acquire().await;
+                    most.fetch_max(limiter.in_flight(), std::sync::atomic::Ordering::SeqCst);
+                    for _ in 0..5 {
+                        tokio::task::yield_now().await;
+                    }
+                    permit.done(Outcome::Ok);
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.await.expect("task");
+        }
+        assert_eq!(limiter.in_flight(), 0);
+        most.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn fixed_mode_never_exceeds_n() {
+        assert_eq!(contend(Arc::new(Limiter::fixed(3)), 20).await, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fixed_mode_never_exceeds_n_across_threads() {
+        for _ in 0..20 {
+            let most = contend(Arc::new(Limiter::fixed(3)), 50).await;
+            assert!((1..=3).contains(&most), "{most}");
+        }
+    }
+
+    /// Real time, but only ever waited on, never raced against.
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn a_dropped_permit_frees_its_slot() {
+        let limiter = Arc::new(Limiter::fixed(1));
+        let permit = limiter.acquire().await;
+        let waiter = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move { limiter.acquire().await.done(Outcome::Ok) })
+        };
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished(), "the only slot is taken");
+        drop(permit);
+        tokio::time::timeout(PATIENCE, waiter)
+            .await
+            .expect("the waiter got the freed slot")
+            .expect("task");
+        assert_eq!(limiter.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_permit_neither_grows_nor_shrinks() {
+        // A round trip longer than the shortest window, so that it would count.
+        let rtt = Duration::from_millis(30);
+        let config = AimdConfig {
+            initial: 2,
+            min: 1,
+            max: 8,
+        };
+        let dropped = Limiter::adaptive(config);
+        let (a, b) = (dropped.acquire().await, dropped.acquire().await);
+        tokio::time::sleep(rtt).await;
+        drop((a, b));
+        assert_eq!((dropped.limit(), dropped.in_flight()), (2, 0));
+
+        let done = Limiter::adaptive(config);
+        let (a, b) = (done.acquire().await, done.acquire().await);
+        tokio::time::sleep(rtt).await;
+        a.done(Outcome::Ok);
+        b.done(Outcome::Ok);
+        assert_eq!((done.limit(), done.in_flight()), (4, 0));
+    }
+
+    #[tokio::test]
+    async fn a_grown_limit_admits_as_many_waiters_as_it_grew() {
+        let limiter = Arc::new(Limiter::adaptive(AimdConfig {
+            initial: 1,
+            min: 1,
+            max: 8,
+        }));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let permit = limiter.acquire().await;
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let (limiter, gate) = (limiter.clone(), gate.clone());
+                tokio::spawn(async move {
+                    let permit = limiter.acquire().await;
+                    let _open = gate.acquire().await.expect("gate");
+                    permit.done(Outcome::Failed);
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(limiter.in_flight(), 1);
+        permit.done(Outcome::Ok);
+        assert_eq!(limiter.limit(), 2);
+        tokio::time::timeout(PATIENCE, async {
+            while limiter.in_flight() < 2 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("both free slots taken");
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(limiter.in_flight(), 2, "no more than the limit");
+        gate.add_permits(4);
+        for waiter in waiters {
+            tokio::time::timeout(PATIENCE, waiter)
+                .await
+                .expect("every waiter gets through")
+                .expect("task");
+        }
+        assert_eq!((limiter.limit(), limiter.in_flight()), (2, 0));
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_acquire_takes_no_slot() {
+        let limiter = Limiter::fixed(1);
+        let permit = limiter.acquire().await;
+        let waited = tokio::time::timeout(Duration::from_millis(10), limiter.acquire()).await;
+        assert!(waited.is_err(), "the only slot is taken");
+        permit.done(Outcome::Ok);
+        assert_eq!(limiter.in_flight(), 0);
+        assert!(futures_util::FutureExt::now_or_never(limiter.acquire()).is_some());
+    }
+}
