@@ -21,9 +21,9 @@ pub struct Knobs {
     pub capacity: usize,
     /// Value of the `Retry-After` header on a 429.
     pub retry_after_s: u64,
-    /// Probability that an upload answers 500 or 503.
+    /// Probability that an upload answers 500 or 503 (in a batch: each file's result).
     pub error_rate: f64,
-    /// Probability that an upload's connection is dropped without an answer.
+    /// Probability that an upload's connection is dropped without an answer (in a batch: the whole request).
     pub drop_rate: f64,
     /// Probability that check-duplicate answers 500 or 503.
     pub check_error_rate: f64,
@@ -33,6 +33,14 @@ pub struct Knobs {
     pub reject_status: u16,
     /// Largest accepted file; bigger ones get 413.
     pub max_upload_bytes: u64,
+    /// Probability that a successful check-duplicate or upload (already
+    /// recorded) answers 200 with a body that is not JSON.
+    pub garbage_rate: f64,
+    /// Most files in one `POST /api/sync/upload-batch`, advertised in the health
+    /// answer as `"batch":{"maxFiles":N}`. 0: no batch endpoint (404, not advertised).
+    pub batch_max_files: usize,
+    /// Advertise the batch endpoint but answer 404 there, like a deployment without the route.
+    pub batch_not_found: bool,
 }
 
 impl Default for Knobs {
@@ -49,6 +57,9 @@ impl Default for Knobs {
             reject_filename_contains: None,
             reject_status: 422,
             max_upload_bytes: 200 * 1024 * 1024,
+            garbage_rate: 0.0,
+            batch_max_files: 0,
+            batch_not_found: false,
         }
     }
 }

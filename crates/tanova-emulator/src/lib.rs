@@ -2,6 +2,17 @@
 //!
 //! Used by integration tests, benchmarks and the agent's `demo` command over real HTTP on loopback.
 //!
+//! Besides the contract's health, check-duplicate and upload calls, it offers
+//! batch uploads when [`Knobs::batch_max_files`] is above 0, and then
+//! advertises them in the health answer as `"batch":{"maxFiles":N}`:
+//! `POST /api/sync/upload-batch` takes a multipart form with, for each file
+//! index `i` from 0, the parts `file_i`, `checksum_i` and optionally
+//! `job_hint_i` and `email_i`, and answers
+//! `{"results":[{"index":i,"status":200,"candidateId":…} | {"index":i,"status":4xx|5xx,"message":…}]}`.
+//! Each file is judged and counted in [`Stats`] as a single upload of it would
+//! be; the request takes one capacity slot and one `upload_latency_ms`, and
+//! counts once in [`Stats::batch_requests`].
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use tanova_emulator::{Emulator, Knobs};

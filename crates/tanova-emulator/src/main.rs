@@ -53,6 +53,13 @@ struct Args {
     /// Largest accepted file in bytes; bigger ones get 413.
     #[arg(long, env = "TANOVA_EMULATOR_MAX_UPLOAD_BYTES", default_value_t = Knobs::default().max_upload_bytes)]
     max_upload_bytes: u64,
+    /// Offer POST /api/sync/upload-batch with up to this many files per request
+    /// (advertised in the health answer); 0 means not offered.
+    #[arg(long, env = "TANOVA_EMULATOR_BATCH_MAX_FILES", default_value_t = 0)]
+    batch_max_files: usize,
+    /// Advertise the batch endpoint but answer 404 there.
+    #[arg(long, env = "TANOVA_EMULATOR_BATCH_NOT_FOUND")]
+    batch_not_found: bool,
 }
 
 impl Args {
@@ -69,6 +76,9 @@ impl Args {
             reject_filename_contains: self.reject_filename_contains,
             reject_status: self.reject_status,
             max_upload_bytes: self.max_upload_bytes,
+            batch_max_files: self.batch_max_files,
+            batch_not_found: self.batch_not_found,
+            ..Knobs::default()
         }
     }
 }

@@ -39,6 +39,11 @@ pub(crate) fn injected_server_error() -> Response {
     message(status, "Internal error (injected)")
 }
 
+/// A 200 whose body is not the JSON the contract promises (a proxy's error page, say).
+pub(crate) fn garbage() -> Response {
+    (StatusCode::OK, "<html>502 Bad Gateway (injected)</html>").into_response()
+}
+
 /// A response whose body fails at once: hyper then aborts the connection
 /// and the client sees a transport error instead of a status.
 pub(crate) fn dropped_connection() -> Response {

@@ -16,6 +16,10 @@ pub struct Stats {
     pub duplicate_uploads: u64,
     pub check_duplicate_calls: u64,
     pub health_calls: u64,
+    /// Requests to the batch endpoint with a valid key, whatever the answer
+    /// (404s included). Their files count in `uploads` and the `rejected_*`
+    /// counters one by one, exactly as single uploads do.
+    pub batch_requests: u64,
     pub rejected_429: u64,
     pub rejected_5xx: u64,
     pub rejected_auth: u64,
@@ -36,6 +40,7 @@ pub(crate) struct Counters {
     pub duplicate_uploads: AtomicU64,
     pub check_duplicate_calls: AtomicU64,
     pub health_calls: AtomicU64,
+    pub batch_requests: AtomicU64,
     pub rejected_429: AtomicU64,
     pub rejected_5xx: AtomicU64,
     pub rejected_auth: AtomicU64,
@@ -82,6 +87,7 @@ impl Counters {
             duplicate_uploads: self.duplicate_uploads.load(Relaxed),
             check_duplicate_calls: self.check_duplicate_calls.load(Relaxed),
             health_calls: self.health_calls.load(Relaxed),
+            batch_requests: self.batch_requests.load(Relaxed),
             rejected_429: self.rejected_429.load(Relaxed),
             rejected_5xx: self.rejected_5xx.load(Relaxed),
             rejected_auth: self.rejected_auth.load(Relaxed),
@@ -101,6 +107,7 @@ impl Counters {
             &self.duplicate_uploads,
             &self.check_duplicate_calls,
             &self.health_calls,
+            &self.batch_requests,
             &self.rejected_429,
             &self.rejected_5xx,
             &self.rejected_auth,

@@ -9,6 +9,7 @@ use reqwest::Url;
 use serde_json::{Map, Value};
 
 use crate::filter::DEFAULT_MAX_FILE_SIZE;
+use crate::state::redis::{RedisUrl, DEFAULT_LEASE, MAX_LEASE, MIN_LEASE};
 use crate::watch::{
     WatchMode, WatchSettings, DEFAULT_POLL_EVERY, DEFAULT_RESCAN_EVERY, DEFAULT_SETTLE,
 };
@@ -18,10 +19,13 @@ pub const DEFAULT_CONFIG_FILE: &str = "tanova-config.json";
 pub const DEFAULT_URL: &str = "https://tanova.ai";
 pub const DEFAULT_RETRY_COUNT: u32 = 3;
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(2);
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// The adaptive limit's ceiling when `max_workers` is not given.
 pub const DEFAULT_CEILING: usize = 64;
 /// The longest wait for the next bytes of an answer; the service parses CVs for seconds.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// The most files per batch upload when the service offers batches (and `batch_size` is not given).
+pub const DEFAULT_BATCH_SIZE: usize = 10;
 /// Keys look like this; anything else is probably a paste error.
 pub const API_KEY_PREFIX: &str = "tanova_sk_";
 
@@ -29,15 +33,27 @@ pub const API_KEY_PREFIX: &str = "tanova_sk_";
 const KNOWN_KEYS: &[&str] = &[
     "folder_path",
     "api_key",
+    "api_key_file",
     "tanova_url",
     "retry_count",
     "retry_delay",
+    "max_attempts",
     "max_workers",
     "concurrency",
     "max_file_size_mb",
     "state_dir",
+    "state_url",
+    "lease_ms",
     "allow_insecure_http",
+    "ca_file",
+    "follow_symlinks",
     "request_timeout",
+    "max_requests_per_minute",
+    "batch_size",
+    "listen",
+    "listen_public",
+    "log_format",
+    "log_file",
     "watch_mode",
     "settle_ms",
     "rescan_interval",
@@ -54,11 +70,31 @@ pub struct Config {
     pub retry_count: u32,
     /// The base of the exponential backoff.
     pub retry_delay: Duration,
+    /// Runs (or rescans) on which a failing file is tried before it waits for `tanova-sync retry`.
+    pub max_attempts: u32,
     pub concurrency: Concurrency,
     pub max_file_size: u64,
+    /// Roots trusted besides the system's (`ca_file`: a corporate CA).
+    pub extra_roots: Vec<reqwest::Certificate>,
+    /// `sync --dry-run`: report what would be uploaded, send nothing.
+    pub dry_run: bool,
+    /// Follow symbolic links (they may lead outside the folder).
+    pub follow_symlinks: bool,
     pub state_dir: PathBuf,
+    /// The shared ledger (several agents, one folder); `None`: this machine's state only.
+    pub state_url: Option<RedisUrl>,
+    /// How long a claim in the shared ledger lives unrenewed.
+    pub lease: Duration,
     pub request_timeout: Duration,
+    /// Every API request waits for a token of this rate; `None`: no limit.
+    pub max_requests_per_minute: Option<u32>,
+    /// The most files per upload request when the service offers batches; 1: never batch.
+    pub batch_size: usize,
     pub watch: WatchSettings,
+    /// Serve `/health`, `/metrics` and the status page here while syncing or watching.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The log's format and destination.
+    pub log: crate::logging::LogSettings,
 }
 
 /// How many uploads run at once.
@@ -141,10 +177,19 @@ pub struct Overrides {
     pub config_file: Option<PathBuf>,
     pub folder: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
+    pub state_url: Option<String>,
     pub max_workers: Option<usize>,
     pub concurrency: Option<usize>,
+    /// `--dry-run`: send nothing.
+    pub dry_run: bool,
     /// `--poll`: rescans only, no file-system events.
     pub poll: bool,
+    /// `--listen ADDR`.
+    pub listen: Option<String>,
+    /// `--log-format text|json`.
+    pub log_format: Option<String>,
+    /// `--log-file PATH`.
+    pub log_file: Option<PathBuf>,
 }
 
 /// One raw value with the place it came from, so errors can name it.
@@ -158,15 +203,27 @@ struct Sourced<T> {
 struct Raw {
     folder_path: Option<Sourced<String>>,
     api_key: Option<Sourced<String>>,
+    api_key_file: Option<Sourced<String>>,
     tanova_url: Option<Sourced<String>>,
     retry_count: Option<Sourced<u64>>,
     retry_delay: Option<Sourced<f64>>,
+    max_attempts: Option<Sourced<u64>>,
     max_workers: Option<Sourced<u64>>,
     concurrency: Option<Sourced<u64>>,
     max_file_size_mb: Option<Sourced<f64>>,
     state_dir: Option<Sourced<String>>,
+    state_url: Option<Sourced<String>>,
+    lease_ms: Option<Sourced<u64>>,
     allow_insecure_http: Option<Sourced<bool>>,
+    follow_symlinks: Option<Sourced<bool>>,
+    ca_file: Option<Sourced<String>>,
     request_timeout: Option<Sourced<f64>>,
+    max_requests_per_minute: Option<Sourced<u64>>,
+    batch_size: Option<Sourced<u64>>,
+    listen: Option<Sourced<String>>,
+    listen_public: Option<Sourced<bool>>,
+    log_format: Option<Sourced<String>>,
+    log_file: Option<Sourced<String>>,
     watch_mode: Option<Sourced<String>>,
     settle_ms: Option<Sourced<u64>>,
     rescan_interval: Option<Sourced<f64>>,
@@ -187,8 +244,31 @@ pub fn load(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, ConfigError> {
     let mut warnings = Vec::new();
-    let mut raw = Raw::default();
+    let raw = gather(overrides, env, &mut warnings)?;
+    let mut config = validate(raw, env, &mut warnings)?;
+    config.dry_run = overrides.dry_run;
+    Ok(Loaded { config, warnings })
+}
 
+/// Only the state directory, for commands that look at the state without
+/// syncing (`status`, `retry`): they need no folder and no key.
+pub fn state_dir(
+    overrides: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<PathBuf, ConfigError> {
+    let raw = gather(overrides, env, &mut Vec::new())?;
+    Ok(raw
+        .state_dir
+        .map_or_else(|| default_state_dir(env), |s| PathBuf::from(s.value)))
+}
+
+/// The raw values of every source, later ones over earlier ones.
+fn gather(
+    overrides: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Raw, ConfigError> {
+    let mut raw = Raw::default();
     let file = match &overrides.config_file {
         Some(path) => Some(path.clone()),
         None => {
@@ -197,12 +277,11 @@ pub fn load(
         }
     };
     if let Some(path) = &file {
-        read_file(path, &mut raw, &mut warnings)?;
+        read_file(path, &mut raw, warnings)?;
     }
     read_env(env, &mut raw)?;
     apply_overrides(overrides, &mut raw);
-    let config = validate(raw, env, &mut warnings)?;
-    Ok(Loaded { config, warnings })
+    Ok(raw)
 }
 
 fn read_file(path: &Path, raw: &mut Raw, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
@@ -223,18 +302,45 @@ fn read_file(path: &Path, raw: &mut Raw, warnings: &mut Vec<String>) -> Result<(
             warnings.push(format!("{origin}: unknown key `{key}` is ignored"));
         }
     }
+    if map.contains_key("api_key") && map.contains_key("api_key_file") {
+        return Err(ConfigError::new(
+            &origin,
+            "api_key_file",
+            "set either api_key or api_key_file, not both",
+        ));
+    }
+    if map.contains_key("api_key") {
+        if let Some(mode) = readable_by_others(path) {
+            warnings.push(format!(
+                "{origin} holds the API key and is readable by other users (mode {mode:o}); \
+                 run `chmod 600 {origin}`, or move the key to api_key_file or TANOVA_API_KEY"
+            ));
+        }
+    }
     let file = FileFields { map: &map, origin };
     raw.folder_path = file.string("folder_path")?;
     raw.api_key = file.string("api_key")?;
+    raw.api_key_file = file.string("api_key_file")?;
     raw.tanova_url = file.string("tanova_url")?;
     raw.retry_count = file.integer("retry_count")?;
     raw.retry_delay = file.number("retry_delay")?;
+    raw.max_attempts = file.integer("max_attempts")?;
     raw.max_workers = file.integer("max_workers")?;
     raw.concurrency = file.integer("concurrency")?;
     raw.max_file_size_mb = file.number("max_file_size_mb")?;
     raw.state_dir = file.string("state_dir")?;
+    raw.state_url = file.string("state_url")?;
+    raw.lease_ms = file.integer("lease_ms")?;
     raw.allow_insecure_http = file.boolean("allow_insecure_http")?;
+    raw.follow_symlinks = file.boolean("follow_symlinks")?;
+    raw.ca_file = file.string("ca_file")?;
     raw.request_timeout = file.number("request_timeout")?;
+    raw.max_requests_per_minute = file.integer("max_requests_per_minute")?;
+    raw.batch_size = file.integer("batch_size")?;
+    raw.listen = file.string("listen")?;
+    raw.listen_public = file.boolean("listen_public")?;
+    raw.log_format = file.string("log_format")?;
+    raw.log_file = file.string("log_file")?;
     raw.watch_mode = file.string("watch_mode")?;
     raw.settle_ms = file.integer("settle_ms")?;
     raw.rescan_interval = file.number("rescan_interval")?;
@@ -311,14 +417,26 @@ fn read_env(env: &dyn Fn(&str) -> Option<String>, raw: &mut Raw) -> Result<(), C
     if let Some(v) = string("TANOVA_FOLDER_PATH") {
         raw.folder_path = Some(v);
     }
+    // The environment's key beats the file's, whichever form either takes.
+    if let Some(v) = string("TANOVA_API_KEY_FILE") {
+        raw.api_key = None;
+        raw.api_key_file = Some(v);
+    }
     if let Some(v) = string("TANOVA_API_KEY") {
         raw.api_key = Some(v);
+        raw.api_key_file = None;
     }
     if let Some(v) = string("TANOVA_URL") {
         raw.tanova_url = Some(v);
     }
     if let Some(v) = string("TANOVA_STATE_DIR") {
         raw.state_dir = Some(v);
+    }
+    if let Some(v) = string("TANOVA_STATE_URL") {
+        raw.state_url = Some(v);
+    }
+    if let Some(v) = string("TANOVA_LISTEN") {
+        raw.listen = Some(v);
     }
     if let Some(v) = string("TANOVA_MAX_WORKERS") {
         let n = v.value.trim().parse::<u64>().map_err(|_| {
@@ -329,6 +447,19 @@ fn read_env(env: &dyn Fn(&str) -> Option<String>, raw: &mut Raw) -> Result<(), C
             )
         })?;
         raw.max_workers = Some(Sourced {
+            value: n,
+            origin: v.origin,
+        });
+    }
+    if let Some(v) = string("TANOVA_MAX_REQUESTS_PER_MINUTE") {
+        let n = v.value.trim().parse::<u64>().map_err(|_| {
+            ConfigError::new(
+                &v.origin,
+                "max_requests_per_minute",
+                format!("expected a whole number, got {:?}", v.value),
+            )
+        })?;
+        raw.max_requests_per_minute = Some(Sourced {
             value: n,
             origin: v.origin,
         });
@@ -362,10 +493,34 @@ fn apply_overrides(overrides: &Overrides, raw: &mut Raw) {
             origin: flag("max-workers"),
         });
     }
+    if let Some(url) = &overrides.state_url {
+        raw.state_url = Some(Sourced {
+            value: url.clone(),
+            origin: flag("state-url"),
+        });
+    }
     if let Some(n) = overrides.concurrency {
         raw.concurrency = Some(Sourced {
             value: n as u64,
             origin: flag("concurrency"),
+        });
+    }
+    if let Some(addr) = &overrides.listen {
+        raw.listen = Some(Sourced {
+            value: addr.clone(),
+            origin: flag("listen"),
+        });
+    }
+    if let Some(format) = &overrides.log_format {
+        raw.log_format = Some(Sourced {
+            value: format.clone(),
+            origin: flag("log-format"),
+        });
+    }
+    if let Some(path) = &overrides.log_file {
+        raw.log_file = Some(Sourced {
+            value: path.to_string_lossy().into_owned(),
+            origin: flag("log-file"),
         });
     }
 }
@@ -383,7 +538,9 @@ fn validate(
             format!("missing: {HINT}, TANOVA_FOLDER_PATH or --folder"),
         )
     })?;
-    let folder_path = PathBuf::from(&folder.value);
+    // Absolute, so the paths recorded in the state do not depend on the working directory.
+    let folder_path =
+        std::path::absolute(&folder.value).unwrap_or_else(|_| PathBuf::from(&folder.value));
     match std::fs::metadata(&folder_path) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -402,13 +559,17 @@ fn validate(
         }
     }
 
-    let key = raw.api_key.ok_or_else(|| {
-        ConfigError::new(
-            "config",
-            "api_key",
-            format!("missing: {HINT} or TANOVA_API_KEY"),
-        )
-    })?;
+    let key = match (raw.api_key, raw.api_key_file) {
+        (Some(key), _) => key,
+        (None, Some(file)) => read_key_file(file)?,
+        (None, None) => {
+            return Err(ConfigError::new(
+                "config",
+                "api_key",
+                format!("missing: {HINT} (or api_key_file), TANOVA_API_KEY or TANOVA_API_KEY_FILE"),
+            ))
+        }
+    };
     let key_value = key.value.trim().to_string();
     if key_value.is_empty() {
         return Err(ConfigError::new(key.origin, "api_key", "is empty"));
@@ -433,6 +594,17 @@ fn validate(
     let retry_delay = raw.retry_delay.map_or(DEFAULT_RETRY_DELAY, |s| {
         Duration::from_secs_f64(s.value.min(3600.0))
     });
+    let max_attempts = match raw.max_attempts {
+        None => DEFAULT_MAX_ATTEMPTS,
+        Some(s) if s.value >= 1 => s.value.min(u32::MAX as u64) as u32,
+        Some(s) => {
+            return Err(ConfigError::new(
+                s.origin,
+                "max_attempts",
+                "must be at least 1",
+            ))
+        }
+    };
     let in_range = |s: Sourced<u64>, field: &str| {
         if (1..=1024).contains(&s.value) {
             Ok(s.value as usize)
@@ -469,6 +641,31 @@ fn validate(
             ))
         }
     };
+    let state_url = match raw.state_url {
+        Some(s) if !s.value.trim().is_empty() => Some(
+            RedisUrl::parse(&s.value).map_err(|m| ConfigError::new(s.origin, "state_url", m))?,
+        ),
+        _ => None,
+    };
+    let lease = match raw.lease_ms {
+        None => DEFAULT_LEASE,
+        Some(s) => {
+            let ms = Duration::from_millis(s.value);
+            if !(MIN_LEASE..=MAX_LEASE).contains(&ms) {
+                return Err(ConfigError::new(
+                    s.origin,
+                    "lease_ms",
+                    format!(
+                        "expected {} to {} milliseconds, got {}",
+                        MIN_LEASE.as_millis(),
+                        MAX_LEASE.as_millis(),
+                        s.value
+                    ),
+                ));
+            }
+            ms
+        }
+    };
     let state_dir = match raw.state_dir {
         Some(s) => PathBuf::from(s.value),
         None => default_state_dir(env),
@@ -482,6 +679,31 @@ fn validate(
                 s.origin,
                 "request_timeout",
                 "must be more than 0 seconds",
+            ))
+        }
+    };
+    let max_requests_per_minute = match raw.max_requests_per_minute {
+        None => None,
+        Some(s) if (1..=1_000_000).contains(&s.value) => Some(s.value as u32),
+        Some(s) => {
+            return Err(ConfigError::new(
+                s.origin,
+                "max_requests_per_minute",
+                format!(
+                    "expected 1 to 1000000 (leave it out for no limit), got {}",
+                    s.value
+                ),
+            ))
+        }
+    };
+    let batch_size = match raw.batch_size {
+        None => DEFAULT_BATCH_SIZE,
+        Some(s) if (1..=1000).contains(&s.value) => s.value as usize,
+        Some(s) => {
+            return Err(ConfigError::new(
+                s.origin,
+                "batch_size",
+                format!("expected 1 to 1000 (1: no batch uploads), got {}", s.value),
             ))
         }
     };
@@ -512,17 +734,51 @@ fn validate(
         poll_every: positive_seconds(raw.poll_interval, "poll_interval", DEFAULT_POLL_EVERY)?,
     };
 
+    let public = raw.listen_public.is_some_and(|s| s.value);
+    let listen = match raw.listen {
+        Some(s) if !s.value.trim().is_empty() => Some(
+            crate::serve::parse_listen(&s.value, public)
+                .map_err(|m| ConfigError::new(s.origin, "listen", m))?,
+        ),
+        _ => None,
+    };
+    let log = crate::logging::LogSettings {
+        format: match raw.log_format {
+            None => crate::logging::LogFormat::Text,
+            Some(s) => crate::logging::LogFormat::parse(&s.value)
+                .map_err(|m| ConfigError::new(s.origin, "log_format", m))?,
+        },
+        file: raw
+            .log_file
+            .filter(|s| !s.value.trim().is_empty())
+            .map(|s| PathBuf::from(s.value)),
+    };
+
     Ok(Config {
         folder: folder_path,
         api_key: ApiKey::new(key_value),
         url,
         retry_count,
         retry_delay,
+        max_attempts,
         concurrency,
         max_file_size,
+        follow_symlinks: raw.follow_symlinks.is_some_and(|s| s.value),
+        dry_run: false,
+        extra_roots: raw
+            .ca_file
+            .map(read_ca_file)
+            .transpose()?
+            .unwrap_or_default(),
         state_dir,
+        state_url,
+        lease,
         request_timeout,
+        max_requests_per_minute,
+        batch_size,
         watch,
+        listen,
+        log,
     })
 }
 
@@ -540,6 +796,45 @@ fn positive_seconds(
             field,
             "must be at least 0.01 seconds",
         )),
+    }
+}
+
+/// The certificates of a PEM bundle, checked now so a bad file is a config error, not a failed upload.
+fn read_ca_file(file: Sourced<String>) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+    let err = |m: String| ConfigError::new(&file.origin, "ca_file", format!("{}: {m}", file.value));
+    let pem = std::fs::read(&file.value).map_err(|e| err(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| err(format!("not a PEM certificate bundle: {e}")))?;
+    if certs.is_empty() {
+        return Err(err("holds no PEM certificate".to_string()));
+    }
+    Ok(certs)
+}
+
+/// The key kept in a file of its own (first line, trimmed), so the config file holds no secret.
+fn read_key_file(file: Sourced<String>) -> Result<Sourced<String>, ConfigError> {
+    let text = std::fs::read_to_string(&file.value).map_err(|e| {
+        ConfigError::new(&file.origin, "api_key_file", format!("{}: {e}", file.value))
+    })?;
+    let key = text.lines().next().unwrap_or("").trim().to_string();
+    Ok(Sourced {
+        value: key,
+        origin: format!("{} ({})", file.origin, file.value),
+    })
+}
+
+/// The file's permission bits when group or others may read it.
+fn readable_by_others(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o044 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 

@@ -18,7 +18,8 @@ use crate::hash::{self, HashError};
 use crate::plan::{plan, Plan};
 use crate::report::{Outcome, Reporter, Summary};
 use crate::scan::{self, stamp_of, Found};
-use crate::state::{Cached, FileStamp, StateError, Store};
+use crate::state::redis::Claim;
+use crate::state::{Cached, FileStamp, Ledger, StateError, Store};
 
 /// How long a file that changed while being read is left to settle before it is read again.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -26,6 +27,9 @@ const SETTLE: Duration = Duration::from_millis(500);
 const MAX_REHASH: u32 = 3;
 /// How long uploads in flight may take to finish after a stop was asked for.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// The first wait before asking an unreachable ledger again; it doubles up to [`LEDGER_MAX_WAIT`].
+const LEDGER_RETRY: Duration = Duration::from_millis(200);
+const LEDGER_MAX_WAIT: Duration = Duration::from_secs(10);
 /// Items queued between discovery and the pipeline.
 pub const ITEM_QUEUE: usize = 1024;
 
@@ -56,12 +60,18 @@ pub struct Engine {
 struct Inner {
     root: PathBuf,
     max_file_size: u64,
+    max_attempts: u32,
+    follow_symlinks: bool,
+    /// Hash and plan only: nothing is sent and no outcome is recorded.
+    dry_run: bool,
     retry_count: u32,
     retry_delay: Duration,
     concurrency: Concurrency,
     api: Arc<ApiClient>,
     deliverer: Deliverer,
     store: Arc<dyn Store>,
+    /// Where the synced set and claims are shared with other agents, if they are.
+    ledger: Ledger,
     reporter: Arc<dyn Reporter>,
     hashers: Semaphore,
     /// Checksums being delivered in this run, so equal files are sent once.
@@ -85,12 +95,26 @@ impl Engine {
             connect: Duration::from_secs(10),
             read: config.request_timeout,
         };
-        let api = Arc::new(ApiClient::new(&config.url, &config.api_key, timeouts)?);
+        let rate = config
+            .max_requests_per_minute
+            .map(|n| Arc::new(crate::deliver::rate::RateLimiter::per_minute(n)));
+        let api = Arc::new(
+            ApiClient::with_extra_roots(
+                &config.url,
+                &config.api_key,
+                timeouts,
+                &config.extra_roots,
+            )?
+            .with_rate_limit(rate),
+        );
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Engine {
             inner: Arc::new(Inner {
                 root: config.folder.clone(),
                 max_file_size: config.max_file_size,
+                max_attempts: config.max_attempts,
+                follow_symlinks: config.follow_symlinks,
+                dry_run: config.dry_run,
                 retry_count: config.retry_count,
                 retry_delay: config.retry_delay,
                 concurrency: config.concurrency,
@@ -99,14 +123,25 @@ impl Engine {
                     config.concurrency,
                     config.retry_count,
                     config.retry_delay,
-                ),
+                )
+                .with_batch_size(config.batch_size),
                 api,
                 store,
+                ledger: Ledger::Local,
                 reporter,
                 hashers: Semaphore::new(cores),
                 claims: Mutex::new(HashSet::new()),
             }),
         })
+    }
+
+    /// Share the synced set and claims with other agents through `ledger`.
+    /// Call it on a new engine, before it is cloned.
+    pub fn with_ledger(mut self, ledger: Ledger) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("the ledger is set before the engine is shared")
+            .ledger = ledger;
+        self
     }
 
     /// Check the key and its permissions, retrying while the service is unreachable.
@@ -122,6 +157,7 @@ impl Engine {
                             url: inner.api.endpoint("").to_string(),
                         });
                     }
+                    inner.deliverer.use_batches(health.batch_max_files());
                     return Ok(health);
                 }
                 Err(e @ ApiError::Rejected { .. }) => return Err(EngineError::KeyRejected(e)),
@@ -174,8 +210,9 @@ impl Engine {
     /// candidate with what the cache knows about it. Stops when the receiver is gone.
     pub fn scan_into(&self, dir: PathBuf, tx: mpsc::Sender<Item>) -> tokio::task::JoinHandle<()> {
         let store = self.inner.store.clone();
+        let follow_links = self.inner.follow_symlinks;
         tokio::task::spawn_blocking(move || {
-            scan::walk(&dir, |found| {
+            scan::walk(&dir, follow_links, |found| {
                 // Looked up here, off the async threads: a no-op rescan is one walk plus one indexed read per file.
                 let cached = match &found {
                     Found::File { stamp, .. } => lookup(store.as_ref(), stamp),
@@ -221,7 +258,8 @@ impl Engine {
         });
         // Enough files in flight to keep both the hashers and the uploads busy, and no more.
         let slots = Arc::new(Semaphore::new(
-            self.inner.concurrency.ceiling() * 2 + self.inner.hashers.available_permits() * 2,
+            self.inner.concurrency.ceiling() * self.inner.deliverer.files_per_request() * 2
+                + self.inner.hashers.available_permits() * 2,
         ));
         let mut tasks = JoinSet::new();
         loop {
@@ -266,12 +304,24 @@ impl Engine {
             }
         }
         drop(rx);
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while let Some(done) = tasks.join_next().await {
-                log_panic(done);
+        // Every file started is seen through, however long the service takes;
+        // only after a stop do uploads in flight get no more than SHUTDOWN_GRACE.
+        let drained = {
+            let drain = async {
+                while let Some(done) = tasks.join_next().await {
+                    log_panic(done);
+                }
+            };
+            let grace = async {
+                run.cancel.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            };
+            tokio::select! {
+                _ = drain => true,
+                _ = grace => false,
             }
-        });
-        if drained.await.is_err() {
+        };
+        if !drained {
             tracing::warn!(
                 "{} uploads still in flight were abandoned; they are sent again on the next start",
                 tasks.len()
@@ -363,10 +413,8 @@ impl Inner {
             let outcome = match decision {
                 Plan::Skip => Outcome::AlreadySynced,
                 Plan::SameContent => Outcome::SameContent,
-                Plan::Refused(reason) => {
-                    // Already recorded when it was refused; only counted here.
-                    let reason =
-                        format!("refused earlier, waiting for `tanova-sync retry`: {reason}");
+                Plan::Held(reason) => {
+                    // Already recorded when it failed; only counted here.
                     return self.finish(
                         run,
                         &path,
@@ -376,8 +424,37 @@ impl Inner {
                         },
                     );
                 }
+                Plan::Deliver if self.dry_run => {
+                    self.claims.lock().unwrap().remove(&sum);
+                    return self.finish(run, &path, Outcome::WouldUpload { bytes: stamp.size });
+                }
                 Plan::Deliver => {
-                    let delivered = self.deliver(run, &path, stamp, &sum).await;
+                    let claim = self.claim(run, &sum).await;
+                    if !matches!(claim, Some(Claim::Claimed)) {
+                        self.claims.lock().unwrap().remove(&sum);
+                    }
+                    match claim {
+                        Some(Claim::Claimed) => {}
+                        Some(Claim::Synced { candidate }) => {
+                            return self.mirror_synced(run, &path, &sum, candidate.as_deref())
+                        }
+                        Some(Claim::Busy { holder }) => {
+                            let reason = format!("being uploaded by another agent ({holder})");
+                            return self.finish(run, &path, Outcome::Deferred { reason });
+                        }
+                        // Stopped while waiting for the ledger.
+                        None => return,
+                    }
+                    let delivered = self.deliver_claimed(run, &path, stamp, &sum).await;
+                    match &delivered {
+                        Delivered::Uploaded { candidate_id } => {
+                            self.share_synced(run, &sum, candidate_id.as_deref()).await
+                        }
+                        Delivered::AlreadyOnServer { .. } => {
+                            self.share_synced(run, &sum, None).await
+                        }
+                        _ => self.release(&sum).await,
+                    }
                     self.claims.lock().unwrap().remove(&sum);
                     match delivered {
                         Delivered::Uploaded { candidate_id } => Outcome::Uploaded {
@@ -423,17 +500,108 @@ impl Inner {
     /// Plan the checksum, claiming it for this run when it is to be delivered.
     fn decide(&self, sum: &str) -> Result<Plan, StateError> {
         let synced = self.store.is_synced(sum)?;
-        let refused = if synced {
+        let failure = if synced {
             None
         } else {
-            self.store.permanent_failure(sum)?
+            self.store.failure(sum)?
         };
         let mut claims = self.claims.lock().unwrap();
-        let decision = plan(synced, refused, claims.contains(sum));
+        let decision = plan(
+            synced,
+            failure.as_ref(),
+            self.max_attempts,
+            claims.contains(sum),
+        );
         if decision == Plan::Deliver {
             claims.insert(sum.to_string());
         }
         Ok(decision)
+    }
+
+    /// Claim the checksum in the ledger, waiting with backoff while the ledger
+    /// cannot be reached: nothing is uploaded that cannot be recorded.
+    /// `None` when the run was stopped meanwhile.
+    async fn claim(&self, run: &Run, sum: &str) -> Option<Claim> {
+        let mut attempt = 0;
+        loop {
+            match self.ledger.claim(sum).await {
+                Ok(claim) => return Some(claim),
+                // Logged by the ledger once per outage.
+                Err(e) => tracing::debug!("claiming {sum}: {e}"),
+            }
+            tokio::select! {
+                _ = run.cancel.cancelled() => return None,
+                _ = tokio::time::sleep(self.ledger_wait(attempt)) => {}
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Record delivered bytes in the shared ledger (which releases the claim),
+    /// retrying while it is unreachable, until it works or the run is stopped.
+    /// If it never does, the server's duplicate check tells other agents.
+    async fn share_synced(&self, run: &Run, sum: &str, candidate: Option<&str>) {
+        let mut attempt = 0;
+        loop {
+            let error = match self.ledger.record_synced(sum, candidate).await {
+                Ok(()) => return,
+                Err(e) => e,
+            };
+            if run.cancel.is_cancelled() {
+                tracing::warn!(
+                    "{error}: {sum} is recorded as synced on this machine only; \
+                     another agent will find it on the server"
+                );
+                return;
+            }
+            tracing::debug!("recording {sum}: {error}");
+            tokio::select! {
+                _ = run.cancel.cancelled() => {}
+                _ = tokio::time::sleep(self.ledger_wait(attempt)) => {}
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Give a claim back after a delivery that synced nothing; best effort, as the lease expires anyway.
+    async fn release(&self, sum: &str) {
+        if let Err(e) = self.ledger.release(sum).await {
+            tracing::debug!("releasing {sum}: {e}");
+        }
+    }
+
+    fn ledger_wait(&self, attempt: u32) -> Duration {
+        backoff::delay(attempt, LEDGER_RETRY, None, rand::random::<f64>()).min(LEDGER_MAX_WAIT)
+    }
+
+    /// Another agent synced these bytes: mirror that here, so this machine never asks again.
+    fn mirror_synced(&self, run: &Run, path: &Path, sum: &str, candidate: Option<&str>) {
+        let shown = path.display().to_string();
+        if let Err(e) = self.store.record_synced(sum, candidate, &shown) {
+            return self.stop(run, e.into());
+        }
+        self.finish(run, path, Outcome::AlreadySynced);
+    }
+
+    /// Deliver while keeping the claim on the bytes alive.
+    async fn deliver_claimed(
+        &self,
+        run: &Run,
+        path: &Path,
+        stamp: FileStamp,
+        sum: &str,
+    ) -> Delivered {
+        let on_lost = |_: &str| {
+            tracing::warn!(
+                "{}: the claim on its bytes passed to another agent during the upload \
+                 (is lease_ms long enough?); the server's duplicate check still applies",
+                path.display()
+            )
+        };
+        tokio::select! {
+            delivered = self.deliver(run, path, stamp, sum) => delivered,
+            never = self.ledger.keep_claim(sum, on_lost) => match never {},
+        }
     }
 
     async fn deliver(&self, run: &Run, path: &Path, stamp: FileStamp, sum: &str) -> Delivered {
@@ -444,12 +612,18 @@ impl Inner {
             checksum: sum,
         };
         let reporter = &self.reporter;
-        self.deliverer
+        let started = Instant::now();
+        let delivered = self
+            .deliverer
             .deliver(&job, &run.cancel, |attempt, reason, delay| {
                 tracing::debug!(path = %path.display(), attempt, "retrying in {:.1}s: {reason}", delay.as_secs_f64());
                 reporter.retrying(path, attempt, reason, delay);
             })
-            .await
+            .await;
+        if matches!(delivered, Delivered::Uploaded { .. }) {
+            reporter.upload_timed(path, started.elapsed());
+        }
+        delivered
     }
 
     /// Hash off the async threads, at most one file per core at a time.

@@ -29,10 +29,10 @@ pub fn is_skipped_dir(name: &str) -> bool {
 }
 
 /// True when the path's file name is a candidate (see [`is_candidate_name`]).
+/// A name that is not valid UTF-8 is judged by its lossy form: its extension is still readable.
 pub fn is_candidate_path(path: &Path) -> bool {
     path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(is_candidate_name)
+        .is_some_and(|n| is_candidate_name(&n.to_string_lossy()))
 }
 
 /// Why a candidate with this size is not uploaded, if it is not.

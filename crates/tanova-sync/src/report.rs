@@ -19,8 +19,13 @@ pub enum Outcome {
     SameContent,
     /// The server already had these bytes.
     OnServer { candidate_name: Option<String> },
+    /// Another agent holds the claim on these bytes and is delivering them;
+    /// a later rescan or event finds them synced, or takes over an expired claim.
+    Deferred { reason: String },
     /// Not a CV to upload, and not a failure (empty, vanished).
     Ignored { reason: String },
+    /// `--dry-run`: would be uploaded; nothing was sent.
+    WouldUpload { bytes: u64 },
     /// Could not be delivered; the reason is recorded.
     Failed { reason: String, permanent: bool },
 }
@@ -43,9 +48,14 @@ pub struct Summary {
     pub skipped: u64,
     /// Known to the server already (check-duplicate said so).
     pub duplicates: u64,
+    /// Left to another agent that was delivering the same bytes (shared ledger only).
+    pub deferred: u64,
     pub failed: u64,
     /// Empty or vanished files.
     pub ignored: u64,
+    /// `--dry-run`: files that would be uploaded.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub would_upload: u64,
     pub bytes_uploaded: u64,
     /// Files read to compute their checksum (the rest came from the cache).
     pub hashed: u64,
@@ -60,7 +70,7 @@ pub struct Summary {
 impl Summary {
     /// Files that reached an outcome.
     pub fn processed(&self) -> u64 {
-        self.synced + self.skipped + self.duplicates + self.failed + self.ignored
+        self.synced + self.skipped + self.duplicates + self.deferred + self.failed + self.ignored
     }
 
     /// Count an outcome.
@@ -76,6 +86,8 @@ impl Summary {
             }
             Outcome::AlreadySynced | Outcome::SameContent => self.skipped += 1,
             Outcome::OnServer { .. } => self.duplicates += 1,
+            Outcome::Deferred { .. } => self.deferred += 1,
+            Outcome::WouldUpload { .. } => self.would_upload += 1,
             Outcome::Ignored { reason } => {
                 self.ignored += 1;
                 self.ignored_files.push(note(reason));
@@ -88,6 +100,10 @@ impl Summary {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Where the core sends progress. Only the CLI owns the terminal.
 pub trait Reporter: Send + Sync {
     /// A candidate was found; `tally` counts it.
@@ -96,6 +112,29 @@ pub trait Reporter: Send + Sync {
     fn finished(&self, _path: &Path, _outcome: &Outcome, _tally: &Summary) {}
     /// A transient failure; the file is retried after `delay`.
     fn retrying(&self, _path: &Path, _attempt: u32, _reason: &str, _delay: Duration) {}
+    /// A delivery that ended in an upload took `took`, from its start to the server's answer
+    /// (duplicate check, retries and waiting for a slot included).
+    fn upload_timed(&self, _path: &Path, _took: Duration) {}
+}
+
+/// Sends every report to each of several reporters, in order.
+pub struct Fanout(pub Vec<std::sync::Arc<dyn Reporter>>);
+
+impl Reporter for Fanout {
+    fn found(&self, tally: &Summary) {
+        self.0.iter().for_each(|r| r.found(tally));
+    }
+    fn finished(&self, path: &Path, outcome: &Outcome, tally: &Summary) {
+        self.0.iter().for_each(|r| r.finished(path, outcome, tally));
+    }
+    fn retrying(&self, path: &Path, attempt: u32, reason: &str, delay: Duration) {
+        self.0
+            .iter()
+            .for_each(|r| r.retrying(path, attempt, reason, delay));
+    }
+    fn upload_timed(&self, path: &Path, took: Duration) {
+        self.0.iter().for_each(|r| r.upload_timed(path, took));
+    }
 }
 
 /// A reporter that reports nothing.
@@ -128,6 +167,12 @@ mod tests {
         );
         s.add(
             p,
+            &Outcome::Deferred {
+                reason: "another agent".into(),
+            },
+        );
+        s.add(
+            p,
             &Outcome::Ignored {
                 reason: "empty file".into(),
             },
@@ -144,7 +189,7 @@ mod tests {
             (1, 2, 1, 1, 1)
         );
         assert_eq!(s.bytes_uploaded, 10);
-        assert_eq!(s.processed(), 6);
+        assert_eq!((s.deferred, s.processed()), (1, 7));
         assert_eq!(
             s.failures,
             vec![FileNote {

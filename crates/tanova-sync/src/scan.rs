@@ -18,11 +18,13 @@ pub enum Found {
 }
 
 /// Walk `root` recursively, calling `emit` for each candidate, without
-/// collecting the tree. Symlinks are not followed, so a link cannot lead the
-/// agent outside the folder or into a loop. Stops early when `emit` returns false.
-pub fn walk(root: &Path, mut emit: impl FnMut(Found) -> bool) {
+/// collecting the tree. Symlinks are not followed unless `follow_links`, so by
+/// default a link cannot lead the agent outside the folder; when followed, a
+/// link loop is reported as unreadable, not walked forever. Stops early when
+/// `emit` returns false.
+pub fn walk(root: &Path, follow_links: bool, mut emit: impl FnMut(Found) -> bool) {
     let entries = WalkDir::new(root)
-        .follow_links(false)
+        .follow_links(follow_links)
         .into_iter()
         .filter_entry(|e| e.depth() == 0 || !(e.file_type().is_dir() && is_hidden(e.file_name())));
     for entry in entries {
@@ -112,7 +114,7 @@ mod tests {
             std::fs::write(root.join(name), b"x").unwrap();
         }
         let mut names = Vec::new();
-        walk(root, |f| {
+        walk(root, false, |f| {
             if let Found::File { path, stamp } = f {
                 assert_eq!(stamp.size, 1);
                 names.push(

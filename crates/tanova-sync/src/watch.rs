@@ -254,7 +254,8 @@ impl Discovery {
     /// Look at the files that fell due: send the complete ones, wait longer for the rest.
     async fn check_due(&mut self) {
         for (path, closed) in self.debouncer.take_due(Instant::now()) {
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            // Followed here; `item_for` leaves symlinks out unless configured.
+            let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
             if !meta.is_file() {

@@ -83,14 +83,14 @@ fn malformed_configs_name_the_field() {
             "tanova_url: \"not a url\" is not a valid URL",
         ),
         (
-            json!({ "folder_path": folder, "api_key": "k", "tanova_url": "http://example.com" }),
+            json!({ "folder_path": folder, "api_key": "k", "tanova_url": "http://0.0.0.0:8080" }),
             &all,
-            "tanova_url: http://example.com is plain http",
+            "tanova_url: http://0.0.0.0:8080 is plain http",
         ),
         (
-            json!({ "folder_path": folder, "api_key": "k", "tanova_url": "ftp://example.com" }),
+            json!({ "folder_path": folder, "api_key": "k", "tanova_url": "ftp://127.0.0.1" }),
             &all,
-            "tanova_url: ftp://example.com: unsupported scheme",
+            "tanova_url: ftp://127.0.0.1: unsupported scheme",
         ),
         (
             json!(["not", "an", "object"]),

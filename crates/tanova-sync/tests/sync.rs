@@ -471,3 +471,52 @@ fn pinned_concurrency_is_never_exceeded() {
     assert_eq!(run.count("synced"), 60);
     assert_eq!(env.emulator.stats().peak_in_flight, 3);
 }
+
+/// Regression: the pipeline once gave files still in backoff only the shutdown
+/// grace (3 s) after the scan ended, and dropped them from a run that exited 0.
+#[test]
+fn a_file_in_a_long_backoff_is_waited_for_not_abandoned() {
+    let env = TestEnv::with_knobs(Knobs {
+        error_rate: 1.0,
+        ..Knobs::default()
+    });
+    env.write("patient.pdf", "patient");
+    env.config(json!({ "retry_count": 20, "retry_delay": 1.0 }));
+    let child = env.spawn(&["sync", "--json"]);
+    std::thread::sleep(Duration::from_millis(4500));
+    env.emulator.set_knobs(|k| k.error_rate = 0.0);
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.assert_code(0);
+    assert_eq!(run.count("synced"), 1);
+}
+
+#[test]
+fn a_dry_run_sends_nothing_and_records_nothing() {
+    let env = TestEnv::new();
+    env.write_many(5);
+    let dry = env.run(&["sync", "--dry-run", "--json"]);
+    dry.assert_code(0);
+    assert_eq!((dry.count("would_upload"), dry.count("synced")), (5, 0));
+    let stats = env.emulator.stats();
+    assert_eq!(
+        (
+            stats.health_calls,
+            stats.check_duplicate_calls,
+            stats.uploads
+        ),
+        (0, 0, 0),
+        "nothing sent"
+    );
+    let plain = env.run(&["sync", "--dry-run"]);
+    assert!(
+        plain.stdout.contains("would upload (dry run):         5"),
+        "{}",
+        plain.stdout
+    );
+
+    let real = env.run(&["sync", "--json"]);
+    assert_eq!(real.count("synced"), 5, "the dry run recorded nothing");
+    let again = env.run(&["sync", "--dry-run", "--json"]);
+    assert!(again.json().get("would_upload").is_none());
+    assert_eq!(again.count("skipped"), 5);
+}

@@ -1,5 +1,9 @@
 //! The Tanova sync API contract: API-key check, health and check-duplicate.
+//!
+//! Uploads are in [`upload`] (one file per request) and [`batch`] (several
+//! files per request, offered when the `batch_max_files` knob is not 0).
 
+mod batch;
 mod upload;
 
 use std::time::Duration;
@@ -32,6 +36,10 @@ pub(crate) fn routes(state: SharedState) -> Router<SharedState> {
             "/api/sync/upload",
             post(upload::upload).layer(DefaultBodyLimit::disable()),
         )
+        .route(
+            "/api/sync/upload-batch",
+            post(batch::upload_batch).layer(DefaultBodyLimit::disable()),
+        )
         .route_layer(middleware::from_fn_with_state(state, require_api_key))
 }
 
@@ -52,14 +60,18 @@ async fn require_api_key(
 
 async fn health(State(state): State<SharedState>) -> Response {
     bump(&state.counters.health_calls);
-    Json(json!({
+    let mut answer = json!({
         "success": true,
         "authenticated": true,
         "message": "Connected to Tanova emulator",
         "agency": "Emulator Agency",
         "permissions": { "canUpload": true, "canRead": true },
-    }))
-    .into_response()
+    });
+    let batch_max_files = state.knobs().batch_max_files;
+    if batch_max_files > 0 {
+        answer["batch"] = json!({ "maxFiles": batch_max_files });
+    }
+    Json(answer).into_response()
 }
 
 #[derive(Deserialize)]
@@ -84,6 +96,9 @@ async fn check_duplicate(State(state): State<SharedState>, body: Bytes) -> Respo
     }
     tokio::time::sleep(Duration::from_millis(knobs.check_latency_ms)).await;
     let checksum = request.checksum.trim().to_ascii_lowercase();
+    if chance(knobs.garbage_rate) {
+        return reply::garbage();
+    }
     match state.store().lookup(&checksum) {
         Some(candidate) => Json(json!({ "exists": true, "candidateName": candidate.name })),
         None => Json(json!({ "exists": false })),

@@ -68,6 +68,9 @@ pub(super) async fn upload(State(state): State<SharedState>, request: Request) -
         bump(&counters.duplicate_uploads);
     }
     tracing::debug!(file = %record.filename, id = %record.candidate_id, duplicate = record.duplicate, "upload stored");
+    if chance(knobs.garbage_rate) {
+        return reply::garbage();
+    }
     Json(json!({ "candidateId": record.candidate_id, "candidateName": name })).into_response()
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP client for the sync API: one pooled keep-alive client, typed answers, typed errors.
 
+pub mod batch;
 pub mod status;
 pub mod wire;
 
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::config::ApiKey;
+use crate::deliver::rate::RateLimiter;
 use status::{classify, Disposition};
 use wire::{CheckDuplicate, DuplicateAnswer, ErrorBody, Health, UploadAnswer};
 
@@ -69,6 +71,8 @@ pub struct Upload<'a> {
 pub struct ApiClient {
     http: reqwest::Client,
     base: Url,
+    /// `max_requests_per_minute`: every request waits for a token first.
+    rate: Option<Arc<RateLimiter>>,
 }
 
 /// Timeouts of the HTTP client.
@@ -81,6 +85,16 @@ pub struct Timeouts {
 
 impl ApiClient {
     pub fn new(base: &Url, key: &ApiKey, timeouts: Timeouts) -> Result<Self, String> {
+        Self::with_extra_roots(base, key, timeouts, &[])
+    }
+
+    /// A client that also trusts `roots` (a corporate CA, `ca_file`) besides the system's.
+    pub fn with_extra_roots(
+        base: &Url,
+        key: &ApiKey,
+        timeouts: Timeouts,
+        roots: &[reqwest::Certificate],
+    ) -> Result<Self, String> {
         let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
             "api_key: contains characters not allowed in an HTTP header".to_string()
         })?;
@@ -93,6 +107,7 @@ impl ApiClient {
             .connect_timeout(timeouts.connect)
             .read_timeout(timeouts.read)
             .pool_idle_timeout(Duration::from_secs(60))
+            .tls_certs_merge(roots.iter().cloned())
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         // Joining relative paths onto "https://host/prefix" needs the trailing slash.
@@ -100,7 +115,25 @@ impl ApiClient {
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        Ok(ApiClient { http, base })
+        Ok(ApiClient {
+            http,
+            base,
+            rate: None,
+        })
+    }
+
+    /// Make every request (health, check-duplicate, upload, batch) wait for a
+    /// token of `limiter` before it is sent.
+    pub fn with_rate_limit(mut self, limiter: Option<Arc<RateLimiter>>) -> Self {
+        self.rate = limiter;
+        self
+    }
+
+    /// Wait until the rate limit, if any, lets the next request go.
+    async fn throttle(&self) {
+        if let Some(rate) = &self.rate {
+            rate.wait().await;
+        }
     }
 
     pub fn endpoint(&self, path: &str) -> Url {
@@ -110,6 +143,7 @@ impl ApiClient {
     /// Who the key belongs to and what it may do.
     pub async fn health(&self) -> Result<Health, ApiError> {
         let url = self.endpoint(HEALTH);
+        self.throttle().await;
         let response = self.http.get(url.clone()).send().await;
         let body = read_success(&url, response).await?;
         serde_json::from_slice(&body).map_err(|e| ApiError::Transient {
@@ -122,6 +156,7 @@ impl ApiClient {
     /// Whether the server already has these bytes.
     pub async fn check_duplicate(&self, checksum: &str) -> Result<DuplicateAnswer, ApiError> {
         let url = self.endpoint(CHECK_DUPLICATE);
+        self.throttle().await;
         let response = self
             .http
             .post(url.clone())
@@ -139,6 +174,7 @@ impl ApiClient {
     /// Upload one file, streamed from disk. Returns the candidate id when the server gives one.
     pub async fn upload(&self, upload: &Upload<'_>) -> Result<Option<String>, ApiError> {
         let url = self.endpoint(UPLOAD);
+        self.throttle().await;
         let file = tokio::fs::File::open(upload.path)
             .await
             .map_err(|e| ApiError::File(e.to_string()))?;

@@ -40,6 +40,9 @@ pub struct GlobalArgs {
     /// Where the agent keeps its state [default: ~/.tanova] (env TANOVA_STATE_DIR)
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Share the synced set with other agents in Redis: redis://[:password@]host:port/db (env TANOVA_STATE_URL)
+    #[arg(long, global = true, value_name = "URL")]
+    pub state_url: Option<String>,
     /// The folder of CVs, over folder_path and TANOVA_FOLDER_PATH
     #[arg(long, global = true, value_name = "DIR")]
     pub folder: Option<PathBuf>,
@@ -58,16 +61,75 @@ pub struct GlobalArgs {
     /// Only errors; no progress
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
+    /// Serve /health, /metrics and a status page at ADDR while syncing or watching, like 127.0.0.1:9898 (env TANOVA_LISTEN; port 0 picks one)
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// How log lines are written: text, or json (one object per line, for log shippers) [default: text]
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+    /// Write the log to FILE instead of stderr, rotated daily (FILE's name gets the date)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Sync the folder once: upload every new CV, print a summary, exit
-    Sync,
+    Sync(SyncArgs),
+    /// Show what the state holds: synced CVs, the last upload, failures with their reasons
+    Status,
+    /// Check the config, the folder, the state, the service and the key, and file watching
+    Doctor,
+    /// Set up: ask for the folder and key, check the key, write tanova-config.json (mode 0600)
+    Init(InitArgs),
+    /// Try failed files again on the next run: one file, a folder's files, or --all
+    Retry(RetryArgs),
+    /// Import or export the synced history
+    History(HistoryArgs),
     /// Sync, then keep watching the folder and upload new CVs as they arrive, until Ctrl+C (the default command)
     Watch(WatchArgs),
     /// Try it without an account: sync sample CVs (or --folder DIR, only read) to a local emulator over real HTTP
     Demo(DemoArgs),
+    /// Manage the state: `state push` copies this machine's synced set into the shared Redis ledger
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Run the agent as a service: `service install` writes (or --print prints) a systemd unit, a launchd plist on macOS
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Print a shell completion script to stdout, e.g. `tanova-sync completions bash > /etc/bash_completion.d/tanova-sync`
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout, e.g. `tanova-sync man > /usr/local/share/man/man1/tanova-sync.1`
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Install a hardened service that runs `watch` with the current config file
+    Install(ServiceInstallArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct ServiceInstallArgs {
+    /// Print the unit (or plist) to stdout instead of installing it
+    #[arg(long)]
+    pub print: bool,
+    /// Where to write it [default: /etc/systemd/system, or ~/Library/LaunchAgents on macOS]
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Copy the local state's synced checksums into Redis (state_url), to move an
+    /// existing installation to shared mode; what Redis already has is kept
+    Push,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -88,4 +150,45 @@ pub struct DemoArgs {
     /// Uploads the emulator accepts at once (429 beyond)
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub capacity: usize,
+}
+
+#[derive(Debug, Args, Clone)]
+#[command(group = clap::ArgGroup::new("which").required(true))]
+pub struct RetryArgs {
+    /// A failed file, or a folder whose failed files are all retried
+    #[arg(group = "which")]
+    pub path: Option<PathBuf>,
+    /// Retry every failed file
+    #[arg(long, group = "which")]
+    pub all: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct HistoryArgs {
+    #[command(subcommand)]
+    pub action: HistoryAction,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum HistoryAction {
+    /// Write the synced checksums as the Python script's sync_history.json, to switch back to it
+    Export {
+        /// The file to write (the script reads ~/.tanova/sync_history.json)
+        #[arg(long, value_name = "FILE")]
+        legacy: PathBuf,
+    },
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct SyncArgs {
+    /// Show what would be uploaded; send nothing and record nothing (files are still read to hash them)
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct InitArgs {
+    /// Replace an existing config file
+    #[arg(long)]
+    pub force: bool,
 }

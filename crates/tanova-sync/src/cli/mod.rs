@@ -1,10 +1,16 @@
 //! The command-line edge: parse, load the config, run a command, map the result to an exit code.
 
 mod args;
+mod completions;
 mod demo;
+mod doctor;
 mod exit;
+mod init;
+mod inspect;
+mod listen;
 mod progress;
 pub mod samples;
+mod service;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -13,7 +19,7 @@ use std::sync::Arc;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-pub use args::{Cli, Command, GlobalArgs, WatchArgs};
+pub use args::{Cli, Command, GlobalArgs, StateCommand, WatchArgs};
 pub use exit::Exit;
 use progress::{TerminalReporter, Verbosity};
 
@@ -21,12 +27,15 @@ use crate::config::{self, Config, Overrides};
 use crate::engine::{Engine, EngineError};
 use crate::report::Summary;
 use crate::state::lock::{self, InstanceLock};
-use crate::state::{legacy, SqliteStore, Store};
+use crate::state::{legacy, Ledger, SqliteStore, Store};
 
 /// Parse the command line and run it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.global);
+    if let Err(e) = init_logging(&cli.global) {
+        eprintln!("error: {e}");
+        return Exit::Usage.into();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -48,33 +57,62 @@ async fn run(cli: Cli) -> Exit {
     watch_for_interrupt(cancel.clone());
     match cli.command {
         Some(Command::Demo(args)) => demo::run(&cli.global, &args, &cancel).await,
-        Some(Command::Sync) => match load_config(&cli.global, false) {
+        Some(Command::Sync(args)) => match load_config(&cli.global, |o| o.dry_run = args.dry_run) {
             Ok(config) => sync(&cli.global, &config, &cancel).await,
             Err(exit) => exit,
         },
         Some(Command::Watch(args)) => watch_command(&cli.global, &args, &cancel).await,
+        Some(Command::Status) => inspect::status(&cli.global),
+        Some(Command::Doctor) => match load_config(&cli.global, |_| {}) {
+            Ok(config) => doctor::doctor(&cli.global, &config).await,
+            Err(exit) => exit,
+        },
+        Some(Command::Init(args)) => init::init(&cli.global, args.force).await,
+        Some(Command::Retry(args)) => inspect::retry(&cli.global, args.path.as_deref()),
+        Some(Command::History(args)) => match args.action {
+            args::HistoryAction::Export { legacy } => inspect::export_legacy(&cli.global, &legacy),
+        },
+        Some(Command::State(StateCommand::Push)) => match load_config(&cli.global, |_| {}) {
+            Ok(config) => state_push(&cli.global, &config, &cancel).await,
+            Err(exit) => exit,
+        },
+        Some(Command::Service(args::ServiceCommand::Install(args))) => {
+            service::install(&cli.global, &args)
+        }
+        Some(Command::Completions(args)) => completions::completions(args.shell),
+        Some(Command::Man) => completions::man(),
         None => watch_command(&cli.global, &WatchArgs::default(), &cancel).await,
     }
 }
 
 async fn watch_command(global: &GlobalArgs, args: &WatchArgs, cancel: &CancellationToken) -> Exit {
-    match load_config(global, args.poll) {
+    match load_config(global, |o| o.poll = args.poll) {
         Ok(config) => watch(global, &config, cancel).await,
         Err(exit) => exit,
     }
 }
 
-fn load_config(global: &GlobalArgs, poll: bool) -> Result<Config, Exit> {
-    let overrides = Overrides {
+/// Load the config, with the global flags and `command`'s own over the file and environment.
+fn load_config(global: &GlobalArgs, command: impl FnOnce(&mut Overrides)) -> Result<Config, Exit> {
+    let mut overrides = Overrides {
         config_file: global.config.clone(),
         folder: global.folder.clone(),
         state_dir: global.state_dir.clone(),
+        state_url: global.state_url.clone(),
         max_workers: global.max_workers,
         concurrency: global.concurrency,
-        poll,
+        listen: global.listen.clone(),
+        log_format: global.log_format.clone(),
+        log_file: global.log_file.clone(),
+        ..Overrides::default()
     };
+    command(&mut overrides);
     match config::load(&overrides, &|name| std::env::var(name).ok()) {
         Ok(loaded) => {
+            if let Err(e) = crate::logging::apply(&loaded.config.log) {
+                report_error(global, &format!("config error: log_file: {e}"));
+                return Err(Exit::Usage);
+            }
             for warning in &loaded.warnings {
                 tracing::warn!("{warning}");
             }
@@ -91,7 +129,20 @@ fn load_config(global: &GlobalArgs, poll: bool) -> Result<Config, Exit> {
 struct Agent {
     engine: Engine,
     reporter: Arc<TerminalReporter>,
+    /// The status server and its figures, with `--listen`.
+    listening: Option<listen::Listening>,
     _lock: InstanceLock,
+}
+
+impl Agent {
+    /// The run stopped for `e`: log it, tell the status server, and pick the exit code.
+    fn stopped_by(&self, e: &EngineError) -> Exit {
+        if let Some(listening) = &self.listening {
+            listening.stopped_by(e);
+        }
+        tracing::error!("{e}");
+        exit_for_error(e)
+    }
 }
 
 /// Lock and open the state, build the engine, and check the key with the service.
@@ -106,7 +157,31 @@ async fn start_agent(
     };
     let (store, lock) = open_state(config).map_err(|m| fail(m, Exit::Usage))?;
     let reporter = Arc::new(TerminalReporter::new(verbosity(global)));
-    let engine = Engine::new(config, store, reporter.clone()).map_err(|m| fail(m, Exit::Usage))?;
+    let ledger = open_ledger(config, cancel)
+        .await
+        .map_err(|m| fail(m, Exit::SomeFailed))?;
+    // With --listen, every report also feeds the status server's figures.
+    let metrics = config
+        .listen
+        .map(|_| Arc::new(crate::metrics::Metrics::new(&config.folder)));
+    let reports: Arc<dyn crate::report::Reporter> = match &metrics {
+        Some(metrics) => Arc::new(crate::report::Fanout(vec![
+            reporter.clone(),
+            metrics.clone(),
+        ])),
+        None => reporter.clone(),
+    };
+    let engine = Engine::new(config, store, reports)
+        .map_err(|m| fail(m, Exit::Usage))?
+        .with_ledger(ledger);
+    let listening = match (config.listen, metrics) {
+        (Some(addr), Some(metrics)) => Some(
+            listen::Listening::start(global, addr, metrics, &engine, &config.folder)
+                .await
+                .map_err(|m| fail(m, Exit::Usage))?,
+        ),
+        _ => None,
+    };
     tracing::info!(
         "syncing {} to {} (key {}, {})",
         config.folder.display(),
@@ -114,12 +189,25 @@ async fn start_agent(
         config.api_key.redacted(),
         engine.concurrency()
     );
+    // A dry run sends nothing, not even the key.
+    if config.dry_run {
+        return Ok(Agent {
+            engine,
+            reporter,
+            listening,
+            _lock: lock,
+        });
+    }
     if let Err(e) = engine.check_access(cancel).await {
+        if let Some(listening) = &listening {
+            listening.stopped_by(&e);
+        }
         return Err(fail(e.to_string(), exit_for_error(&e)));
     }
     Ok(Agent {
         engine,
         reporter,
+        listening,
         _lock: lock,
     })
 }
@@ -134,10 +222,7 @@ pub async fn sync(global: &GlobalArgs, config: &Config, cancel: &CancellationTok
     agent.reporter.done(&summary);
     print_summary(global, &summary);
     match fatal {
-        Some(e) => {
-            tracing::error!("{e}");
-            exit_for_error(&e)
-        }
+        Some(e) => agent.stopped_by(&e),
         None if cancel.is_cancelled() => Exit::Interrupted,
         None if summary.failed > 0 => Exit::SomeFailed,
         None => Exit::Ok,
@@ -166,8 +251,7 @@ pub async fn watch(global: &GlobalArgs, config: &Config, cancel: &CancellationTo
     if let Some(e) = fatal {
         cancel.cancel();
         let _ = discovery.await;
-        tracing::error!("{e}");
-        return exit_for_error(&e);
+        return agent.stopped_by(&e);
     }
     if !cancel.is_cancelled() {
         let how = match config.watch.mode {
@@ -191,10 +275,7 @@ pub async fn watch(global: &GlobalArgs, config: &Config, cancel: &CancellationTo
         );
     }
     match fatal {
-        Some(e) => {
-            tracing::error!("{e}");
-            exit_for_error(&e)
-        }
+        Some(e) => agent.stopped_by(&e),
         None => Exit::Ok,
     }
 }
@@ -211,6 +292,85 @@ fn open_state(config: &Config) -> Result<(Arc<dyn Store>, InstanceLock), String>
         Err(e) => tracing::warn!("legacy history not imported: {e}"),
     }
     Ok((Arc::new(store), lock))
+}
+
+/// The shared ledger when `state_url` is set, once Redis answers; else this machine's state alone.
+async fn open_ledger(config: &Config, cancel: &CancellationToken) -> Result<Ledger, String> {
+    let ledger = Ledger::connect(
+        config.state_url.as_ref(),
+        config.lease,
+        config.retry_count,
+        config.retry_delay,
+        cancel,
+    )
+    .await
+    .map_err(|e| format!("cannot reach the shared state: {e}"))?;
+    if let Ledger::Redis(redis) = &ledger {
+        tracing::info!(
+            "sharing the synced set with other agents in Redis at {} (this agent is {}; claims last {} ms unrenewed)",
+            redis.url(),
+            redis.agent(),
+            redis.lease().as_millis()
+        );
+    }
+    Ok(ledger)
+}
+
+/// `tanova-sync state push`: copy this machine's synced set into the shared ledger.
+async fn state_push(global: &GlobalArgs, config: &Config, cancel: &CancellationToken) -> Exit {
+    let fail = |message: String, exit: Exit| {
+        report_error(global, &message);
+        exit
+    };
+    if config.state_url.is_none() {
+        return fail(
+            "state push: no shared state to push to: set state_url, TANOVA_STATE_URL or --state-url"
+                .to_string(),
+            Exit::Usage,
+        );
+    }
+    let store = match SqliteStore::open(&config.state_dir) {
+        Ok(store) => store,
+        Err(e) => return fail(format!("state error: {e}"), Exit::Usage),
+    };
+    let history = config.state_dir.join(legacy::HISTORY_FILE);
+    match store.import_legacy_once(&history) {
+        Ok(Some(n)) => tracing::info!("imported {n} synced checksums from {}", history.display()),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("legacy history not imported: {e}"),
+    }
+    let records = match store.synced_records() {
+        Ok(records) => records,
+        Err(e) => return fail(format!("state error: {e}"), Exit::SomeFailed),
+    };
+    let ledger = match open_ledger(config, cancel).await {
+        Ok(Ledger::Redis(redis)) => redis,
+        Ok(Ledger::Local) => unreachable!("state_url is set"),
+        Err(m) => return fail(m, Exit::SomeFailed),
+    };
+    let added = match ledger.push(&records).await {
+        Ok(added) => added,
+        Err(e) => return fail(format!("state push: {e}"), Exit::SomeFailed),
+    };
+    let total = ledger.synced_count().await.ok();
+    if global.json {
+        let out = serde_json::json!({
+            "pushed": records.len(),
+            "new": added,
+            "ledger_synced": total,
+            "state_url": ledger.url().redacted(),
+        });
+        println!("{out}");
+    } else if !global.quiet {
+        println!(
+            "Pushed {} synced checksums from {} to Redis at {}: {added} were new to it{}.",
+            records.len(),
+            store.path().display(),
+            ledger.url(),
+            total.map_or(String::new(), |n| format!(", which now holds {n}"))
+        );
+    }
+    Exit::Ok
 }
 
 fn exit_for_error(e: &EngineError) -> Exit {
@@ -252,7 +412,8 @@ fn verbosity(global: &GlobalArgs) -> Verbosity {
     }
 }
 
-fn init_logging(global: &GlobalArgs) {
+/// Start logging as the flags say; the config's `log_format` / `log_file` apply once it is loaded.
+fn init_logging(global: &GlobalArgs) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
     let level = match (global.quiet, global.verbose) {
         (true, _) => "error",
@@ -263,14 +424,14 @@ fn init_logging(global: &GlobalArgs) {
     let filter = EnvFilter::try_from_env("TANOVA_LOG").unwrap_or_else(|_| {
         EnvFilter::new(format!("warn,tanova_sync={level},tanova_emulator=warn"))
     });
-    // No timestamps: a terminal user does not need them and journald adds its own.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .without_time()
-        .init();
+    let settings = crate::logging::LogSettings {
+        format: match global.log_format.as_deref() {
+            Some(format) => crate::logging::LogFormat::parse(format)?,
+            None => crate::logging::LogFormat::Text,
+        },
+        file: global.log_file.clone(),
+    };
+    crate::logging::init(filter, &settings).map_err(|e| format!("--log-file: {e}"))
 }
 
 /// First Ctrl+C (or SIGTERM): stop taking new work. Second: exit at once.

@@ -100,7 +100,10 @@ impl Reporter for TerminalReporter {
 
     fn finished(&self, path: &Path, outcome: &Outcome, tally: &Summary) {
         if self.live.load(Ordering::Relaxed) {
-            let worth_a_line = !matches!(outcome, Outcome::AlreadySynced | Outcome::SameContent);
+            let worth_a_line = !matches!(
+                outcome,
+                Outcome::AlreadySynced | Outcome::SameContent | Outcome::Deferred { .. }
+            );
             if self.verbosity >= Verbosity::Files
                 || (worth_a_line && self.verbosity == Verbosity::Normal)
             {
@@ -171,7 +174,9 @@ fn describe(outcome: &Outcome) -> String {
             candidate_name: Some(name),
         } => format!("already in Tanova ({name})"),
         Outcome::OnServer { .. } => "already in Tanova".to_string(),
+        Outcome::Deferred { reason } => format!("left for now: {reason}"),
         Outcome::Ignored { reason } => format!("ignored: {reason}"),
+        Outcome::WouldUpload { bytes } => format!("would upload ({})", human_bytes(*bytes)),
         Outcome::Failed { reason, .. } => format!("FAILED: {reason}"),
     }
 }
@@ -187,8 +192,14 @@ pub fn write_summary(out: &mut dyn Write, s: &Summary) -> std::io::Result<()> {
         s.elapsed_s,
         s.found
     )?;
+    if s.would_upload > 0 {
+        writeln!(out, "  would upload (dry run):         {}", s.would_upload)?;
+    }
     writeln!(out, "  skipped (already synced):       {}", s.skipped)?;
     writeln!(out, "  duplicates (already in Tanova): {}", s.duplicates)?;
+    if s.deferred > 0 {
+        writeln!(out, "  deferred (to another agent):    {}", s.deferred)?;
+    }
     if s.ignored > 0 {
         writeln!(out, "  ignored:                        {}", s.ignored)?;
         for note in &s.ignored_files {

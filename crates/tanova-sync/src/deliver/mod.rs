@@ -1,11 +1,21 @@
 //! Delivery of one file: check-duplicate, then upload, under the shared limiter, with retries.
+//!
+//! When the service takes batch uploads, the upload goes through the
+//! [`batch::Batcher`] instead: the duplicate check runs under its own limiter
+//! slot, then the file waits (at most [`batch::LINGER`]) to share one request,
+//! and one slot, with other ready files. Each file's result comes back to its
+//! own retry loop here, so retries, refusals and a rejected key are handled
+//! exactly as for single uploads.
 
 pub mod aimd;
 pub mod backoff;
+pub mod batch;
 pub mod limiter;
+pub mod rate;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -16,7 +26,12 @@ use crate::meta;
 use crate::scan::stamp_of;
 use crate::state::FileStamp;
 use aimd::{AimdConfig, Outcome as Signal};
+use batch::{Answer, Batcher, OwnedUpload};
 use limiter::Limiter;
+
+/// How many times in a row a file may be sent again at once, without counting
+/// an attempt, because another file of its batch changed under it.
+const MAX_RESENDS: u32 = 3;
 
 /// How a delivery ended.
 #[derive(Debug)]
@@ -54,6 +69,12 @@ pub struct Deliverer {
     limiter: Arc<Limiter>,
     retry_count: u32,
     retry_delay: Duration,
+    /// The most files per batch the config allows; 1: no batches.
+    batch_size: usize,
+    /// Started once the service advertises batch uploads.
+    batcher: OnceLock<Batcher>,
+    /// The service refused a batch as a whole: one file per request from then on.
+    batches_off: AtomicBool,
 }
 
 impl Deliverer {
@@ -72,6 +93,54 @@ impl Deliverer {
             limiter: Arc::new(limiter),
             retry_count,
             retry_delay,
+            batch_size: 1,
+            batcher: OnceLock::new(),
+            batches_off: AtomicBool::new(false),
+        }
+    }
+
+    /// Allow batches of up to `n` files (config `batch_size`; 1 disables them).
+    /// They are used only once [`Deliverer::use_batches`] hears the service offers them.
+    pub fn with_batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+
+    /// Use batch uploads if the service offers them (`max_files` from its
+    /// health answer): up to the smaller of `batch_size` and `max_files` per
+    /// request. Call it within the runtime; only the first call counts.
+    pub fn use_batches(&self, max_files: Option<usize>) {
+        let n = self.batch_size.min(max_files.unwrap_or(0));
+        if n < 2 || self.batcher.get().is_some() {
+            return;
+        }
+        let batcher = self
+            .batcher
+            .get_or_init(|| Batcher::start(self.api.clone(), self.limiter.clone(), n));
+        tracing::info!(
+            "the service takes batch uploads: up to {} files per request",
+            batcher.max_files()
+        );
+    }
+
+    /// How many files one upload request carries at most: the batch size in use, else 1.
+    pub fn files_per_request(&self) -> usize {
+        self.batcher().map_or(1, Batcher::max_files)
+    }
+
+    fn batcher(&self) -> Option<&Batcher> {
+        if self.batches_off.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.batcher.get()
+    }
+
+    /// Fall back to single uploads for the rest of the run.
+    fn stop_batches(&self, reason: &str) {
+        if !self.batches_off.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "the service refused a batch upload ({reason}); uploading one file per request from now on"
+            );
         }
     }
 
@@ -95,8 +164,9 @@ impl Deliverer {
             job_hint: meta::job_hint(job.root, job.path),
             email: meta::email(job.path),
         };
-        let mut last_error = String::new();
-        for attempt in 0..=self.retry_count {
+        let mut attempt = 0;
+        let mut resends = 0;
+        let last_error = loop {
             // Reopened and re-checked on every attempt, like uv-publish.
             match tokio::fs::metadata(job.path).await {
                 Ok(m) if stamp_of(job.path, &m) != job.stamp => return Delivered::Changed,
@@ -109,17 +179,37 @@ impl Deliverer {
                     }
                 }
             }
-            let result = tokio::select! {
-                _ = cancel.cancelled() => return Delivered::Cancelled,
-                permit = self.limiter.acquire() => {
-                    if cancel.is_cancelled() {
-                        return Delivered::Cancelled;
+            let result = match self.batcher() {
+                Some(batcher) => match self.attempt_batched(batcher, &upload, cancel).await {
+                    Batched::Done(result) => result,
+                    Batched::Cancelled => return Delivered::Cancelled,
+                    Batched::Resend if resends < MAX_RESENDS => {
+                        resends += 1;
+                        continue;
                     }
-                    let result = self.attempt(&upload).await;
-                    permit.done(signal_of(&result));
-                    result
-                }
+                    Batched::Resend => Err(ApiError::Transient {
+                        message: "not sent: another file of its batch kept changing".to_string(),
+                        retry_after: None,
+                        back_pressure: false,
+                    }),
+                    Batched::Unavailable(reason) => {
+                        self.stop_batches(&reason);
+                        continue;
+                    }
+                },
+                None => tokio::select! {
+                    _ = cancel.cancelled() => return Delivered::Cancelled,
+                    permit = self.limiter.acquire() => {
+                        if cancel.is_cancelled() {
+                            return Delivered::Cancelled;
+                        }
+                        let result = self.attempt(&upload).await;
+                        permit.done(signal_of(&result));
+                        result
+                    }
+                },
             };
+            resends = 0;
             let (message, retry_after) = match result {
                 Err(ApiError::Transient {
                     message,
@@ -143,8 +233,7 @@ impl Deliverer {
                 Ok(done) => return done,
             };
             if attempt == self.retry_count {
-                last_error = message;
-                break;
+                break message;
             }
             let delay = backoff::delay(
                 attempt,
@@ -157,7 +246,8 @@ impl Deliverer {
                 _ = cancel.cancelled() => return Delivered::Cancelled,
                 _ = tokio::time::sleep(delay) => {}
             }
-        }
+            attempt += 1;
+        };
         Delivered::Failed {
             reason: format!(
                 "gave up after {} attempts: {last_error}",
@@ -186,6 +276,63 @@ impl Deliverer {
         let candidate_id = self.api.upload(upload).await?;
         Ok(Delivered::Uploaded { candidate_id })
     }
+
+    /// One attempt through the batcher: the duplicate check under its own
+    /// slot, then the upload in a batch under the batch's slot.
+    async fn attempt_batched(
+        &self,
+        batcher: &Batcher,
+        upload: &Upload<'_>,
+        cancel: &CancellationToken,
+    ) -> Batched {
+        let check = tokio::select! {
+            _ = cancel.cancelled() => return Batched::Cancelled,
+            permit = self.limiter.acquire() => {
+                if cancel.is_cancelled() {
+                    return Batched::Cancelled;
+                }
+                let check = self.api.check_duplicate(upload.checksum).await;
+                // A quick check says nothing about how many uploads the service takes.
+                permit.done(Signal::Failed);
+                check
+            }
+        };
+        match check {
+            Ok(answer) if answer.exists => {
+                return Batched::Done(Ok(Delivered::AlreadyOnServer {
+                    candidate_name: answer.candidate_name,
+                }))
+            }
+            Ok(_) => {}
+            Err(e @ ApiError::Rejected { .. }) => return Batched::Done(Err(e)),
+            Err(e) => {
+                tracing::debug!(path = %upload.path.display(), "duplicate check failed, uploading anyway: {e}")
+            }
+        }
+        let Some(pending) = batcher.submit(OwnedUpload::of(upload)) else {
+            return Batched::Unavailable("the batcher stopped".to_string());
+        };
+        match pending.answer(cancel).await {
+            None => Batched::Cancelled,
+            Some(Answer::Uploaded { candidate_id }) => {
+                Batched::Done(Ok(Delivered::Uploaded { candidate_id }))
+            }
+            Some(Answer::Failed(e)) => Batched::Done(Err(e)),
+            Some(Answer::NotSent) => Batched::Resend,
+            Some(Answer::Unavailable(reason)) => Batched::Unavailable(reason),
+        }
+    }
+}
+
+/// How an attempt through the batcher ended.
+enum Batched {
+    /// As a single attempt would have.
+    Done(Result<Delivered, ApiError>),
+    Cancelled,
+    /// Another file of the batch changed while it was sent: send this one again.
+    Resend,
+    /// The service refused the batch as a whole.
+    Unavailable(String),
 }
 
 /// What an attempt tells the concurrency controller. Only full uploads

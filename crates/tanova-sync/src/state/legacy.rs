@@ -31,10 +31,17 @@ pub fn read(path: &Path) -> Result<Vec<String>> {
 /// Write checksums as a legacy history file, so a user can switch back to the script.
 pub fn write(path: &Path, checksums: &[String]) -> Result<()> {
     let text = serde_json::to_string_pretty(checksums).expect("strings serialize");
-    std::fs::write(path, text).map_err(|e| StateError::File {
-        path: path.to_path_buf(),
-        message: format!("cannot write: {e}"),
-    })
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+        .map_err(|e| StateError::File {
+            path: path.to_path_buf(),
+            message: format!("cannot write: {e}"),
+        })
 }
 
 pub fn is_sha256_hex(s: &str) -> bool {

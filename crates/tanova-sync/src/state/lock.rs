@@ -22,11 +22,11 @@ pub fn acquire(dir: &Path) -> Result<InstanceLock> {
         path: path.clone(),
         message,
     };
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
         .open(&path)
         .map_err(|e| err(format!("cannot open the lock file: {e}")))?;
     match file.try_lock() {

@@ -1,11 +1,15 @@
-//! The agent's memory: which checksums are synced, the path → checksum cache, and failures.
+//! The agent's memory: which checksums are synced, the path → checksum cache, and failures;
+//! and the ledger that shares the synced set with other agents.
 
+pub mod ledger;
 pub mod legacy;
 pub mod lock;
+pub mod redis;
 pub mod sqlite;
 
 use std::path::PathBuf;
 
+pub use ledger::Ledger;
 pub use sqlite::SqliteStore;
 
 /// The identity and version of a file on disk: if none of these changed, its bytes did not.
@@ -46,6 +50,9 @@ pub enum StateError {
     },
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
+    /// The shared ledger; `url` has no password in it.
+    #[error("Redis at {url}: {message}")]
+    Redis { url: String, message: String },
 }
 
 pub type Result<T> = std::result::Result<T, StateError>;
@@ -57,8 +64,11 @@ pub trait Store: Send + Sync {
     /// Remember the checksum of a file version so a restart need not re-read it.
     fn remember(&self, stamp: &FileStamp, checksum: &str) -> Result<()>;
     fn is_synced(&self, checksum: &str) -> Result<bool>;
-    /// The recorded reason when these bytes were refused by the server for good.
-    fn permanent_failure(&self, checksum: &str) -> Result<Option<String>>;
+    /// The recorded failure of these bytes, if any (the most attempted one).
+    fn failure(&self, checksum: &str) -> Result<Option<Failure>>;
+    /// Forget failures so the files are tried again: all of them, or those
+    /// whose path is `path` or lies under it. Returns how many were forgotten.
+    fn clear_failures(&self, path: Option<&str>) -> Result<usize>;
     /// Record bytes as synced (uploaded now, or found on the server), clearing any failure of the path.
     fn record_synced(&self, checksum: &str, candidate: Option<&str>, path: &str) -> Result<()>;
     /// Record a failure of a path, counting attempts across runs.

@@ -34,7 +34,8 @@ impl RedisUrl {
     /// Check a `redis://host[:port][/db]` URL. Errors never repeat the password.
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
         let shown = redact_text(text.trim());
-        let url = Url::parse(text.trim()).map_err(|e| format!("{shown} is not a valid URL: {e}"))?;
+        let url =
+            Url::parse(text.trim()).map_err(|e| format!("{shown} is not a valid URL: {e}"))?;
         match url.scheme() {
             "redis" => {}
             "rediss" => {

@@ -113,11 +113,32 @@ impl SqliteStore {
         Ok(Some(checksums.len()))
     }
 
+    /// When the last file was synced by this agent (not imported), in Unix seconds.
+    pub fn last_synced_at(&self) -> Result<Option<i64>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT MAX(synced_at) FROM synced WHERE path IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+        })
+    }
+
     /// Every synced checksum, for exporting the legacy history.
     pub fn synced_checksums(&self) -> Result<Vec<String>> {
         self.with(|c| {
             let mut stmt = c.prepare("SELECT checksum FROM synced ORDER BY checksum")?;
             let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// Every synced checksum with its candidate id when known, for `state push`.
+    pub fn synced_records(&self) -> Result<Vec<(String, Option<String>)>> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT checksum, candidate_id FROM synced ORDER BY checksum")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         })
     }
@@ -169,13 +190,28 @@ impl Store for SqliteStore {
         })
     }
 
-    fn permanent_failure(&self, checksum: &str) -> Result<Option<String>> {
+    fn failure(&self, checksum: &str) -> Result<Option<Failure>> {
         self.with(|c| {
             c.prepare_cached(
-                "SELECT reason FROM failures WHERE checksum = ?1 AND permanent = 1 LIMIT 1",
+                "SELECT path, checksum, reason, permanent, attempts FROM failures
+                 WHERE checksum = ?1 ORDER BY permanent DESC, attempts DESC LIMIT 1",
             )?
-            .query_row([checksum], |r| r.get(0))
+            .query_row([checksum], failure_row)
             .optional()
+        })
+    }
+
+    fn clear_failures(&self, path: Option<&str>) -> Result<usize> {
+        self.with(|c| match path {
+            None => c.execute("DELETE FROM failures", []),
+            Some(path) => {
+                let dir = format!("{}/", path.trim_end_matches('/'));
+                // substr, not LIKE: paths may contain % and _.
+                c.execute(
+                    "DELETE FROM failures WHERE path = ?1 OR substr(path, 1, length(?2)) = ?2",
+                    params![path, dir],
+                )
+            }
         })
     }
 
@@ -218,15 +254,7 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare(
                 "SELECT path, checksum, reason, permanent, attempts FROM failures ORDER BY path",
             )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(Failure {
-                    path: r.get(0)?,
-                    checksum: r.get(1)?,
-                    reason: r.get(2)?,
-                    permanent: r.get(3)?,
-                    attempts: r.get(4)?,
-                })
-            })?;
+            let rows = stmt.query_map([], failure_row)?;
             rows.collect()
         })
     }
@@ -235,6 +263,16 @@ impl Store for SqliteStore {
         self.with(|c| c.query_row("SELECT COUNT(*) FROM synced", [], |r| r.get::<_, i64>(0)))
             .map(|n| n as u64)
     }
+}
+
+fn failure_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Failure> {
+    Ok(Failure {
+        path: r.get(0)?,
+        checksum: r.get(1)?,
+        reason: r.get(2)?,
+        permanent: r.get(3)?,
+        attempts: r.get(4)?,
+    })
 }
 
 fn unix_now() -> i64 {
@@ -317,9 +355,10 @@ mod tests {
         let failures = store.failures().unwrap();
         assert_eq!(failures.len(), 1);
         assert_eq!(failures[0].attempts, 2);
+        let failure = store.failure("abc").unwrap().unwrap();
         assert_eq!(
-            store.permanent_failure("abc").unwrap().as_deref(),
-            Some("server said no")
+            (failure.reason.as_str(), failure.permanent),
+            ("server said no", true)
         );
         store.record_synced("abc", None, "a.pdf").unwrap();
         assert!(store.failures().unwrap().is_empty());
@@ -343,6 +382,28 @@ mod tests {
             store.synced_checksums().unwrap(),
             vec!["b".repeat(64), "c".into()]
         );
+    }
+
+    #[test]
+    fn failures_are_cleared_by_path_or_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        for path in [
+            "/cvs/a.pdf",
+            "/cvs/Sales/b.pdf",
+            "/cvs/Sales/c.pdf",
+            "/cvs/Sales_old/d.pdf",
+        ] {
+            store.record_failure(path, None, "no", false).unwrap();
+        }
+        assert_eq!(store.clear_failures(Some("/cvs/a.pdf")).unwrap(), 1);
+        assert_eq!(store.clear_failures(Some("/cvs/Sales/")).unwrap(), 2);
+        assert_eq!(
+            store.failures().unwrap().len(),
+            1,
+            "Sales_old is not under Sales"
+        );
+        assert_eq!(store.clear_failures(None).unwrap(), 1);
     }
 
     #[cfg(unix)]

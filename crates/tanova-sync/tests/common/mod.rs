@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -100,13 +102,31 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// Keys the tests give the agent. Every run's output is searched for them:
+/// nothing beyond a key's first 15 characters may ever be printed.
+pub const KEYS_USED: &[&str] = &[DEFAULT_API_KEY, "tanova_sk_wrong_key_123456", SECRET_KEY];
+pub const SECRET_KEY: &str = "tanova_sk_live_SECRETSECRETSECRET42";
+
+/// Panic if `text` shows more of a key than its first 15 characters.
+pub fn assert_no_key(text: &str) {
+    for key in KEYS_USED {
+        assert!(
+            !text.contains(&key[..16]),
+            "the API key leaked into the output:\n{text}"
+        );
+    }
+}
+
 impl From<Output> for Run {
     fn from(output: Output) -> Self {
-        Run {
+        let run = Run {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        };
+        assert_no_key(&run.stdout);
+        assert_no_key(&run.stderr);
+        run
     }
 }
 

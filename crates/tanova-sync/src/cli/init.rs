@@ -1,0 +1,145 @@
+//! `tanova-sync init`: ask for the folder, the key and the service, check the key, write `tanova-config.json` (0600).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{Exit, GlobalArgs};
+use crate::api::{ApiClient, ApiError, Timeouts};
+use crate::config::{self, ApiKey, API_KEY_PREFIX, DEFAULT_CONFIG_FILE, DEFAULT_URL};
+
+/// Ask, check, write. Answers come from stdin, so it can be scripted too.
+pub async fn init(global: &GlobalArgs, force: bool) -> Exit {
+    let target = global
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
+    if target.exists() && !force {
+        eprintln!(
+            "error: {} already exists; use --force to replace it",
+            target.display()
+        );
+        return Exit::Usage;
+    }
+    match ask_and_write(&target).await {
+        Ok(()) => Exit::Ok,
+        Err(message) => {
+            eprintln!("error: {message}");
+            Exit::Usage
+        }
+    }
+}
+
+async fn ask_and_write(target: &Path) -> Result<(), String> {
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let here = std::env::current_dir().map_err(|e| e.to_string())?;
+
+    let folder = ask(
+        &mut input,
+        "Folder of CVs to sync",
+        Some(&here.display().to_string()),
+    )?;
+    let folder = std::path::absolute(&folder).map_err(|e| format!("{folder}: {e}"))?;
+    if !folder.is_dir() {
+        return Err(format!("{} is not a folder", folder.display()));
+    }
+    let key = ask_key(&mut input)?;
+    if !key.starts_with(API_KEY_PREFIX) {
+        eprintln!("note: Tanova keys start with `{API_KEY_PREFIX}`; checking this one anyway");
+    }
+    let url_text = ask(&mut input, "Tanova URL", Some(DEFAULT_URL))?;
+    let url = config::parse_url(&url_text, false).map_err(|e| format!("tanova_url: {e}"))?;
+
+    let key = ApiKey::new(key);
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(10),
+        read: Duration::from_secs(20),
+    };
+    let api = ApiClient::new(&url, &key, timeouts)?;
+    let health = api.health().await.map_err(|e| match e {
+        ApiError::Rejected { .. } => format!("{e}; nothing was written"),
+        other => format!("cannot check the key with {url}: {other}; nothing was written"),
+    })?;
+    let agency = health.agency.map_or_else(
+        || "your agency".to_string(),
+        |a| a.as_str().map_or(a.to_string(), str::to_string),
+    );
+    println!("The key is valid for {agency}.");
+
+    let mut config = json!({ "folder_path": folder, "api_key": key.expose() });
+    if url.as_str().trim_end_matches('/') != DEFAULT_URL {
+        config["tanova_url"] = json!(url.as_str().trim_end_matches('/'));
+    }
+    write_private(
+        target,
+        &serde_json::to_string_pretty(&config).expect("serializable"),
+    )?;
+    let cvs = walkdir::WalkDir::new(&folder)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && crate::filter::is_candidate_path(e.path()))
+        .count();
+    println!(
+        "Wrote {} (readable only by you).\n\
+         Next: run `tanova-sync` in this directory to upload the {cvs} CVs found in {} and keep watching for new ones,\n\
+         or `tanova-sync sync` for a one-off sync, or `tanova-sync service install` to run it as a service.",
+        target.display(),
+        folder.display()
+    );
+    Ok(())
+}
+
+/// One question; an empty answer takes the default.
+fn ask(input: &mut impl BufRead, question: &str, default: Option<&str>) -> Result<String, String> {
+    match default {
+        Some(d) => print!("{question} [{d}]: "),
+        None => print!("{question}: "),
+    }
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    let read = input.read_line(&mut line).map_err(|e| e.to_string())?;
+    let answer = line.trim();
+    match (answer.is_empty(), default) {
+        (false, _) => Ok(answer.to_string()),
+        (true, Some(d)) => Ok(d.to_string()),
+        (true, None) if read == 0 => Err(format!("no answer for {question:?} (end of input)")),
+        (true, None) => Err(format!("{question} is required")),
+    }
+}
+
+/// The key, without echo on a terminal.
+fn ask_key(input: &mut impl BufRead) -> Result<String, String> {
+    if std::io::stdin().is_terminal() {
+        let key = rpassword::prompt_password("API key (tanova_sk_…, not shown): ")
+            .map_err(|e| e.to_string())?;
+        let key = key.trim().to_string();
+        return if key.is_empty() {
+            Err("the API key is required".to_string())
+        } else {
+            Ok(key)
+        };
+    }
+    ask(input, "API key (tanova_sk_…)", None)
+}
+
+/// Write a file only its owner can read: it holds the key.
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // An existing file keeps its mode on open: make sure.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
+    }
+    file.write_all(format!("{text}\n").as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}

@@ -1,0 +1,513 @@
+//! Live figures of a running agent (counts, latency histogram, rate, recent files), fed as a [`Reporter`] and read by the status server.
+//!
+//! Counters are atomics; the recent files, the failures and the rate window
+//! sit behind one mutex that is held for a few pushes at a time. The core
+//! never sees this type: the CLI fans the engine's reports out to it.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::report::{Outcome, Reporter, Summary};
+
+/// Upper bounds, in seconds, of the upload duration histogram's buckets (+Inf is implied).
+/// The real service parses each CV for seconds, hence the long tail.
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+];
+/// How many recent files the status page shows.
+pub const RECENT: usize = 50;
+/// How many distinct failing files are kept with their reasons.
+pub const FAILURES: usize = 100;
+/// The window the current rate is measured over.
+pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Why the agent cannot do its job; `/health` answers 503 with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    /// The service refused the API key (or its upload permission).
+    KeyRejected,
+    /// The CV folder is gone or is not a folder.
+    FolderMissing,
+}
+
+impl Problem {
+    /// The `status` word of `/health`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Problem::KeyRejected => "key_rejected",
+            Problem::FolderMissing => "folder_missing",
+        }
+    }
+}
+
+/// What happened to a file, as the status page lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Uploaded,
+    OnServer,
+    Failed,
+    Ignored,
+    Deferred,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Uploaded => "uploaded",
+            EventKind::OnServer => "already in Tanova",
+            EventKind::Failed => "failed",
+            EventKind::Ignored => "ignored",
+            EventKind::Deferred => "left to another agent",
+        }
+    }
+}
+
+/// One file's outcome, shown relative to the watched folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub at: SystemTime,
+    pub path: String,
+    pub kind: EventKind,
+    /// Why it failed, was ignored or deferred; empty otherwise.
+    pub reason: String,
+}
+
+/// Cumulative counts since the agent started (across the initial sync and watching).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub found: u64,
+    pub synced: u64,
+    pub skipped: u64,
+    pub duplicates: u64,
+    pub failed: u64,
+    pub ignored: u64,
+    pub deferred: u64,
+}
+
+impl Counts {
+    /// Files that reached an outcome.
+    pub fn processed(&self) -> u64 {
+        self.synced + self.skipped + self.duplicates + self.failed + self.ignored + self.deferred
+    }
+}
+
+/// A fixed-bucket histogram; `counts[i]` holds observations in (bound[i-1], bound[i]], the last one the rest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    pub bounds: &'static [f64],
+    /// One per bound, plus the overflow bucket: not cumulative.
+    pub counts: Vec<u64>,
+    pub sum: f64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+        }
+    }
+
+    pub fn observe(&mut self, value: f64) {
+        let i = self
+            .bounds
+            .iter()
+            .position(|&b| value <= b)
+            .unwrap_or(self.bounds.len());
+        self.counts[i] += 1;
+        self.sum += value;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// `(le, cumulative count)` per bucket, ending with `+Inf` (None) and the total.
+    pub fn cumulative(&self) -> Vec<(Option<f64>, u64)> {
+        let mut total = 0;
+        self.counts
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                total += n;
+                (self.bounds.get(i).copied(), total)
+            })
+            .collect()
+    }
+}
+
+/// Completions per second over a sliding window; `now` is seconds since some start, passed in.
+#[derive(Debug, Default)]
+pub struct RateWindow {
+    /// (second, completions in it), oldest first.
+    buckets: VecDeque<(u64, u64)>,
+}
+
+impl RateWindow {
+    pub fn record(&mut self, now: u64) {
+        match self.buckets.back_mut() {
+            Some((second, n)) if *second == now => *n += 1,
+            _ => self.buckets.push_back((now, 1)),
+        }
+        self.trim(now);
+    }
+
+    /// Completions per minute over the last [`RATE_WINDOW`].
+    pub fn per_minute(&self, now: u64) -> f64 {
+        let window = RATE_WINDOW.as_secs();
+        let n: u64 = self
+            .buckets
+            .iter()
+            .filter(|(second, _)| second + window > now)
+            .map(|(_, n)| n)
+            .sum();
+        n as f64 * 60.0 / window as f64
+    }
+
+    fn trim(&mut self, now: u64) {
+        let window = RATE_WINDOW.as_secs();
+        while self
+            .buckets
+            .front()
+            .is_some_and(|(second, _)| second + window <= now)
+        {
+            self.buckets.pop_front();
+        }
+    }
+}
+
+/// A consistent copy of everything the status server shows.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub problem: Option<Problem>,
+    pub counts: Counts,
+    pub bytes_uploaded: u64,
+    pub last_upload_at: Option<SystemTime>,
+    /// Found and not yet at an outcome, less the uploads in flight.
+    pub queue: u64,
+    pub in_flight: u64,
+    pub concurrency_limit: u64,
+    /// Uploads per minute over the last minute.
+    pub rate_per_min: f64,
+    pub uptime: Duration,
+    pub durations: Histogram,
+    /// Newest first.
+    pub recent: Vec<Event>,
+    /// Files whose latest outcome is a failure, newest first.
+    pub failures: Vec<Event>,
+}
+
+/// The uploads in flight and the current limit, read from the engine's limiter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauges {
+    pub in_flight: usize,
+    pub limit: usize,
+}
+
+/// The agent's live figures. Share it behind an `Arc`; it is a [`Reporter`].
+#[derive(Debug)]
+pub struct Metrics {
+    root: PathBuf,
+    started: Instant,
+    found: AtomicU64,
+    synced: AtomicU64,
+    skipped: AtomicU64,
+    duplicates: AtomicU64,
+    failed: AtomicU64,
+    ignored: AtomicU64,
+    deferred: AtomicU64,
+    bytes_uploaded: AtomicU64,
+    /// 0: none; else 1 + the index of a [`Problem`].
+    problem: AtomicU8,
+    lists: Mutex<Lists>,
+}
+
+#[derive(Debug)]
+struct Lists {
+    recent: VecDeque<Event>,
+    failures: VecDeque<Event>,
+    rate: RateWindow,
+    durations: Histogram,
+    last_upload_at: Option<SystemTime>,
+}
+
+impl Metrics {
+    /// Figures for an agent syncing `root` (paths are shown relative to it).
+    pub fn new(root: &Path) -> Self {
+        Metrics {
+            root: root.to_path_buf(),
+            started: Instant::now(),
+            found: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            ignored: AtomicU64::new(0),
+            deferred: AtomicU64::new(0),
+            bytes_uploaded: AtomicU64::new(0),
+            problem: AtomicU8::new(0),
+            lists: Mutex::new(Lists {
+                recent: VecDeque::with_capacity(RECENT),
+                failures: VecDeque::new(),
+                rate: RateWindow::default(),
+                durations: Histogram::new(&DURATION_BUCKETS),
+                last_upload_at: None,
+            }),
+        }
+    }
+
+    /// The agent cannot go on: say why on `/health`.
+    pub fn set_problem(&self, problem: Problem) {
+        let code = match problem {
+            Problem::KeyRejected => 1,
+            Problem::FolderMissing => 2,
+        };
+        self.problem.store(code, Ordering::Relaxed);
+    }
+
+    pub fn problem(&self) -> Option<Problem> {
+        match self.problem.load(Ordering::Relaxed) {
+            1 => Some(Problem::KeyRejected),
+            2 => Some(Problem::FolderMissing),
+            _ => None,
+        }
+    }
+
+    /// Everything at once, with the limiter's figures.
+    pub fn snapshot(&self, gauges: Gauges) -> Snapshot {
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let lists = self.lists();
+        let counts = Counts {
+            found: load(&self.found),
+            synced: load(&self.synced),
+            skipped: load(&self.skipped),
+            duplicates: load(&self.duplicates),
+            failed: load(&self.failed),
+            ignored: load(&self.ignored),
+            deferred: load(&self.deferred),
+        };
+        let pending = counts.found.saturating_sub(counts.processed());
+        let uptime = self.started.elapsed();
+        Snapshot {
+            problem: self.problem(),
+            counts,
+            bytes_uploaded: load(&self.bytes_uploaded),
+            last_upload_at: lists.last_upload_at,
+            queue: pending.saturating_sub(gauges.in_flight as u64),
+            in_flight: gauges.in_flight as u64,
+            concurrency_limit: gauges.limit as u64,
+            rate_per_min: lists.rate.per_minute(uptime.as_secs()),
+            uptime,
+            durations: lists.durations.clone(),
+            recent: lists.recent.iter().rev().cloned().collect(),
+            failures: lists.failures.iter().rev().cloned().collect(),
+        }
+    }
+
+    fn lists(&self) -> MutexGuard<'_, Lists> {
+        // Nothing under the lock panics midway, so a poisoned lock holds consistent lists.
+        self.lists.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn shown(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    }
+}
+
+impl Reporter for Metrics {
+    fn found(&self, _tally: &Summary) {
+        self.found.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn finished(&self, path: &Path, outcome: &Outcome, _tally: &Summary) {
+        let bump = |n: &AtomicU64| {
+            n.fetch_add(1, Ordering::Relaxed);
+        };
+        let (kind, reason) = match outcome {
+            Outcome::Uploaded { bytes, .. } => {
+                bump(&self.synced);
+                self.bytes_uploaded.fetch_add(*bytes, Ordering::Relaxed);
+                (EventKind::Uploaded, String::new())
+            }
+            // A dry run sends nothing: there is nothing to count yet.
+            Outcome::WouldUpload { .. } => return,
+            Outcome::AlreadySynced | Outcome::SameContent => {
+                // Not listed: a rescan would push every interesting line off the page.
+                bump(&self.skipped);
+                return;
+            }
+            Outcome::OnServer { .. } => {
+                bump(&self.duplicates);
+                (EventKind::OnServer, String::new())
+            }
+            Outcome::Deferred { reason } => {
+                bump(&self.deferred);
+                (EventKind::Deferred, reason.clone())
+            }
+            Outcome::Ignored { reason } => {
+                bump(&self.ignored);
+                (EventKind::Ignored, reason.clone())
+            }
+            Outcome::Failed { reason, .. } => {
+                bump(&self.failed);
+                (EventKind::Failed, reason.clone())
+            }
+        };
+        let event = Event {
+            at: SystemTime::now(),
+            path: self.shown(path),
+            kind,
+            reason,
+        };
+        let now = self.started.elapsed().as_secs();
+        let mut lists = self.lists();
+        // A file's latest outcome replaces an earlier failure of it.
+        lists.failures.retain(|e| e.path != event.path);
+        match kind {
+            EventKind::Failed => {
+                if lists.failures.len() == FAILURES {
+                    lists.failures.pop_front();
+                }
+                lists.failures.push_back(event.clone());
+            }
+            EventKind::Uploaded => {
+                lists.rate.record(now);
+                lists.last_upload_at = Some(event.at);
+            }
+            _ => {}
+        }
+        if lists.recent.len() == RECENT {
+            lists.recent.pop_front();
+        }
+        lists.recent.push_back(event);
+    }
+
+    fn upload_timed(&self, _path: &Path, took: Duration) {
+        self.lists().durations.observe(took.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_inclusive_upper_bounds() {
+        static BOUNDS: [f64; 3] = [0.1, 1.0, 10.0];
+        let table: &[(&[f64], [u64; 4])] = &[
+            (&[], [0, 0, 0, 0]),
+            (&[0.1], [1, 1, 1, 1]),
+            (&[0.05, 0.5, 5.0, 50.0], [1, 2, 3, 4]),
+            (&[1.0, 1.0, 10.0001], [0, 2, 2, 3]),
+        ];
+        for (values, want) in table {
+            let mut h = Histogram::new(&BOUNDS);
+            for v in *values {
+                h.observe(*v);
+            }
+            let cumulative: Vec<u64> = h.cumulative().iter().map(|(_, n)| *n).collect();
+            assert_eq!(cumulative, want, "{values:?}");
+            assert_eq!(h.count(), values.len() as u64);
+            assert_eq!(h.cumulative().last().unwrap().0, None, "ends with +Inf");
+            assert!((h.sum - values.iter().sum::<f64>()).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn the_rate_counts_the_last_minute_only() {
+        let table: &[(&[u64], u64, f64)] = &[
+            // (completions at these seconds, now, per minute)
+            (&[], 0, 0.0),
+            (&[0, 0, 1], 1, 3.0),
+            (&[0, 30, 59], 59, 3.0),
+            (&[0, 30, 59], 60, 2.0),
+            (&[0, 30, 59], 200, 0.0),
+            (&[5; 120], 10, 120.0),
+        ];
+        for (at, now, want) in table {
+            let mut rate = RateWindow::default();
+            for second in *at {
+                rate.record(*second);
+            }
+            assert_eq!(rate.per_minute(*now), *want, "{at:?} at {now}");
+        }
+    }
+
+    fn failed(reason: &str) -> Outcome {
+        Outcome::Failed {
+            reason: reason.into(),
+            permanent: true,
+        }
+    }
+
+    #[test]
+    fn outcomes_add_up_across_runs_and_lists_keep_the_latest() {
+        let m = Metrics::new(Path::new("/cvs"));
+        let tally = Summary::default();
+        for _ in 0..5 {
+            m.found(&tally);
+        }
+        let uploaded = Outcome::Uploaded {
+            candidate_id: None,
+            bytes: 100,
+        };
+        m.finished(Path::new("/cvs/Nurse/a.pdf"), &uploaded, &tally);
+        m.upload_timed(Path::new("/cvs/Nurse/a.pdf"), Duration::from_millis(300));
+        m.finished(Path::new("/cvs/b.pdf"), &failed("refused (422)"), &tally);
+        m.finished(Path::new("/cvs/b.pdf"), &failed("refused again"), &tally);
+        m.finished(Path::new("/cvs/c.pdf"), &Outcome::AlreadySynced, &tally);
+        let s = m.snapshot(Gauges {
+            in_flight: 1,
+            limit: 4,
+        });
+        assert_eq!(
+            (s.counts.synced, s.counts.failed, s.counts.skipped),
+            (1, 2, 1)
+        );
+        assert_eq!(s.counts.processed(), 4);
+        // 5 found, 4 done, 1 uploading: nothing waits.
+        assert_eq!((s.queue, s.in_flight, s.concurrency_limit), (0, 1, 4));
+        assert_eq!(s.bytes_uploaded, 100);
+        assert!(s.last_upload_at.is_some());
+        assert_eq!(s.durations.count(), 1);
+        assert_eq!(s.rate_per_min, 1.0);
+        let recent: Vec<&str> = s.recent.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(recent, ["b.pdf", "b.pdf", "Nurse/a.pdf"], "newest first");
+        assert_eq!(s.failures.len(), 1, "one entry per failing file");
+        assert_eq!(s.failures[0].reason, "refused again");
+        // Synced after all: no longer listed as failing.
+        m.finished(Path::new("/cvs/b.pdf"), &uploaded, &tally);
+        assert!(m.snapshot(Gauges::default()).failures.is_empty());
+    }
+
+    #[test]
+    fn the_lists_are_bounded() {
+        let m = Metrics::new(Path::new("/cvs"));
+        let tally = Summary::default();
+        for i in 0..(FAILURES + RECENT) {
+            m.finished(Path::new(&format!("/cvs/{i}.pdf")), &failed("no"), &tally);
+        }
+        let s = m.snapshot(Gauges::default());
+        assert_eq!((s.recent.len(), s.failures.len()), (RECENT, FAILURES));
+        assert_eq!(s.failures[0].path, format!("{}.pdf", FAILURES + RECENT - 1));
+    }
+
+    #[test]
+    fn the_problem_is_remembered() {
+        let m = Metrics::new(Path::new("/cvs"));
+        assert_eq!(m.problem(), None);
+        m.set_problem(Problem::KeyRejected);
+        assert_eq!(
+            m.snapshot(Gauges::default()).problem,
+            Some(Problem::KeyRejected)
+        );
+        assert_eq!(Problem::FolderMissing.as_str(), "folder_missing");
+    }
+}
