@@ -288,7 +288,40 @@ fn read_file(path: &Path, raw: &mut Raw, warnings: &mut Vec<String>) -> Result<(
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(&origin, "file", format!("cannot read: {e}")))?;
-    let value: Value = serde_json::from_str(&text)
+    parse_text(&text, &origin, raw, warnings)?;
+    if raw.api_key.is_some() {
+        if let Some(mode) = readable_by_others(path) {
+            warnings.push(format!(
+                "{origin} holds the API key and is readable by other users (mode {mode:o}); \
+                 run `chmod 600 {origin}`, or move the key to api_key_file or TANOVA_API_KEY"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parse and type-check the text of a config file as [`load`] does, touching
+/// neither the disk nor the environment. Returns the warnings. The fuzz target
+/// (`fuzz/fuzz_targets/config.rs`) drives this: no input may make it panic.
+pub fn check_text(text: &str) -> Result<Vec<String>, ConfigError> {
+    let mut raw = Raw::default();
+    let mut warnings = Vec::new();
+    parse_text(text, "input", &mut raw, &mut warnings)?;
+    if let Some(url) = raw.tanova_url {
+        parse_url(&url.value, raw.allow_insecure_http.is_some_and(|s| s.value))
+            .map_err(|m| ConfigError::new("input", "tanova_url", m))?;
+    }
+    Ok(warnings)
+}
+
+fn parse_text(
+    text: &str,
+    origin: &str,
+    raw: &mut Raw,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let origin = origin.to_string();
+    let value: Value = serde_json::from_str(text)
         .map_err(|e| ConfigError::new(&origin, "file", format!("not valid JSON: {e}")))?;
     let Value::Object(map) = value else {
         return Err(ConfigError::new(
@@ -308,14 +341,6 @@ fn read_file(path: &Path, raw: &mut Raw, warnings: &mut Vec<String>) -> Result<(
             "api_key_file",
             "set either api_key or api_key_file, not both",
         ));
-    }
-    if map.contains_key("api_key") {
-        if let Some(mode) = readable_by_others(path) {
-            warnings.push(format!(
-                "{origin} holds the API key and is readable by other users (mode {mode:o}); \
-                 run `chmod 600 {origin}`, or move the key to api_key_file or TANOVA_API_KEY"
-            ));
-        }
     }
     let file = FileFields { map: &map, origin };
     raw.folder_path = file.string("folder_path")?;
@@ -872,5 +897,39 @@ fn is_loopback(url: &Url) -> bool {
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_text_names_the_field_or_warns() {
+        let table: &[(&str, Result<usize, &str>)] = &[
+            (r#"{"folder_path": "/x", "api_key": "tanova_sk_1"}"#, Ok(0)),
+            (r#"{"folder_pth": 1}"#, Ok(1)),
+            (r#"{"max_workers": "five"}"#, Err("max_workers")),
+            (r#"{"retry_delay": -1}"#, Err("retry_delay")),
+            (r#"{"tanova_url": "http://0.0.0.0"}"#, Err("tanova_url")),
+            (
+                r#"{"tanova_url": "http://0.0.0.0", "allow_insecure_http": true}"#,
+                Ok(0),
+            ),
+            (
+                r#"{"api_key": "a", "api_key_file": "b"}"#,
+                Err("api_key_file"),
+            ),
+            (r#"[1, 2]"#, Err("file")),
+            ("\u{0}", Err("file")),
+            ("", Err("file")),
+        ];
+        for (text, want) in table {
+            match (check_text(text), want) {
+                (Ok(warnings), Ok(n)) => assert_eq!(warnings.len(), *n, "{text}: {warnings:?}"),
+                (Err(e), Err(field)) => assert_eq!(e.field, *field, "{text}: {e}"),
+                (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 }
