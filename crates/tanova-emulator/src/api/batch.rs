@@ -48,16 +48,10 @@ pub(super) async fn upload_batch(State(state): State<SharedState>, request: Requ
         reply::drain(request.into_body()).await;
         return reply::message(StatusCode::NOT_FOUND, "Not found");
     }
-    let Some(_in_flight) = counters.try_enter(knobs.capacity) else {
-        bump(&counters.rejected_429);
-        reply::drain(request.into_body()).await;
-        return reply::too_many_requests(knobs.retry_after_s);
+    let (_in_flight, request) = match super::admit(&state, &knobs, request).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
     };
-    if chance(knobs.drop_rate) {
-        bump(&counters.dropped);
-        reply::drain(request.into_body()).await;
-        return reply::dropped_connection();
-    }
     let entries = match read_batch(&state, request, &knobs).await {
         Ok(entries) => entries,
         Err(refusal) => {

@@ -43,6 +43,27 @@ pub(crate) fn routes(state: SharedState) -> Router<SharedState> {
         .route_layer(middleware::from_fn_with_state(state, require_api_key))
 }
 
+/// Capacity, then connection drops: the knobs every upload request meets first,
+/// single or batch. Gives the in-flight guard and the request, or the answer to send.
+pub(super) async fn admit(
+    state: &SharedState,
+    knobs: &crate::knobs::Knobs,
+    request: Request,
+) -> Result<(crate::stats::InFlight, Request), Response> {
+    let counters = &state.counters;
+    let Some(in_flight) = counters.try_enter(knobs.capacity) else {
+        bump(&counters.rejected_429);
+        reply::drain(request.into_body()).await;
+        return Err(reply::too_many_requests(knobs.retry_after_s));
+    };
+    if chance(knobs.drop_rate) {
+        bump(&counters.dropped);
+        reply::drain(request.into_body()).await;
+        return Err(reply::dropped_connection());
+    }
+    Ok((in_flight, request))
+}
+
 async fn require_api_key(
     State(state): State<SharedState>,
     request: Request,

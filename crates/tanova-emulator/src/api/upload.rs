@@ -18,16 +18,10 @@ use crate::store::NewUpload;
 pub(super) async fn upload(State(state): State<SharedState>, request: Request) -> Response {
     let knobs = state.knobs();
     let counters = &state.counters;
-    let Some(_in_flight) = counters.try_enter(knobs.capacity) else {
-        bump(&counters.rejected_429);
-        reply::drain(request.into_body()).await;
-        return reply::too_many_requests(knobs.retry_after_s);
+    let (_in_flight, request) = match super::admit(&state, &knobs, request).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
     };
-    if chance(knobs.drop_rate) {
-        bump(&counters.dropped);
-        reply::drain(request.into_body()).await;
-        return reply::dropped_connection();
-    }
     if chance(knobs.error_rate) {
         bump(&counters.rejected_5xx);
         reply::drain(request.into_body()).await;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures_util::{stream, Stream, StreamExt};
-use reqwest::multipart::{Form, Part};
+use reqwest::multipart::Form;
 use reqwest::Url;
 
 use super::status::{classify, Disposition};
@@ -57,14 +57,7 @@ impl ApiClient {
                 upload.checksum.to_string(),
                 flag.clone(),
             );
-            let file_name = upload
-                .path
-                .file_name()
-                .map_or_else(|| "cv".into(), |n| n.to_string_lossy().into_owned());
-            let part = Part::stream_with_length(reqwest::Body::wrap_stream(body), upload.size)
-                .file_name(file_name)
-                .mime_str(upload.mime)
-                .expect("MIME types are valid");
+            let part = super::file_part(upload, reqwest::Body::wrap_stream(body));
             form = form.part(format!("file_{i}"), part);
             changed.push(flag);
         }

@@ -185,14 +185,7 @@ impl ApiClient {
             upload.checksum.to_string(),
             changed.clone(),
         );
-        let file_name = upload
-            .path
-            .file_name()
-            .map_or_else(|| "cv".into(), |n| n.to_string_lossy().into_owned());
-        let part = Part::stream_with_length(reqwest::Body::wrap_stream(body), upload.size)
-            .file_name(file_name)
-            .mime_str(upload.mime)
-            .expect("MIME types are valid");
+        let part = file_part(upload, reqwest::Body::wrap_stream(body));
         let mut form = Form::new()
             .part("file", part)
             .text("checksum", upload.checksum.to_string());
@@ -214,6 +207,18 @@ impl ApiClient {
             other => other.to_string(),
         }))
     }
+}
+
+/// The multipart part carrying a file's bytes, its name and its MIME type.
+pub(crate) fn file_part(upload: &Upload<'_>, body: reqwest::Body) -> Part {
+    let file_name = upload
+        .path
+        .file_name()
+        .map_or_else(|| "cv".into(), |n| n.to_string_lossy().into_owned());
+    Part::stream_with_length(body, upload.size)
+        .file_name(file_name)
+        .mime_str(upload.mime)
+        .expect("MIME types are valid")
 }
 
 /// Turn a response into its body on 2xx, or into the matching [`ApiError`].
