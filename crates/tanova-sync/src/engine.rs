@@ -33,6 +33,16 @@ const LEDGER_MAX_WAIT: Duration = Duration::from_secs(10);
 /// Items queued between discovery and the pipeline.
 pub const ITEM_QUEUE: usize = 1024;
 
+/// Where one pass over a file leads.
+enum Step {
+    /// Record this outcome under the file's checksum, then count it.
+    Record(Outcome),
+    /// Counted already, or the run is stopping: nothing more to do.
+    Done,
+    /// The file changed: hash this version again.
+    Rehash(FileStamp),
+}
+
 /// A discovered file with what the cache knows about it.
 pub type Item = (Found, Option<Cached>);
 
@@ -382,112 +392,49 @@ impl Inner {
         for _ in 0..=MAX_REHASH {
             let sum = match checksum.take() {
                 Some(sum) => sum,
-                None => match self.hash(&path, &stamp).await {
-                    Ok(sum) => {
-                        run.tally.lock().unwrap().hashed += 1;
-                        if let Err(e) = self.store.remember(&stamp, &sum) {
-                            tracing::warn!("{e}");
-                        }
-                        sum
+                None => match self.checksum_of(run, &path, &stamp).await {
+                    Ok(sum) => sum,
+                    Err(Step::Rehash(new)) => {
+                        stamp = new;
+                        continue;
                     }
-                    Err(HashError::Changed) => match self.resettle(&path).await {
-                        Some(new) => {
-                            stamp = new;
-                            continue;
-                        }
-                        None => return self.vanished(run, &path),
-                    },
-                    Err(HashError::Io(e)) => {
-                        let outcome = Outcome::Failed {
-                            reason: format!("cannot read: {e}"),
-                            permanent: false,
-                        };
-                        return self.record_and_finish(run, &path, None, outcome);
-                    }
+                    Err(_) => return,
                 },
             };
-            let decision = match self.decide(&sum) {
-                Ok(decision) => decision,
+            let plan = match self.decide(&sum) {
+                Ok(plan) => plan,
                 Err(e) => return self.stop(run, e.into()),
             };
-            let outcome = match decision {
-                Plan::Skip => Outcome::AlreadySynced,
-                Plan::SameContent => Outcome::SameContent,
+            let step = match plan {
+                Plan::Skip => Step::Record(Outcome::AlreadySynced),
+                Plan::SameContent => Step::Record(Outcome::SameContent),
                 Plan::Held(reason) => {
                     // Already recorded when it failed; only counted here.
-                    return self.finish(
-                        run,
-                        &path,
-                        Outcome::Failed {
-                            reason,
-                            permanent: true,
-                        },
-                    );
+                    let outcome = Outcome::Failed {
+                        reason,
+                        permanent: true,
+                    };
+                    self.finish(run, &path, outcome);
+                    Step::Done
                 }
                 Plan::Deliver if self.dry_run => {
                     self.claims.lock().unwrap().remove(&sum);
-                    return self.finish(run, &path, Outcome::WouldUpload { bytes: stamp.size });
+                    self.finish(run, &path, Outcome::WouldUpload { bytes: stamp.size });
+                    Step::Done
                 }
                 Plan::Deliver => {
-                    let claim = self.claim(run, &sum).await;
-                    if !matches!(claim, Some(Claim::Claimed)) {
-                        self.claims.lock().unwrap().remove(&sum);
-                    }
-                    match claim {
-                        Some(Claim::Claimed) => {}
-                        Some(Claim::Synced { candidate }) => {
-                            return self.mirror_synced(run, &path, &sum, candidate.as_deref())
-                        }
-                        Some(Claim::Busy { holder }) => {
-                            let reason = format!("being uploaded by another agent ({holder})");
-                            return self.finish(run, &path, Outcome::Deferred { reason });
-                        }
-                        // Stopped while waiting for the ledger.
-                        None => return,
-                    }
-                    let delivered = self.deliver_claimed(run, &path, stamp, &sum).await;
-                    match &delivered {
-                        Delivered::Uploaded { candidate_id } => {
-                            self.share_synced(run, &sum, candidate_id.as_deref()).await
-                        }
-                        Delivered::AlreadyOnServer { .. } => {
-                            self.share_synced(run, &sum, None).await
-                        }
-                        _ => self.release(&sum).await,
-                    }
+                    let step = self.deliver_planned(run, &path, stamp, &sum).await;
                     self.claims.lock().unwrap().remove(&sum);
-                    match delivered {
-                        Delivered::Uploaded { candidate_id } => Outcome::Uploaded {
-                            candidate_id,
-                            bytes: stamp.size,
-                        },
-                        Delivered::AlreadyOnServer { candidate_name } => {
-                            Outcome::OnServer { candidate_name }
-                        }
-                        Delivered::Failed { reason, permanent } => {
-                            return self.record_and_finish(
-                                run,
-                                &path,
-                                Some(&sum),
-                                Outcome::Failed { reason, permanent },
-                            )
-                        }
-                        Delivered::Changed => match self.resettle(&path).await {
-                            Some(new) => {
-                                stamp = new;
-                                continue;
-                            }
-                            None => return self.vanished(run, &path),
-                        },
-                        Delivered::Vanished => return self.vanished(run, &path),
-                        Delivered::Rejected(e) => {
-                            return self.stop(run, EngineError::KeyRejected(e))
-                        }
-                        Delivered::Cancelled => return,
-                    }
+                    step
                 }
             };
-            return self.record_and_finish(run, &path, Some(&sum), outcome);
+            match step {
+                Step::Record(outcome) => {
+                    return self.record_and_finish(run, &path, Some(&sum), outcome)
+                }
+                Step::Done => return,
+                Step::Rehash(new) => stamp = new,
+            }
         }
         let outcome = Outcome::Failed {
             reason: "kept changing while being read; it will be tried again on the next run"
@@ -495,6 +442,88 @@ impl Inner {
             permanent: false,
         };
         self.record_and_finish(run, &path, None, outcome)
+    }
+
+    /// Hash the file and cache its checksum; the step to take instead when that fails.
+    async fn checksum_of(&self, run: &Run, path: &Path, stamp: &FileStamp) -> Result<String, Step> {
+        match self.hash(path, stamp).await {
+            Ok(sum) => {
+                run.tally.lock().unwrap().hashed += 1;
+                if let Err(e) = self.store.remember(stamp, &sum) {
+                    tracing::warn!("{e}");
+                }
+                Ok(sum)
+            }
+            Err(HashError::Changed) => Err(self.changed(run, path).await),
+            Err(HashError::Io(e)) => {
+                let outcome = Outcome::Failed {
+                    reason: format!("cannot read: {e}"),
+                    permanent: false,
+                };
+                self.record_and_finish(run, path, None, outcome);
+                Err(Step::Done)
+            }
+        }
+    }
+
+    /// Claim the checksum in the ledger, deliver it while the claim is held,
+    /// and share the result with the other agents.
+    async fn deliver_planned(&self, run: &Run, path: &Path, stamp: FileStamp, sum: &str) -> Step {
+        match self.claim(run, sum).await {
+            Some(Claim::Claimed) => {}
+            Some(Claim::Synced { candidate }) => {
+                self.mirror_synced(run, path, sum, candidate.as_deref());
+                return Step::Done;
+            }
+            Some(Claim::Busy { holder }) => {
+                let reason = format!("being uploaded by another agent ({holder})");
+                self.finish(run, path, Outcome::Deferred { reason });
+                return Step::Done;
+            }
+            // Stopped while waiting for the ledger.
+            None => return Step::Done,
+        }
+        let delivered = self.deliver_claimed(run, path, stamp, sum).await;
+        match &delivered {
+            Delivered::Uploaded { candidate_id } => {
+                self.share_synced(run, sum, candidate_id.as_deref()).await
+            }
+            Delivered::AlreadyOnServer { .. } => self.share_synced(run, sum, None).await,
+            _ => self.release(sum).await,
+        }
+        match delivered {
+            Delivered::Uploaded { candidate_id } => Step::Record(Outcome::Uploaded {
+                candidate_id,
+                bytes: stamp.size,
+            }),
+            Delivered::AlreadyOnServer { candidate_name } => {
+                Step::Record(Outcome::OnServer { candidate_name })
+            }
+            Delivered::Failed { reason, permanent } => {
+                Step::Record(Outcome::Failed { reason, permanent })
+            }
+            Delivered::Changed => self.changed(run, path).await,
+            Delivered::Vanished => {
+                self.vanished(run, path);
+                Step::Done
+            }
+            Delivered::Rejected(e) => {
+                self.stop(run, EngineError::KeyRejected(e));
+                Step::Done
+            }
+            Delivered::Cancelled => Step::Done,
+        }
+    }
+
+    /// The file is not the version found: wait for it to settle and hash it again, unless it is gone.
+    async fn changed(&self, run: &Run, path: &Path) -> Step {
+        match self.resettle(path).await {
+            Some(new) => Step::Rehash(new),
+            None => {
+                self.vanished(run, path);
+                Step::Done
+            }
+        }
     }
 
     /// Plan the checksum, claiming it for this run when it is to be delivered.
