@@ -103,7 +103,7 @@ async fn demo(
     );
     let again = sync(global, &config, cancel).await;
     println!(
-        "\nNext: put folder_path and api_key in tanova-config.json and run `tanova-sync sync`.\n\
+        "\nNext: `tanova-sync init` sets up your folder and key; then `tanova-sync` syncs them and keeps watching.\n\
          See `tanova-sync --help` for every option."
     );
     Ok(again)
