@@ -1,32 +1,69 @@
-//! The adaptive concurrency controller: slow start, then additive increase and multiplicative decrease, one decision per round trip.
+//! The adaptive concurrency controller: slow start, cuts on back-pressure, and a probe above the last good limit now and then; one decision per round trip.
 //!
 //! Modelled on vector's `adaptive_concurrency` controller, without its
 //! coupling to a semaphore: this is plain state fed with `now`, so tests drive
 //! it with tables and the async [`Limiter`](super::limiter::Limiter) owns the
 //! waiting.
 //!
-//! Responses are gathered into windows of about one smoothed round trip and
-//! the limit moves at most once per window: a burst of 429s from N requests
-//! sent together is one signal, not N.
+//! Responses are gathered into windows of about one smoothed round trip, and
+//! the limit grows at most once per window: it doubles during slow start, and
+//! grows only when the window used the limit in full with no back-pressure
+//! and no rising RTT. Back-pressure (429, 503, a timeout) cuts at once, on the
+//! response that brings it: waiting for the window to close would let every
+//! queued request be sent and refused in turn, and a file refused too often
+//! fails. Only back-pressure on a request sent after the last cut counts, so
+//! a burst of refusals is one signal, not N. The first cut halves (the last
+//! doubling overshot by at most 2×) and ends slow start; later cuts take a
+//! tenth off, or more (never more than half) when the refused request was
+//! sent with fewer in flight.
+//!
+//! A service's limit is usually a quota that rarely changes, and each refusal
+//! costs a file its `Retry-After` wait, so unlike classic AIMD the controller
+//! does not probe one above the limit on every round trip. It remembers the
+//! last limit that went through below the one refused (the target), climbs
+//! straight back to it after a cut, and probes above it by 1, 2, 4, … per
+//! round trip until refused. Once a probe one above the target is refused,
+//! the target is the service's limit: it holds there for [`BASE_HOLD`] round
+//! trips before probing again, twice as long after each such refusal, up to
+//! [`MAX_HOLD`]. Back-pressure at or below the target means the service now
+//! takes less: the target follows the cut down.
 
 use std::time::{Duration, Instant};
 
 /// The ceiling when the configuration names no `max_workers`.
 pub const DEFAULT_MAX: usize = 64;
 
-/// Where the limit starts: close to the legacy script's five threads, and
-/// only five doublings (round trips) away from a server that takes 128.
+/// The smallest starting limit, close to the legacy script's five threads.
 pub const INITIAL_LIMIT: usize = 4;
+
+/// The limit starts at the ceiling divided by this (at least
+/// [`INITIAL_LIMIT`]): 32 under the default ceiling of 64, and slow start
+/// reaches the ceiling in one round trip. The ceiling is what the user allows
+/// at once, so a user who raises `max_workers` for a big service starts
+/// proportionally higher; a service that takes less refuses the excess at
+/// once, and the first cut lands on the last limit that went through. A
+/// lower start costs a round trip per doubling: a quarter of a 2,000-CV
+/// upload to a service that takes 128, from 4.
+pub const INITIAL_SHARE_OF_CEILING: usize = 2;
 
 /// The cut when back-pressure ends slow start. The last doubling overshot by
 /// at most 2×, so halving lands on the last limit that drew no back-pressure.
 const SLOW_START_DECREASE: f64 = 0.5;
 
-/// The cut afterwards. Additive increase overshoots by one, so a gentler cut
-/// than TCP's 0.5 suffices; the sawtooth then spends its time between 3/4 of
-/// capacity and capacity (about 90% of the best throughput) while a real
-/// drop in capacity is still followed within two or three round trips.
-const DECREASE: f64 = 0.75;
+/// The cut afterwards, as in vector. The limit climbs straight back to its
+/// target, so the cut only relieves the service at once; a real drop in
+/// capacity is followed within a round trip or two, as the target follows
+/// the cuts and the refused requests say how many the service took.
+const DECREASE: f64 = 0.9;
+
+/// Round trips spent at the service's limit, once found, before probing one
+/// above it. 16 round trips of 300 ms: a probe (one refused upload) every
+/// 5 s at most.
+pub const BASE_HOLD: u32 = 16;
+
+/// The longest wait between probes, in round trips, however often they were
+/// refused: how long a service that raised its limit may wait to be used in full.
+pub const MAX_HOLD: u32 = 64;
 
 /// Weight of a new window's mean RTT in the moving average. A window's mean
 /// already averages many requests, so a quarter lets a lasting change in the
@@ -69,6 +106,19 @@ pub enum Outcome {
     Failed,
 }
 
+/// One finished request, as the controller sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// From the request's start to its end.
+    pub rtt: Duration,
+    pub outcome: Outcome,
+    /// Requests in flight when it ended, itself included.
+    pub in_flight: usize,
+    /// Requests in flight when it was sent, itself included. A request
+    /// refused for load says the service took fewer than this at that moment.
+    pub sent_with: usize,
+}
+
 /// Bounds and starting point of the adaptive limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AimdConfig {
@@ -80,10 +130,11 @@ pub struct AimdConfig {
 impl AimdConfig {
     /// The defaults, under `ceiling` (the configured `max_workers`) when given.
     pub fn new(ceiling: Option<usize>) -> Self {
+        let max = ceiling.unwrap_or(DEFAULT_MAX);
         AimdConfig {
-            initial: INITIAL_LIMIT,
+            initial: INITIAL_LIMIT.max(max / INITIAL_SHARE_OF_CEILING),
             min: 1,
-            max: ceiling.unwrap_or(DEFAULT_MAX),
+            max,
         }
         .normalized()
     }
@@ -149,6 +200,18 @@ pub struct Aimd {
     max: usize,
     rtt: Option<Ewma>,
     slow_start: bool,
+    /// The limit of the last window that used it in full with no
+    /// back-pressure: a level the service is known to take.
+    good: Option<usize>,
+    /// Where the limit climbs back to after a cut and holds between probes.
+    /// `None` until the first cut.
+    target: Option<usize>,
+    /// Quiet windows to spend at the target before probing above it.
+    hold: u32,
+    /// Quiet windows spent at the target so far.
+    held: u32,
+    /// While probing above the target, what the next quiet window adds; 0 otherwise.
+    step: usize,
     /// When the last decrease happened: back-pressure on requests sent
     /// before it was already answered by it.
     last_decrease: Option<Instant>,
@@ -156,7 +219,6 @@ pub struct Aimd {
     window_start: Option<Instant>,
     window_rtt_sum: f64,
     window_rtt_count: u32,
-    window_back_pressure: bool,
     window_reached_limit: bool,
 }
 
@@ -169,11 +231,15 @@ impl Aimd {
             max: config.max,
             rtt: None,
             slow_start: true,
+            good: None,
+            target: None,
+            hold: BASE_HOLD,
+            held: 0,
+            step: 0,
             last_decrease: None,
             window_start: None,
             window_rtt_sum: 0.0,
             window_rtt_count: 0,
-            window_back_pressure: false,
             window_reached_limit: false,
         }
     }
@@ -188,11 +254,22 @@ impl Aimd {
         self.slow_start
     }
 
-    /// One request ended at `now` after `rtt`. `in_flight` is how many
-    /// requests were in flight when it completed, itself included: that is
-    /// when the limit is known to have been used in full, even right after it
-    /// grew (requests started under the old limit would all report less).
-    pub fn on_response(&mut self, now: Instant, rtt: Duration, outcome: Outcome, in_flight: usize) {
+    /// The level the limit climbs back to and holds at between probes, once back-pressure has set one.
+    pub fn target(&self) -> Option<usize> {
+        self.target
+    }
+
+    /// One request ended at `now`. `response.in_flight` counts the requests in
+    /// flight when it completed, itself included: that is when the limit is
+    /// known to have been used in full, even right after it grew (requests
+    /// started under the old limit would all report less).
+    pub fn on_response(&mut self, now: Instant, response: Response) {
+        let Response {
+            rtt,
+            outcome,
+            in_flight,
+            sent_with,
+        } = response;
         if outcome == Outcome::Failed {
             return;
         }
@@ -212,8 +289,9 @@ impl Aimd {
                     .last_decrease
                     .is_some_and(|cut| now.saturating_duration_since(cut) <= rtt);
                 if !stale {
-                    self.window_back_pressure = true;
+                    self.back_off(now, sent_with);
                 }
+                return;
             }
             Outcome::Failed => {}
         }
@@ -238,49 +316,116 @@ impl Aimd {
             .max(MIN_WINDOW)
     }
 
-    fn close_window(&mut self, now: Instant) {
+    /// Folds the window's mean RTT into the average and starts a new window.
+    /// Returns the mean, and the average it was judged against.
+    fn end_window(&mut self, now: Instant) -> (Option<f64>, Option<Ewma>) {
         let mean = (self.window_rtt_count > 0)
             .then(|| self.window_rtt_sum / f64::from(self.window_rtt_count));
-        // Judged against the average of earlier windows, then folded in.
         let past = self.rtt;
-        if self.window_back_pressure {
-            self.decrease(now);
-        } else if self.window_reached_limit
-            && mean.is_some_and(|m| past.is_none_or(|p| !p.rising(m)))
-        {
-            self.increase();
-        } else if mean.is_some_and(|m| past.is_some_and(|p| p.spiked(m))) {
-            self.decrease(now);
-        }
         if let Some(m) = mean {
             self.rtt = Some(past.map_or_else(|| Ewma::first(m), |p| p.update(m)));
         }
         self.window_start = Some(now);
         self.window_rtt_sum = 0.0;
         self.window_rtt_count = 0;
-        self.window_back_pressure = false;
         self.window_reached_limit = false;
+        (mean, past)
     }
 
+    fn close_window(&mut self, now: Instant) {
+        let reached = self.window_reached_limit;
+        // Judged against the average of earlier windows, then folded in.
+        let (mean, past) = self.end_window(now);
+        if reached && mean.is_some_and(|m| past.is_none_or(|p| !p.rising(m))) {
+            self.increase();
+        } else if mean.is_some_and(|m| past.is_some_and(|p| p.spiked(m))) {
+            // The server queues instead of refusing: what was in flight was
+            // too much, and nothing above the new limit is known to be good.
+            self.cut(now);
+            self.good = None;
+            self.target = Some(self.limit);
+            self.hold = 1;
+        }
+    }
+
+    /// A window that used the limit in full, with no back-pressure and no rising RTT.
     fn increase(&mut self) {
-        let grown = if self.slow_start {
-            self.limit.saturating_mul(2)
-        } else {
+        if self.slow_start {
+            self.good = Some(self.limit);
+            self.limit = self.limit.saturating_mul(2).min(self.max);
+            return;
+        }
+        let target = self.target.unwrap_or(self.limit);
+        if self.limit < target {
+            // Back to where the service was known to cope, at once.
+            self.limit = self.limit.saturating_mul(2).min(target);
+            return;
+        }
+        self.good = Some(self.limit);
+        let grown = if self.step == 0 {
+            // Holding (a cut may have stopped above the target: it holds too).
+            self.target = Some(self.limit);
+            self.held += 1;
+            if self.held < self.hold {
+                return;
+            }
+            self.held = 0;
+            self.step = 1;
             self.limit.saturating_add(1)
+        } else {
+            // A probe went through: the service takes more than the target.
+            self.target = Some(self.limit);
+            self.step = self.step.saturating_mul(2);
+            self.limit.saturating_add(self.step)
         };
         self.limit = grown.min(self.max);
     }
 
-    fn decrease(&mut self, now: Instant) {
+    /// Back-pressure on a request sent with `sent_with` in flight: cut now.
+    fn back_off(&mut self, now: Instant, sent_with: usize) {
+        let before = self.limit;
+        let step = self.step;
+        let ended_slow_start = self.slow_start;
+        let cut = self.cut(now);
+        // The service refused a request sent with `sent_with` in flight, so it
+        // took fewer than that: cut that far if it is deeper, but no deeper
+        // than half. Requests sent together reach the service in any order,
+        // so the count is only a hint; the target below is not taken from it.
+        let count = sent_with.saturating_sub(1);
+        self.limit = cut.min(count).max(before / 2).max(self.min);
+        // Climb back to the last level that went through if it is below the
+        // one refused now. If not, the service takes less than it did.
+        self.good = self.good.filter(|&good| good < before);
+        self.target = Some(self.good.map_or(self.limit, |good| good.max(self.limit)));
+        self.hold = if step == 1 && !ended_slow_start {
+            // One above a level that went through was refused: that level is
+            // the service's limit; probe it again later, and later still.
+            self.hold.saturating_mul(2).clamp(BASE_HOLD, MAX_HOLD)
+        } else {
+            // Where the service's limit lies between the target and the
+            // level refused is not known yet: probe again from the next window.
+            1
+        };
+        // The window so far measured the old limit.
+        self.end_window(now);
+    }
+
+    /// Multiplies the limit down (halved when ending slow start) and leaves
+    /// slow start and any probe; returns the new limit.
+    fn cut(&mut self, now: Instant) -> usize {
         let factor = if self.slow_start {
             SLOW_START_DECREASE
         } else {
             DECREASE
         };
         // `as` saturates and floors; always at least one below a limit above `min`.
-        self.limit = ((self.limit as f64 * factor) as usize).max(self.min);
+        let cut = (self.limit as f64 * factor) as usize;
+        self.limit = cut.min(self.limit.saturating_sub(1)).max(self.min);
         self.slow_start = false;
+        self.step = 0;
+        self.held = 0;
         self.last_decrease = Some(now);
+        self.limit
     }
 }
 
@@ -289,22 +434,25 @@ mod tests {
     use super::*;
     use Outcome::{BackPressure as Bp, Failed, Ok};
 
-    /// (now ms, rtt ms, outcome, in flight, limit expected after it)
-    type Step = (u64, u64, Outcome, usize, usize);
+    /// (now ms, rtt ms, outcome, in flight, sent with, limit expected after it)
+    type Step = (u64, u64, Outcome, usize, usize, usize);
 
     fn run(config: AimdConfig, steps: &[Step]) -> Result<(), String> {
         let t0 = Instant::now();
         let mut aimd = Aimd::new(config);
-        for (i, &(now, rtt, outcome, in_flight, want)) in steps.iter().enumerate() {
+        for (i, &(now, rtt, outcome, in_flight, sent_with, want)) in steps.iter().enumerate() {
             aimd.on_response(
                 t0 + Duration::from_millis(now),
-                Duration::from_millis(rtt),
-                outcome,
-                in_flight,
+                Response {
+                    rtt: Duration::from_millis(rtt),
+                    outcome,
+                    in_flight,
+                    sent_with,
+                },
             );
             if aimd.limit() != want {
                 return Err(format!(
-                    "step {i} ({now}ms {rtt}ms {outcome:?} {in_flight}): limit {} want {want}",
+                    "step {i} ({now}ms {rtt}ms {outcome:?} {in_flight} {sent_with}): limit {} want {want}",
                     aimd.limit()
                 ));
             }
@@ -316,7 +464,7 @@ mod tests {
         AimdConfig { initial, min, max }
     }
 
-    /// `n` responses at `now`, each seeing `in_flight`, the last leaving `want`.
+    /// `n` responses at `now`, each seeing `in_flight` and sent with as many, the last leaving `want`.
     fn burst(
         n: usize,
         now: u64,
@@ -325,7 +473,7 @@ mod tests {
         in_flight: usize,
         want: usize,
     ) -> Vec<Step> {
-        vec![(now, rtt, outcome, in_flight, want); n]
+        vec![(now, rtt, outcome, in_flight, in_flight, want); n]
     }
 
     #[test]
@@ -345,33 +493,72 @@ mod tests {
             (
                 "the first doubling happens on the first response, the rest of its burst waits",
                 cfg(4, 1, 64),
-                vec![(100, 100, Ok, 4, 8), (100, 100, Ok, 8, 8), (150, 100, Ok, 8, 8)],
+                vec![
+                    (100, 100, Ok, 4, 4, 8),
+                    (100, 100, Ok, 8, 4, 8),
+                    (150, 100, Ok, 8, 8, 8),
+                ],
             ),
             (
-                "a burst of 429s halves once, out of slow start; stragglers of the burst do not cut again",
+                "back-pressure ends slow start on the response that brings it, on the last limit \
+                 that went through; the rest of the burst does not cut again; then the limit \
+                 probes upwards by 1, 2, 4… until refused, and holds one below the refusal",
                 cfg(4, 1, 64),
                 [
                     burst(4, 100, 100, Ok, 4, 8),
-                    // Limit 8 was too much: 8 instant refusals within one window.
-                    burst(8, 150, 0, Bp, 8, 8),
-                    // The window closes with the next response: one cut.
-                    vec![(200, 100, Ok, 8, 4)],
+                    // Limit 8 was too much: the service took 6, refused the 7th and 8th at once.
+                    vec![(150, 0, Bp, 8, 7, 4), (150, 0, Bp, 8, 8, 4)],
                     // Refusals of requests sent before the cut are old news.
-                    burst(4, 250, 100, Bp, 4, 4),
-                    burst(3, 300, 100, Ok, 4, 5),
+                    vec![(180, 40, Bp, 6, 8, 4), (180, 40, Bp, 6, 8, 4)],
+                    // A round trip at 4 went through: probe at 5, then 7.
+                    burst(4, 250, 100, Ok, 6, 5),
+                    burst(5, 350, 100, Ok, 6, 7),
+                    // 7 is refused (sent with 7 in flight: the service took 6): a tenth off.
+                    vec![(360, 0, Bp, 7, 7, 6)],
+                    // 6 went through: probe 7 once more; refused again, so 6 it is.
+                    burst(6, 460, 100, Ok, 6, 7),
+                    vec![(470, 0, Bp, 7, 7, 6)],
+                    burst(6, 570, 100, Ok, 6, 6),
+                    burst(6, 670, 100, Ok, 6, 6),
                 ]
                 .concat(),
             ),
             (
-                "after slow start: +1 per round trip, a 429 cuts by a quarter",
-                cfg(8, 1, 64),
+                "a refused request's count deepens a cut after slow start, but never below half",
+                cfg(30, 1, 64),
                 [
-                    vec![(100, 100, Bp, 8, 4)],
-                    burst(4, 200, 100, Ok, 4, 5),
-                    burst(5, 300, 100, Ok, 5, 6),
-                    burst(6, 400, 100, Ok, 6, 7),
-                    vec![(450, 0, Bp, 7, 7), (500, 100, Ok, 7, 5)],
-                    burst(5, 600, 100, Ok, 5, 6),
+                    vec![(100, 100, Bp, 30, 30, 15)],
+                    burst(15, 200, 100, Ok, 15, 16),
+                    // Sent with 12 in flight: the service took 11.
+                    vec![(210, 0, Bp, 16, 12, 11)],
+                    // Sent with 2: the count would say 1; half is the floor.
+                    vec![(220, 0, Bp, 11, 2, 5)],
+                ]
+                .concat(),
+            ),
+            (
+                "a burst refused at the start lands on half, then on what the service took",
+                cfg(32, 1, 64),
+                [
+                    // 32 sent at once, the service takes 8; they come back in any order.
+                    vec![(10, 1, Bp, 32, 20, 16)],
+                    (9..=32).map(|n| (10, 1, Bp, 32, n, 16)).collect(),
+                    // Sent after that cut, with 12 in flight: 11, then 8.
+                    vec![(12, 1, Bp, 16, 12, 11), (14, 1, Bp, 11, 9, 8)],
+                    // A round trip at 8 went through: probe at 9.
+                    burst(8, 114, 100, Ok, 8, 9),
+                ]
+                .concat(),
+            ),
+            (
+                "a refused probe cuts by a tenth, and the limit climbs straight back",
+                cfg(30, 1, 64),
+                [
+                    burst(30, 100, 100, Ok, 30, 60),
+                    vec![(150, 0, Bp, 60, 60, 30)],
+                    burst(30, 250, 100, Ok, 30, 31),
+                    vec![(260, 0, Bp, 31, 31, 27)],
+                    burst(30, 360, 100, Ok, 30, 30),
                 ]
                 .concat(),
             ),
@@ -382,41 +569,49 @@ mod tests {
                     burst(2, 100, 100, Ok, 2, 4),
                     burst(3, 200, 100, Ok, 3, 4),
                     burst(3, 300, 100, Ok, 3, 4),
-                    vec![(400, 100, Ok, 4, 8)],
+                    vec![(400, 100, Ok, 4, 4, 8)],
                 ]
                 .concat(),
             ),
             (
                 "growth when the limit was used, even if the response that closes the window saw less",
                 cfg(4, 1, 64),
-                vec![(100, 100, Ok, 4, 8), (150, 100, Ok, 8, 8), (200, 100, Ok, 1, 16)],
+                vec![
+                    (100, 100, Ok, 4, 4, 8),
+                    (150, 100, Ok, 8, 8, 8),
+                    (200, 100, Ok, 1, 1, 16),
+                ],
             ),
             (
                 "the floor holds",
                 cfg(2, 1, 64),
                 vec![
-                    (100, 100, Bp, 2, 1),
-                    (200, 0, Bp, 1, 1),
-                    (300, 0, Bp, 1, 1),
-                    (400, 0, Bp, 1, 1),
+                    (100, 100, Bp, 2, 2, 1),
+                    (200, 0, Bp, 1, 1, 1),
+                    (300, 0, Bp, 1, 1, 1),
+                    (400, 0, Bp, 1, 1, 1),
                 ],
             ),
             (
                 "a floor above one holds too",
                 cfg(8, 3, 64),
-                vec![(100, 100, Bp, 8, 4), (200, 0, Bp, 4, 3), (300, 0, Bp, 3, 3)],
+                vec![
+                    (100, 100, Bp, 8, 8, 4),
+                    (200, 0, Bp, 4, 4, 3),
+                    (300, 0, Bp, 3, 3, 3),
+                ],
             ),
             (
-                "the ceiling holds out of slow start",
-                cfg(8, 1, 9),
+                "the ceiling holds in slow start and when probing",
+                cfg(8, 1, 10),
                 [
-                    vec![(100, 100, Bp, 8, 4)],
-                    burst(1, 200, 100, Ok, 4, 5),
-                    burst(1, 300, 100, Ok, 5, 6),
-                    burst(1, 400, 100, Ok, 6, 7),
-                    burst(1, 500, 100, Ok, 7, 8),
-                    burst(1, 600, 100, Ok, 8, 9),
-                    burst(1, 700, 100, Ok, 9, 9),
+                    burst(8, 100, 100, Ok, 8, 10),
+                    burst(10, 200, 100, Ok, 10, 10),
+                    vec![(250, 0, Bp, 10, 10, 5)],
+                    burst(5, 350, 100, Ok, 5, 6),
+                    burst(6, 450, 100, Ok, 6, 8),
+                    burst(8, 550, 100, Ok, 8, 10),
+                    burst(10, 650, 100, Ok, 10, 10),
                 ]
                 .concat(),
             ),
@@ -425,39 +620,38 @@ mod tests {
                 cfg(8, 1, 64),
                 // The limit is never used, so it neither grows nor, at first, shrinks.
                 vec![
-                    (100, 100, Ok, 2, 8),
-                    (200, 100, Ok, 2, 8),
-                    (300, 100, Ok, 2, 8),
-                    (400, 100, Ok, 2, 8),
-                    (500, 100, Ok, 2, 8),
+                    (100, 100, Ok, 2, 2, 8),
+                    (200, 100, Ok, 2, 2, 8),
+                    (300, 100, Ok, 2, 2, 8),
+                    (400, 100, Ok, 2, 2, 8),
+                    (500, 100, Ok, 2, 2, 8),
                     // 100ms has become the norm; now the server takes 350ms.
-                    (850, 350, Ok, 2, 4),
+                    (850, 350, Ok, 2, 2, 4),
                 ],
             ),
             (
                 "ordinary noise does not shrink, and a high-variance server is not cut for one slow window",
                 cfg(8, 1, 64),
                 vec![
-                    (100, 100, Ok, 2, 8),
-                    (200, 60, Ok, 2, 8),
-                    (300, 140, Ok, 2, 8),
-                    (400, 70, Ok, 2, 8),
-                    (500, 150, Ok, 2, 8),
+                    (100, 100, Ok, 2, 2, 8),
+                    (200, 60, Ok, 2, 2, 8),
+                    (300, 140, Ok, 2, 2, 8),
+                    (400, 70, Ok, 2, 2, 8),
+                    (500, 150, Ok, 2, 2, 8),
                     // Over twice the average, but within four deviations of it.
-                    (730, 230, Ok, 2, 8),
-                    (800, 90, Ok, 2, 8),
+                    (730, 230, Ok, 2, 2, 8),
+                    (800, 90, Ok, 2, 2, 8),
                 ],
             ),
             (
                 "a rising RTT holds growth back",
-                cfg(8, 1, 64),
+                cfg(4, 1, 64),
                 vec![
-                    (100, 100, Bp, 8, 4),
-                    (200, 100, Ok, 4, 5),
-                    (300, 100, Ok, 5, 6),
-                    (400, 100, Ok, 6, 7),
+                    (100, 100, Ok, 4, 4, 8),
+                    (200, 100, Ok, 8, 8, 16),
+                    (300, 100, Ok, 16, 16, 32),
                     // 170% of the norm: rising, not yet a spike.
-                    (570, 170, Ok, 7, 7),
+                    (470, 170, Ok, 32, 32, 32),
                 ],
             ),
             (
@@ -475,11 +669,11 @@ mod tests {
                 "a timeout sent before the last cut does not cut again",
                 cfg(8, 1, 64),
                 [
-                    vec![(100, 100, Bp, 8, 4)],
+                    vec![(100, 100, Bp, 8, 8, 4)],
                     burst(4, 200, 100, Ok, 4, 5),
                     // Sent at 50ms, before the cut at 100ms.
-                    vec![(350, 300, Bp, 4, 5)],
-                    burst(5, 450, 100, Ok, 5, 6),
+                    vec![(350, 300, Bp, 4, 8, 5)],
+                    burst(5, 400, 100, Ok, 5, 7),
                 ]
                 .concat(),
             ),
@@ -493,12 +687,111 @@ mod tests {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
+    /// Round trips of 100ms against a service that takes `capacity` at once
+    /// and refuses the rest at once: the limit after each.
+    fn rounds(aimd: &mut Aimd, now: &mut Instant, capacity: usize, n: usize) -> Vec<usize> {
+        let rtt = Duration::from_millis(100);
+        (0..n)
+            .map(|_| {
+                let limit = aimd.limit();
+                for sent_with in capacity + 1..=limit {
+                    aimd.on_response(
+                        *now,
+                        Response {
+                            rtt: Duration::ZERO,
+                            outcome: Bp,
+                            in_flight: limit,
+                            sent_with,
+                        },
+                    );
+                }
+                *now += rtt;
+                let served = limit.min(capacity);
+                for i in 0..served {
+                    aimd.on_response(
+                        *now,
+                        Response {
+                            rtt,
+                            outcome: Ok,
+                            in_flight: served - i,
+                            sent_with: served,
+                        },
+                    );
+                }
+                aimd.limit()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn holds_at_the_capacity_and_probes_above_it_ever_more_rarely() {
+        let mut now = Instant::now();
+        let mut aimd = Aimd::new(cfg(16, 1, 64));
+        // Slow start: 16, 32, 64; 64 draws 429s past 32 and lands on 32,
+        // which goes through, so the search above it probes 33 at once.
+        let start = rounds(&mut aimd, &mut now, 32, 3);
+        assert_eq!(start, [32, 64, 33]);
+        // 33 is refused: a tenth off and straight back to 32 within its round
+        // trip, then held for BASE_HOLD round trips before the next probe,
+        // twice as long after each refused probe, up to MAX_HOLD.
+        let limits = rounds(&mut aimd, &mut now, 32, 8 * MAX_HOLD as usize);
+        assert_eq!(aimd.target(), Some(32));
+        assert!(limits.iter().all(|&l| l == 32 || l == 33), "{limits:?}");
+        let probes: Vec<usize> = [0]
+            .into_iter()
+            .chain((0..limits.len()).filter(|&i| limits[i] > 32).map(|i| i + 1))
+            .collect();
+        let gaps: Vec<u32> = probes.windows(2).map(|w| (w[1] - w[0]) as u32).collect();
+        let mut hold = BASE_HOLD / 2;
+        let want: Vec<u32> = gaps
+            .iter()
+            .map(|_| {
+                hold = (hold * 2).min(MAX_HOLD);
+                hold + 1
+            })
+            .collect();
+        assert_eq!(gaps, want, "probes at {probes:?}");
+        assert!(gaps.len() >= 5 && gaps.ends_with(&[MAX_HOLD + 1, MAX_HOLD + 1]));
+    }
+
+    #[test]
+    fn a_probe_that_goes_through_grows_by_doubling_steps() {
+        let mut now = Instant::now();
+        let mut aimd = Aimd::new(cfg(16, 1, 64));
+        rounds(&mut aimd, &mut now, 32, 3);
+        // The service now takes 45: the probe at 33 goes through, then +2,
+        // +4, +8; 47 is refused (a tenth off: 42, which goes through), the
+        // search resumes from 42 (43, 45, then 49 refused: back to 45), 46
+        // is refused, and 45 holds.
+        let limits = rounds(&mut aimd, &mut now, 45, 20);
+        assert_eq!(
+            limits,
+            [35, 39, 47, 43, 45, 49, 45, 46, 45, 45, 45, 45, 45, 45, 45, 45, 45, 45, 45, 45]
+        );
+        assert_eq!(aimd.target(), Some(45));
+    }
+
+    #[test]
+    fn a_drop_in_capacity_is_followed_at_once() {
+        let mut now = Instant::now();
+        let mut aimd = Aimd::new(cfg(16, 1, 64));
+        rounds(&mut aimd, &mut now, 32, 3);
+        // The service now takes 12 (another agent started): cut to half at
+        // once, then (sent with 13 in flight) to 12, which goes through;
+        // 13 is refused, and 12 holds.
+        let limits = rounds(&mut aimd, &mut now, 12, 5);
+        assert_eq!(limits, [16, 13, 12, 12, 12]);
+        assert_eq!(aimd.target(), Some(12));
+    }
+
     #[test]
     fn config_is_normalized() {
         let table = [
             // (config, want)
-            (AimdConfig::new(None), cfg(INITIAL_LIMIT, 1, DEFAULT_MAX)),
-            (AimdConfig::new(Some(200)), cfg(INITIAL_LIMIT, 1, 200)),
+            (AimdConfig::new(None), cfg(DEFAULT_MAX / 2, 1, DEFAULT_MAX)),
+            (AimdConfig::new(Some(256)), cfg(128, 1, 256)),
+            (AimdConfig::new(Some(20)), cfg(10, 1, 20)),
+            (AimdConfig::new(Some(6)), cfg(INITIAL_LIMIT, 1, 6)),
             (AimdConfig::new(Some(2)), cfg(2, 1, 2)),
             (AimdConfig::new(Some(0)), cfg(1, 1, 1)),
             (cfg(0, 0, 0).normalized(), cfg(1, 1, 1)),
@@ -515,9 +808,17 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut aimd = Aimd::new(AimdConfig::default());
-        aimd.on_response(t0 + ms(100), ms(100), Ok, 4);
+        let response = |rtt, outcome, n| Response {
+            rtt,
+            outcome,
+            in_flight: n,
+            sent_with: n,
+        };
+        aimd.on_response(t0 + ms(100), response(ms(100), Ok, 32));
         assert!(aimd.in_slow_start());
-        aimd.on_response(t0 + ms(200), ms(100), Bp, 8);
+        assert_eq!((aimd.limit(), aimd.target()), (64, None));
+        aimd.on_response(t0 + ms(200), response(ms(1), Bp, 64));
         assert!(!aimd.in_slow_start());
+        assert_eq!((aimd.limit(), aimd.target()), (32, Some(32)));
     }
 }

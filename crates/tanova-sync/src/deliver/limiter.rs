@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::aimd::{Aimd, AimdConfig, Outcome};
+use super::aimd::{Aimd, AimdConfig, Outcome, Response};
 
 /// Decides how many requests may be in flight. Share it behind an `Arc`.
 #[derive(Debug)]
@@ -98,21 +98,37 @@ impl Limiter {
         Some(Permit {
             limiter: self,
             started: now,
+            sent_with: state.in_flight,
             finished: false,
         })
     }
 
-    fn release(&self, now: Instant, started: Instant, outcome: Outcome) {
+    fn release(&self, now: Instant, permit: &Permit<'_>, outcome: Outcome) {
         {
             let mut state = self.lock();
             let in_flight = state.in_flight;
             if let Control::Adaptive(aimd) = &mut state.control {
+                let was = aimd.limit();
                 aimd.on_response(
                     now.into_std(),
-                    now.saturating_duration_since(started),
-                    outcome,
-                    in_flight,
+                    Response {
+                        rtt: now.saturating_duration_since(permit.started),
+                        outcome,
+                        in_flight,
+                        sent_with: permit.sent_with,
+                    },
                 );
+                if aimd.limit() != was {
+                    tracing::debug!(
+                        limit = aimd.limit(),
+                        was,
+                        target = aimd.target(),
+                        ?outcome,
+                        in_flight,
+                        sent_with = permit.sent_with,
+                        "concurrency limit changed"
+                    );
+                }
             }
             state.in_flight = state.in_flight.saturating_sub(1);
         }
@@ -134,6 +150,8 @@ impl Limiter {
 pub struct Permit<'a> {
     limiter: &'a Limiter,
     started: Instant,
+    /// Requests in flight once this one was admitted, itself included.
+    sent_with: usize,
     finished: bool,
 }
 
@@ -145,15 +163,14 @@ impl Permit<'_> {
 
     fn done_at(mut self, now: Instant, outcome: Outcome) {
         self.finished = true;
-        self.limiter.release(now, self.started, outcome);
+        self.limiter.release(now, &self, outcome);
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            self.limiter
-                .release(Instant::now(), self.started, Outcome::Failed);
+            self.limiter.release(Instant::now(), self, Outcome::Failed);
         }
     }
 }
@@ -167,10 +184,13 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use crate::deliver::aimd::INITIAL_LIMIT;
+    use crate::config::{DEFAULT_RETRY_COUNT, DEFAULT_RETRY_DELAY};
+    use crate::deliver::aimd::BASE_HOLD;
+    use crate::deliver::backoff;
 
-    const LATENCY: Duration = Duration::from_secs(1);
-    const RETRY_DELAY: Duration = Duration::from_millis(50);
+    /// The benchmarks' service: 300 ms per upload, `Retry-After: 1` with a 429.
+    const LATENCY: Duration = Duration::from_millis(300);
+    const RETRY_AFTER: Duration = Duration::from_secs(1);
 
     /// A served request's time: LATENCY ±10% by job (a fixed permutation of
     /// 0..=20, mean LATENCY), so that answers do not arrive in lockstep.
@@ -178,15 +198,36 @@ mod tests {
         LATENCY.mul_f64(0.9 + ((job * 8) % 21) as f64 / 100.0)
     }
 
+    /// A fixed pseudo-random number in [0, 1) for the jitter of a retry.
+    fn unit(job: usize, attempt: u32) -> f64 {
+        let mut x = (job as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(attempt);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// How long a refusal takes to come back: 1–2 ms by job, short, but long
+    /// enough that a burst of requests sent together is all sent before the
+    /// first refusal arrives, and the refusals come back in any order, as
+    /// over real connections.
+    fn refusal_time(job: usize) -> Duration {
+        Duration::from_micros(1_000 + (job * 7_919 % 1_000) as u64)
+    }
+
     enum Event<'a> {
         Served { worker: usize, permit: Permit<'a> },
+        Refused { worker: usize, permit: Permit<'a> },
         Retry { worker: usize },
         Sample,
     }
 
     /// Workers taking jobs from one queue through `limiter` to a server that
     /// takes `capacity` requests at once and refuses the rest at once, on a
-    /// virtual clock: a discrete-event simulation, exact and instant.
+    /// virtual clock: a discrete-event simulation, exact and instant. A
+    /// refused job waits as the agent does (the service's `Retry-After`, or
+    /// the jittered backoff if longer) and fails after the agent's default
+    /// number of retries.
     struct Sim<'a> {
         limiter: &'a Limiter,
         capacity: usize,
@@ -198,9 +239,11 @@ mod tests {
         /// Workers with a job, waiting for a slot, first come first served.
         waiting: VecDeque<usize>,
         job_of: Vec<usize>,
+        refusals: Vec<u32>,
         next_job: usize,
         server_in_flight: usize,
-        served: usize,
+        done: usize,
+        failed: usize,
         max_in_flight: usize,
         /// The limit once per LATENCY.
         limits: Vec<usize>,
@@ -211,6 +254,9 @@ mod tests {
         ratio: f64,
         limits: Vec<usize>,
         max_in_flight: usize,
+        refusals: u32,
+        most_refusals_of_a_job: u32,
+        failed: usize,
     }
 
     impl<'a> Sim<'a> {
@@ -225,9 +271,11 @@ mod tests {
                 events: Vec::new(),
                 waiting: VecDeque::new(),
                 job_of: vec![0; workers],
+                refusals: vec![0; jobs],
                 next_job: 0,
                 server_in_flight: 0,
-                served: 0,
+                done: 0,
+                failed: 0,
                 max_in_flight: 0,
                 limits: Vec::new(),
             };
@@ -235,18 +283,22 @@ mod tests {
                 sim.take_job(worker);
             }
             sim.schedule(Duration::ZERO, Event::Sample);
-            while sim.served < jobs {
+            while sim.done < jobs {
                 sim.admit();
                 let Some(Reverse((at, id))) = sim.queue.pop() else {
-                    panic!("stalled with {} of {jobs} served", sim.served);
+                    panic!("stalled with {} of {jobs} done", sim.done);
                 };
                 sim.now = at;
                 match sim.events[id].take() {
                     Some(Event::Served { worker, permit }) => {
                         sim.server_in_flight -= 1;
-                        sim.served += 1;
+                        sim.done += 1;
                         permit.done_at(sim.at(), Outcome::Ok);
                         sim.take_job(worker);
+                    }
+                    Some(Event::Refused { worker, permit }) => {
+                        permit.done_at(sim.at(), Outcome::BackPressure);
+                        sim.refused(worker);
                     }
                     Some(Event::Retry { worker }) => sim.waiting.push_back(worker),
                     Some(Event::Sample) => {
@@ -261,6 +313,9 @@ mod tests {
                 ratio: sim.now.as_secs_f64() / ideal.as_secs_f64(),
                 limits: sim.limits,
                 max_in_flight: sim.max_in_flight,
+                refusals: sim.refusals.iter().sum(),
+                most_refusals_of_a_job: sim.refusals.iter().copied().max().unwrap_or(0),
+                failed: sim.failed,
             }
         }
 
@@ -282,7 +337,7 @@ mod tests {
             }
         }
 
-        /// Sends requests while the limiter allows; refusals come back at once.
+        /// Sends requests while the limiter allows; refusals come back almost at once.
         fn admit(&mut self) {
             while let Some(&worker) = self.waiting.front() {
                 let Some(permit) = self.limiter.try_acquire_at(self.at()) else {
@@ -290,21 +345,41 @@ mod tests {
                 };
                 self.waiting.pop_front();
                 self.max_in_flight = self.max_in_flight.max(self.limiter.in_flight());
+                let job = self.job_of[worker];
                 if self.server_in_flight >= self.capacity {
-                    permit.done_at(self.at(), Outcome::BackPressure);
-                    self.schedule(RETRY_DELAY, Event::Retry { worker });
+                    self.schedule(refusal_time(job), Event::Refused { worker, permit });
                 } else {
                     self.server_in_flight += 1;
-                    let time = latency(self.job_of[worker]);
-                    self.schedule(time, Event::Served { worker, permit });
+                    self.schedule(latency(job), Event::Served { worker, permit });
                 }
+            }
+        }
+
+        /// The worker's job was refused: it waits as the agent would, or fails.
+        fn refused(&mut self, worker: usize) {
+            let job = self.job_of[worker];
+            let attempt = self.refusals[job];
+            self.refusals[job] += 1;
+            if attempt == DEFAULT_RETRY_COUNT {
+                // The agent gives up on the file: a failure the run reports.
+                self.failed += 1;
+                self.done += 1;
+                self.take_job(worker);
+            } else {
+                let wait = backoff::delay(
+                    attempt,
+                    DEFAULT_RETRY_DELAY,
+                    Some(RETRY_AFTER),
+                    unit(job, attempt),
+                );
+                self.schedule(wait, Event::Retry { worker });
             }
         }
     }
 
-    /// Doubling from INITIAL_LIMIT reaches `capacity` in this many round trips.
-    fn doublings(capacity: usize) -> usize {
-        let mut limit = INITIAL_LIMIT;
+    /// Doubling from the initial limit reaches `capacity` in this many round trips.
+    fn doublings(initial: usize, capacity: usize) -> usize {
+        let mut limit = initial;
         let mut n = 0;
         while limit < capacity {
             limit *= 2;
@@ -316,39 +391,77 @@ mod tests {
     #[test]
     fn adaptive_finds_the_capacity() {
         let table = [
-            // (capacity, ceiling, jobs, workers, worst ratio): fifty ideal
-            // round trips of work, more workers than the server takes.
-            (8, None, 400, 64, 1.15),
-            (32, None, 1_600, 64, 1.20),
-            (128, Some(256), 6_400, 256, 1.25),
+            // (capacity, ceiling, jobs, worst ratio to jobs × LATENCY ÷ capacity).
+            // The benchmarks' shapes: about 15 ideal round trips of work for
+            // 32 and 128, 60 for 8 (bench/run.py, issue 4: within 15% in
+            // the real runs, which add the agent's own overhead)…
+            (8, None, 500, 1.03),
+            (32, None, 500, 1.08),
+            (128, Some(256), 2_000, 1.08),
+            // …longer runs, where the steady state dominates…
+            (32, None, 3_200, 1.03),
+            (128, Some(256), 12_800, 1.03),
+            // …and capacities slow start does not land on by halving: the
+            // limit then climbs from the half by steps of 1, 2, 4, …, and a
+            // few steps are refused on the way.
+            (5, None, 500, 1.03),
+            (24, None, 1_200, 1.04),
+            (100, Some(256), 5_000, 1.06),
+            (1, None, 100, 1.03),
         ];
-        for (capacity, ceiling, jobs, workers, worst) in table {
-            let limiter = Limiter::adaptive(AimdConfig::new(ceiling));
-            let run = Sim::run(&limiter, capacity, jobs, workers);
+        for (capacity, ceiling, jobs, worst) in table {
+            let config = AimdConfig::new(ceiling);
+            let limiter = Limiter::adaptive(config);
+            // As many workers as the engine runs: twice the ceiling, and a few.
+            let run = Sim::run(&limiter, capacity, jobs, config.max * 2 + 4);
             let context = format!(
-                "capacity {capacity}: ratio {:.3}, limit per round trip {:?}",
-                run.ratio, run.limits
+                "capacity {capacity}: ratio {:.3}, {} refusals (at most {} for a job), limit per round trip {:?}",
+                run.ratio, run.refusals, run.most_refusals_of_a_job, run.limits
             );
             eprintln!("{context}");
             assert!(run.ratio >= 0.99 && run.ratio <= worst, "{context}");
+            assert_eq!(run.failed, 0, "no file runs out of retries: {context}");
+            // A refused file waits its Retry-After and then finds a slot that is not refused, bar a probe's.
+            assert!(run.most_refusals_of_a_job <= 2, "{context}");
             // Slow start finds the capacity in as many round trips as it takes to double there…
             let reached = run.limits.iter().position(|&l| l >= capacity);
             assert!(
-                reached.is_some_and(|r| r <= doublings(capacity) + 1),
+                reached.is_some_and(|r| r <= doublings(config.initial, capacity) + 1),
                 "{context}"
             );
-            // …and once the overshoot is cut back, the sawtooth stays near it.
-            let low = capacity * 7 / 10;
-            let high = capacity + capacity / 10 + 1;
-            let settled = reached.map_or(0, |r| r + 3);
+            // …within a few more lands on it (from above, when the service
+            // takes less than the initial limit)…
+            let landed = run.limits.iter().position(|&l| l == capacity);
+            assert!(landed.is_some_and(|r| r <= 16), "{context}");
+            // …and then stays there, but for a dip of a tenth after a refused
+            // probe, and for the probes, which are rare: one at once, the
+            // next after BASE_HOLD round trips, then ever further apart.
+            let settled = &run.limits[landed.unwrap_or(0)..run.limits.len() - 1];
+            let low = (capacity * 9 / 10).saturating_sub(1);
             assert!(
-                run.limits
-                    .iter()
-                    .skip(settled)
-                    .all(|&l| (low..=high).contains(&l)),
+                settled.iter().all(|&l| (low..=capacity + 1).contains(&l)),
+                "{context}"
+            );
+            let probes = settled.iter().filter(|&&l| l > capacity).count();
+            assert!(
+                probes <= 1 + settled.len() / BASE_HOLD as usize,
                 "{context}"
             );
         }
+    }
+
+    #[test]
+    fn adaptive_stays_under_a_ceiling_below_the_capacity() {
+        let config = AimdConfig::new(Some(20));
+        let limiter = Limiter::adaptive(config);
+        let run = Sim::run(&limiter, 100, 1_000, 44);
+        assert_eq!(run.refusals, 0);
+        assert_eq!(run.max_in_flight, 20);
+        assert!(
+            run.ratio <= 5.0 * 1.05,
+            "ratio {:.3} against 100",
+            run.ratio
+        );
     }
 
     #[test]
