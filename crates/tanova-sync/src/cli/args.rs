@@ -74,22 +74,22 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Sync the folder once: upload every new CV, print a summary, exit
-    Sync(SyncArgs),
-    /// Show what the state holds: synced CVs, the last upload, failures with their reasons
-    Status,
-    /// Check the config, the folder, the state, the service and the key, and file watching
-    Doctor,
-    /// Set up: ask for the folder and key, check the key, write tanova-config.json (mode 0600)
-    Init(InitArgs),
-    /// Try failed files again on the next run: one file, a folder's files, or --all
-    Retry(RetryArgs),
-    /// Import or export the synced history
-    History(HistoryArgs),
     /// Sync, then keep watching the folder and upload new CVs as they arrive, until Ctrl+C (the default command)
     Watch(WatchArgs),
+    /// Sync the folder once: upload every new CV, print a summary, exit
+    Sync(SyncArgs),
     /// Try it without an account: sync sample CVs (or --folder DIR, only read) to a local emulator over real HTTP
     Demo(DemoArgs),
+    /// Set up: ask for the folder and key, check the key, write tanova-config.json (mode 0600)
+    Init(InitArgs),
+    /// Check the config, the folder, the state, the service and the key, and file watching
+    Doctor,
+    /// Show what the state holds: synced CVs, the last upload, failures with their reasons
+    Status,
+    /// Try failed files again on the next run: one file, a folder's files, or --all
+    Retry(RetryArgs),
+    /// Export the synced history in the Python script's format, to switch back to it
+    History(HistoryArgs),
     /// Manage the state: `state push` copies this machine's synced set into the shared Redis ledger
     #[command(subcommand)]
     State(StateCommand),
