@@ -26,18 +26,18 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::extract::multipart::{Field, MultipartError};
+use axum::extract::multipart::Field;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
+use super::part::{invalid, receive, Received};
 use crate::knobs::{chance, Knobs};
 use crate::reply;
 use crate::state::SharedState;
-use crate::stats::{add, bump};
+use crate::stats::bump;
 use crate::store::NewUpload;
 
 pub(super) async fn upload_batch(State(state): State<SharedState>, request: Request) -> Response {
@@ -69,14 +69,6 @@ pub(super) async fn upload_batch(State(state): State<SharedState>, request: Requ
         return reply::garbage();
     }
     Json(json!({ "results": results })).into_response()
-}
-
-/// A file part as received: its name, type, size and the hash of its bytes.
-struct Received {
-    filename: String,
-    content_type: String,
-    size: u64,
-    checksum: String,
 }
 
 /// The parts of one index.
@@ -139,41 +131,9 @@ async fn read_batch(
     Ok(entries)
 }
 
-/// Streams one file part through SHA-256, counting its bytes; past the size limit it stops hashing.
-async fn receive(
-    state: &SharedState,
-    mut field: Field<'_>,
-    max_bytes: u64,
-) -> Result<Received, Response> {
-    let filename = field.file_name().unwrap_or("").to_owned();
-    let content_type = field.content_type().unwrap_or("").to_owned();
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    while let Some(chunk) = field.chunk().await.map_err(invalid)? {
-        size += chunk.len() as u64;
-        add(&state.counters.bytes_received, chunk.len() as u64);
-        if size <= max_bytes {
-            hasher.update(&chunk);
-        }
-    }
-    Ok(Received {
-        filename,
-        content_type,
-        size,
-        checksum: hex::encode(hasher.finalize()),
-    })
-}
-
 async fn skip(mut field: Field<'_>) -> Result<(), Response> {
     while field.chunk().await.map_err(invalid)?.is_some() {}
     Ok(())
-}
-
-fn invalid(e: MultipartError) -> Response {
-    reply::message(
-        e.status(),
-        format!("invalid multipart body: {}", e.body_text()),
-    )
 }
 
 /// One file's result, judged and counted as a single upload of it would be.

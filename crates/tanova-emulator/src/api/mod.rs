@@ -4,6 +4,7 @@
 //! files per request, offered when the `batch_max_files` knob is not 0).
 
 mod batch;
+mod part;
 mod upload;
 
 use std::time::Duration;

@@ -7,12 +7,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
+use super::part::{invalid, receive, Received};
 use crate::knobs::chance;
 use crate::reply;
 use crate::state::SharedState;
-use crate::stats::{add, bump};
+use crate::stats::bump;
 use crate::store::NewUpload;
 
 pub(super) async fn upload(State(state): State<SharedState>, request: Request) -> Response {
@@ -84,39 +84,23 @@ async fn read_form(
     let mut multipart = Multipart::from_request(request, &())
         .await
         .map_err(|e| bad_request(format!("expected a multipart form: {}", e.body_text())))?;
-    let invalid = |e: axum::extract::multipart::MultipartError| {
-        reply::message(
-            e.status(),
-            format!("invalid multipart body: {}", e.body_text()),
-        )
-    };
     let mut file = None;
     let (mut checksum, mut job_hint, mut email) = (None, None, None);
-    while let Some(mut field) = multipart.next_field().await.map_err(invalid)? {
+    while let Some(field) = multipart.next_field().await.map_err(invalid)? {
         match field.name().unwrap_or("") {
-            "file" => {
-                let filename = field.file_name().unwrap_or("").to_owned();
-                let content_type = field.content_type().unwrap_or("").to_owned();
-                let mut hasher = Sha256::new();
-                let mut size = 0u64;
-                while let Some(chunk) = field.chunk().await.map_err(invalid)? {
-                    size += chunk.len() as u64;
-                    add(&state.counters.bytes_received, chunk.len() as u64);
-                    // Past the limit keep reading (so the client hears the 413) but stop hashing.
-                    if size <= max_bytes {
-                        hasher.update(&chunk);
-                    }
-                }
-                file = Some((filename, content_type, size, hex::encode(hasher.finalize())));
-            }
+            "file" => file = Some(receive(state, field, max_bytes).await?),
             "checksum" => checksum = Some(field.text().await.map_err(invalid)?),
             "job_hint" => job_hint = non_empty(field.text().await.map_err(invalid)?),
             "email" => email = non_empty(field.text().await.map_err(invalid)?),
             _ => {} // Unknown fields are ignored, as a lenient server would.
         }
     }
-    let (filename, content_type, size, actual) =
-        file.ok_or_else(|| bad_request("missing field: file".to_owned()))?;
+    let Received {
+        filename,
+        content_type,
+        size,
+        checksum: actual,
+    } = file.ok_or_else(|| bad_request("missing field: file".to_owned()))?;
     if size > max_bytes {
         return Err(reply::message(
             StatusCode::PAYLOAD_TOO_LARGE,
