@@ -24,6 +24,8 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 pub const DEFAULT_CEILING: usize = 64;
 /// The longest wait for the next bytes of an answer; the service parses CVs for seconds.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a one-shot `sync` waits for an unreachable shared ledger before it stops.
+pub const DEFAULT_LEDGER_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most files per batch upload when the service offers batches (and `batch_size` is not given).
 pub const DEFAULT_BATCH_SIZE: usize = 10;
 /// Keys look like this; anything else is probably a paste error.
@@ -44,6 +46,8 @@ const KNOWN_KEYS: &[&str] = &[
     "state_dir",
     "state_url",
     "lease_ms",
+    "ledger_timeout",
+    "inflight_grace",
     "allow_insecure_http",
     "ca_file",
     "follow_symlinks",
@@ -86,6 +90,11 @@ pub struct Config {
     /// How long a claim in the shared ledger lives unrenewed.
     pub lease: Duration,
     pub request_timeout: Duration,
+    /// After a crash, how long the bytes of an upload that was in flight wait
+    /// before the server is asked about them again (at most `request_timeout`).
+    pub inflight_grace: Duration,
+    /// How long a one-shot `sync` waits for an unreachable shared ledger before it stops.
+    pub ledger_timeout: Duration,
     /// Every API request waits for a token of this rate; `None`: no limit.
     pub max_requests_per_minute: Option<u32>,
     /// The most files per upload request when the service offers batches; 1: never batch.
@@ -214,6 +223,8 @@ struct Raw {
     state_dir: Option<Sourced<String>>,
     state_url: Option<Sourced<String>>,
     lease_ms: Option<Sourced<u64>>,
+    ledger_timeout: Option<Sourced<f64>>,
+    inflight_grace: Option<Sourced<f64>>,
     allow_insecure_http: Option<Sourced<bool>>,
     follow_symlinks: Option<Sourced<bool>>,
     ca_file: Option<Sourced<String>>,
@@ -356,6 +367,8 @@ fn parse_text(
     raw.state_dir = file.string("state_dir")?;
     raw.state_url = file.string("state_url")?;
     raw.lease_ms = file.integer("lease_ms")?;
+    raw.ledger_timeout = file.number("ledger_timeout")?;
+    raw.inflight_grace = file.number("inflight_grace")?;
     raw.allow_insecure_http = file.boolean("allow_insecure_http")?;
     raw.follow_symlinks = file.boolean("follow_symlinks")?;
     raw.ca_file = file.string("ca_file")?;
@@ -707,6 +720,19 @@ fn validate(
             ))
         }
     };
+    let inflight_grace = match raw.inflight_grace {
+        None => request_timeout,
+        Some(s) if s.value >= 0.0 => Duration::from_secs_f64(s.value).min(request_timeout),
+        Some(s) => {
+            return Err(ConfigError::new(
+                s.origin,
+                "inflight_grace",
+                "must be 0 seconds or more",
+            ))
+        }
+    };
+    let ledger_timeout =
+        positive_seconds(raw.ledger_timeout, "ledger_timeout", DEFAULT_LEDGER_TIMEOUT)?;
     let max_requests_per_minute = match raw.max_requests_per_minute {
         None => None,
         Some(s) if (1..=1_000_000).contains(&s.value) => Some(s.value as u32),
@@ -799,6 +825,8 @@ fn validate(
         state_url,
         lease,
         request_timeout,
+        inflight_grace,
+        ledger_timeout,
         max_requests_per_minute,
         batch_size,
         watch,

@@ -1,8 +1,9 @@
-//! When is a file seen changing complete? Close-after-write where the OS says so, else a quiet settle time.
+//! When is a file seen changing due for a look? Close-after-write where the OS says so, else a quiet
+//! settle time; the pipeline's settle check then compares two looks at it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// A writer that keeps a file open without writing for this long is given up on
 /// waiting for, and the file is treated as settled once quiet.
@@ -23,14 +24,6 @@ pub enum Change {
     Closed,
     /// Appeared whole (moved or renamed in), or found by a rescan.
     Appeared,
-}
-
-/// The verdict on a due file after looking at its mtime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Ready,
-    /// Modified too recently; look again after this long.
-    WaitFor(Duration),
 }
 
 #[derive(Debug)]
@@ -93,18 +86,6 @@ impl Debouncer {
         }
     }
 
-    /// Look at `path` again at `at` (it was modified too recently).
-    pub fn recheck_at(&mut self, path: PathBuf, at: Instant) {
-        self.pending.insert(
-            path,
-            Pending {
-                open_for_write: false,
-                closed: false,
-                due: at,
-            },
-        );
-    }
-
     /// Forget a path (deleted, or moved away).
     pub fn forget(&mut self, path: &Path) {
         self.pending.remove(path);
@@ -131,20 +112,6 @@ impl Debouncer {
         due.into_iter()
             .filter_map(|path| self.pending.remove(&path).map(|p| (path, p.closed)))
             .collect()
-    }
-
-    /// Whether a due file is complete: closed after writing, or not modified for the settle time.
-    pub fn verdict(&self, closed: bool, mtime: SystemTime, now: SystemTime) -> Verdict {
-        if closed {
-            return Verdict::Ready;
-        }
-        // A clock step backwards makes the age negative: treat that as just modified.
-        let age = now.duration_since(mtime).unwrap_or(Duration::ZERO);
-        if age >= self.settle {
-            Verdict::Ready
-        } else {
-            Verdict::WaitFor(self.settle - age)
-        }
     }
 }
 
@@ -238,22 +205,5 @@ mod tests {
         d.change(p.clone(), Change::Written, t0);
         d.forget(&p);
         assert_eq!(d.next_due(), None);
-    }
-
-    #[test]
-    fn verdicts() {
-        let d = Debouncer::new(SETTLE, false);
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        let table = [
-            (true, now, Verdict::Ready),
-            (false, now - ms(300), Verdict::Ready),
-            (false, now - ms(1_000), Verdict::Ready),
-            (false, now - ms(100), Verdict::WaitFor(ms(200))),
-            (false, now, Verdict::WaitFor(SETTLE)),
-            (false, now + ms(5_000), Verdict::WaitFor(SETTLE)),
-        ];
-        for (closed, mtime, want) in table {
-            assert_eq!(d.verdict(closed, mtime, now), want, "{closed} {mtime:?}");
-        }
     }
 }

@@ -1,30 +1,38 @@
 //! The pipeline: discover → hash → plan → deliver → record, one path for every mode.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::wire::Health;
+use crate::access::{Access, Blocked, KeySource, Verdict};
 use crate::api::{ApiClient, ApiError, Timeouts};
 use crate::config::{Concurrency, Config};
 use crate::deliver::{backoff, Delivered, Deliverer, Job};
+use crate::fence::Fence;
 use crate::filter;
 use crate::hash::{self, HashError};
 use crate::plan::{plan, Plan};
-use crate::report::{Outcome, Reporter, Summary};
+use crate::report::{FailKind, Outcome, Problem, Reporter, Summary};
 use crate::scan::{self, stamp_of, Found};
 use crate::state::redis::Claim;
 use crate::state::{Cached, FileStamp, Ledger, StateError, Store};
 
-/// How long a file that changed while being read is left to settle before it is read again.
-const SETTLE: Duration = Duration::from_millis(500);
-/// How many times a changing file is re-read before it is left for the next run.
+/// How many times a changing file is re-read before it is reported as still being written.
 const MAX_REHASH: u32 = 3;
+/// How many looks, `settle` apart, a file gets to stop changing before it is
+/// reported as still being written (and left for the next event, rescan or run).
+const MAX_LOOKS: u32 = 10;
+/// While watching: how long a file that keeps failing transiently, on a service
+/// that answers its health check, waits before it is tried again. It is never held.
+const FILE_RETRY: Duration = Duration::from_secs(60);
+/// How long the ledger may fail to answer before `/health` says so.
+const LEDGER_PROBLEM_AFTER: Duration = Duration::from_secs(5);
 /// How long uploads in flight may take to finish after a stop was asked for.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// The first wait before asking an unreachable ledger again; it doubles up to [`LEDGER_MAX_WAIT`].
@@ -41,6 +49,8 @@ enum Step {
     Done,
     /// The file changed: hash this version again.
     Rehash(FileStamp),
+    /// Deliver the same bytes again (the key works again, the service is back).
+    Again,
 }
 
 /// A discovered file with what the cache knows about it.
@@ -57,6 +67,8 @@ pub enum EngineError {
     NoUploadPermission { url: String },
     #[error("cannot reach the Tanova service: {0}")]
     Unreachable(String),
+    #[error("cannot reach the shared ledger, stopping so nothing is uploaded that cannot be recorded: {0}")]
+    Ledger(StateError),
     #[error("cannot record an outcome, stopping so nothing is uploaded twice: {0}")]
     State(#[from] StateError),
 }
@@ -77,7 +89,19 @@ struct Inner {
     retry_count: u32,
     retry_delay: Duration,
     concurrency: Concurrency,
+    /// Two looks at a file this far apart must agree before it is read.
+    settle: Duration,
+    /// Watching: a rejected key or an outage pauses deliveries instead of ending the run.
+    pausing: bool,
+    /// One-shot runs give up on an unreachable ledger after this long.
+    ledger_timeout: Duration,
+    /// The ledger has been failing long enough for `/health` to say so.
+    ledger_problem: AtomicBool,
+    /// Uploads in flight when the agent last stopped: their bytes wait until
+    /// this instant before the server is asked about them again.
+    earlier_uploads: Mutex<HashMap<String, tokio::time::Instant>>,
     api: Arc<ApiClient>,
+    access: Arc<Access>,
     deliverer: Deliverer,
     store: Arc<dyn Store>,
     /// Where the synced set and claims are shared with other agents, if they are.
@@ -117,6 +141,20 @@ impl Engine {
             )?
             .with_rate_limit(rate),
         );
+        let problems = reporter.clone();
+        let access = Access::new(api.clone(), config.api_key.clone()).with_on_change(Arc::new(
+            move |blocked: Option<&Blocked>| {
+                let key = blocked.is_some_and(Blocked::is_key_problem);
+                let down = blocked.is_some_and(|b| !b.is_key_problem());
+                problems.problem(Problem::KeyRejected, key);
+                problems.problem(Problem::ServiceUnreachable, down);
+            },
+        ));
+        let earlier_uploads = if config.dry_run {
+            HashMap::new()
+        } else {
+            earlier_uploads(store.as_ref(), config.inflight_grace)
+        };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Engine {
             inner: Arc::new(Inner {
@@ -128,6 +166,11 @@ impl Engine {
                 retry_count: config.retry_count,
                 retry_delay: config.retry_delay,
                 concurrency: config.concurrency,
+                settle: config.watch.settle,
+                pausing: false,
+                ledger_timeout: config.ledger_timeout,
+                ledger_problem: AtomicBool::new(false),
+                earlier_uploads: Mutex::new(earlier_uploads),
                 deliverer: Deliverer::new(
                     api.clone(),
                     config.concurrency,
@@ -136,6 +179,7 @@ impl Engine {
                 )
                 .with_batch_size(config.batch_size),
                 api,
+                access: Arc::new(access),
                 store,
                 ledger: Ledger::Local,
                 reporter,
@@ -143,6 +187,42 @@ impl Engine {
                 claims: Mutex::new(HashSet::new()),
             }),
         })
+    }
+
+    /// Watching: pause on a rejected key or an outage, and resume by itself,
+    /// instead of ending the run. Call it on a new engine, before it is cloned.
+    pub fn pausing(mut self) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("set before the engine is shared")
+            .pausing = true;
+        self
+    }
+
+    /// Where a paused agent reads a new key (the config file, `api_key_file`).
+    pub fn set_key_source(&self, source: KeySource) {
+        self.inner.access.set_key_source(source);
+    }
+
+    /// SIGHUP: read the key again and ask the service at once.
+    pub fn reload_key(&self) {
+        self.inner.access.wake();
+    }
+
+    /// While the service refuses the key or does not answer, probe it with
+    /// backoff until it works again; returns when `cancel` fires.
+    pub async fn keep_probing(&self, cancel: &CancellationToken) {
+        let deliverer = &self.inner.deliverer;
+        self.inner
+            .access
+            .keep_probing(cancel, |health| {
+                deliverer.use_batches(health.batch_max_files())
+            })
+            .await;
+    }
+
+    /// Why uploads cannot go out now, if they cannot.
+    pub fn blocked(&self) -> Option<Blocked> {
+        self.inner.access.blocked()
     }
 
     /// Share the synced set and claims with other agents through `ledger`.
@@ -154,45 +234,45 @@ impl Engine {
         self
     }
 
-    /// Check the key and its permissions, retrying while the service is unreachable.
-    pub async fn check_access(&self, cancel: &CancellationToken) -> Result<Health, EngineError> {
+    /// Check the key and its permissions, retrying while the service is
+    /// unreachable. A pausing engine never fails here: it starts paused.
+    pub async fn check_access(&self, cancel: &CancellationToken) -> Result<(), EngineError> {
         let inner = &self.inner;
         let mut attempt = 0;
         loop {
-            match inner.api.health().await {
-                Ok(health) => {
-                    let can_upload = health.permissions.as_ref().is_none_or(|p| p.can_upload);
-                    if !can_upload {
-                        return Err(EngineError::NoUploadPermission {
-                            url: inner.api.endpoint("").to_string(),
-                        });
-                    }
-                    inner.deliverer.use_batches(health.batch_max_files());
-                    return Ok(health);
+            let e = match inner.access.check().await {
+                Ok(_) if inner.access.blocked().is_some() && !inner.pausing => {
+                    return Err(EngineError::NoUploadPermission {
+                        url: inner.api.endpoint("").to_string(),
+                    });
                 }
+                Ok(health) => {
+                    inner.deliverer.use_batches(health.batch_max_files());
+                    return Ok(());
+                }
+                Err(_) if inner.pausing => return Ok(()),
                 Err(e @ ApiError::Rejected { .. }) => return Err(EngineError::KeyRejected(e)),
                 Err(e) if attempt >= inner.retry_count => {
                     return Err(EngineError::Unreachable(e.to_string()))
                 }
-                Err(e) => {
-                    let retry_after = match &e {
-                        ApiError::Transient { retry_after, .. } => *retry_after,
-                        _ => None,
-                    };
-                    let delay = backoff::delay(
-                        attempt,
-                        inner.retry_delay,
-                        retry_after,
-                        rand::random::<f64>(),
-                    );
-                    tracing::warn!("{e}; retrying in {:.1}s", delay.as_secs_f64());
-                    tokio::select! {
-                        _ = cancel.cancelled() => return Err(EngineError::Unreachable(e.to_string())),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    attempt += 1;
-                }
+                Err(e) => e,
+            };
+            let retry_after = match &e {
+                ApiError::Transient { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            let delay = backoff::delay(
+                attempt,
+                inner.retry_delay,
+                retry_after,
+                rand::random::<f64>(),
+            );
+            tracing::warn!("{e}; retrying in {:.1}s", delay.as_secs_f64());
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(EngineError::Unreachable(e.to_string())),
+                _ = tokio::time::sleep(delay) => {}
             }
+            attempt += 1;
         }
     }
 
@@ -221,21 +301,35 @@ impl Engine {
     pub fn scan_into(&self, dir: PathBuf, tx: mpsc::Sender<Item>) -> tokio::task::JoinHandle<()> {
         let store = self.inner.store.clone();
         let follow_links = self.inner.follow_symlinks;
+        let whole_folder = dir == self.inner.root && !self.inner.dry_run;
         tokio::task::spawn_blocking(move || {
+            let mut complete = true;
             scan::walk(&dir, follow_links, |found| {
                 // Looked up here, off the async threads: a no-op rescan is one walk plus one indexed read per file.
                 let cached = match &found {
                     Found::File { stamp, .. } => lookup(store.as_ref(), stamp),
                     Found::Unreadable { .. } => None,
                 };
-                tx.blocking_send((found, cached)).is_ok()
-            })
+                complete = tx.blocking_send((found, cached)).is_ok();
+                complete
+            });
+            // A whole walk has seen every file: failures of files now gone are dropped,
+            // so `status` stops listing them.
+            if whole_folder && complete {
+                match store.prune_failures(&|path| Path::new(path).exists()) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!("forgot the failures of {n} files that are gone"),
+                    Err(e) => tracing::warn!("{e}"),
+                }
+            }
         })
     }
 
     /// The item for one path, as the scan would produce it; `None` when it is
     /// not a candidate file (a folder, a lock file) or no longer exists.
-    pub fn item_for(&self, path: &Path) -> Option<Item> {
+    /// `closed`: its writer closed it (Linux close-after-write), so it is complete
+    /// without the settle check.
+    pub fn item_for(&self, path: &Path, closed: bool) -> Option<Item> {
         if !filter::is_candidate_path(path) {
             return None;
         }
@@ -248,6 +342,7 @@ impl Engine {
             Found::File {
                 path: path.to_path_buf(),
                 stamp,
+                seen: (!closed).then(Instant::now),
             },
             cached,
         ))
@@ -287,11 +382,11 @@ impl Engine {
                 Found::Unreadable { path, reason } => {
                     let outcome = Outcome::Failed {
                         reason: format!("cannot read: {reason}"),
-                        permanent: false,
+                        kind: FailKind::Counted,
                     };
                     self.inner.record_and_finish(&run, &path, None, outcome);
                 }
-                Found::File { path, stamp } => {
+                Found::File { path, stamp, seen } => {
                     if let Some(outcome) = self.inner.quick_outcome(&stamp, cached.as_ref()) {
                         self.inner.record_and_finish(&run, &path, None, outcome);
                         continue;
@@ -305,7 +400,7 @@ impl Engine {
                     let checksum = cached.map(|c| c.checksum);
                     tasks.spawn(async move {
                         let _permit = permit;
-                        inner.process(&run, path, stamp, checksum).await;
+                        inner.process(&run, path, stamp, seen, checksum).await;
                     });
                 }
             }
@@ -359,6 +454,43 @@ fn lookup(store: &dyn Store, stamp: &FileStamp) -> Option<Cached> {
     })
 }
 
+/// Uploads that were in flight when the agent last stopped, with when their
+/// bytes may be asked about again: once the earlier request can no longer be in
+/// progress (`grace` after it started, measured from now if the clock is off).
+/// Intents older than that are forgotten.
+fn earlier_uploads(store: &dyn Store, grace: Duration) -> HashMap<String, tokio::time::Instant> {
+    let intents = store.intents().unwrap_or_else(|e| {
+        tracing::warn!("{e}");
+        Vec::new()
+    });
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut waiting = HashMap::new();
+    for (checksum, at_ms) in intents {
+        let age = Duration::from_millis(now_ms.saturating_sub(at_ms).max(0) as u64);
+        match grace.checked_sub(age).filter(|left| !left.is_zero()) {
+            Some(left) => {
+                waiting.insert(checksum, tokio::time::Instant::now() + left);
+            }
+            None => {
+                if let Err(e) = store.clear_intent(&checksum) {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
+    }
+    if !waiting.is_empty() {
+        tracing::info!(
+            "{} uploads were in flight when the agent last stopped; their files wait (up to {}s) \
+             until those requests can no longer be in progress, then the server is asked about them again",
+            waiting.len(),
+            grace.as_secs()
+        );
+    }
+    waiting
+}
+
 fn log_panic(done: Result<(), tokio::task::JoinError>) {
     if let Err(e) = done {
         tracing::error!("a file task failed: {e}");
@@ -374,7 +506,7 @@ impl Inner {
             } else {
                 Outcome::Failed {
                     reason: problem,
-                    permanent: true,
+                    kind: FailKind::Refused,
                 }
             });
         }
@@ -387,19 +519,30 @@ impl Inner {
         run: &Run,
         path: PathBuf,
         mut stamp: FileStamp,
+        mut seen: Option<Instant>,
         mut checksum: Option<String>,
     ) {
-        for _ in 0..=MAX_REHASH {
+        let (mut rehashes, mut rounds) = (0, 0);
+        loop {
             let sum = match checksum.take() {
                 Some(sum) => sum,
-                None => match self.checksum_of(run, &path, &stamp).await {
-                    Ok(sum) => sum,
-                    Err(Step::Rehash(new)) => {
-                        stamp = new;
-                        continue;
+                None => {
+                    match self.settle(run, &path, &mut stamp, seen).await {
+                        Settled::Yes => {}
+                        Settled::Gone => return self.vanished(run, &path),
+                        Settled::StillWriting => return self.still_writing(run, &path),
+                        Settled::Stopped => return,
                     }
-                    Err(_) => return,
-                },
+                    match self.checksum_of(run, &path, &stamp).await {
+                        Ok(sum) => sum,
+                        Err(Step::Rehash(new)) if rehashes < MAX_REHASH => {
+                            (stamp, seen, rehashes) = (new, Some(Instant::now()), rehashes + 1);
+                            continue;
+                        }
+                        Err(Step::Rehash(_)) => return self.still_writing(run, &path),
+                        Err(_) => return,
+                    }
+                }
             };
             let plan = match self.decide(&sum) {
                 Ok(plan) => plan,
@@ -412,7 +555,7 @@ impl Inner {
                     // Already recorded when it failed; only counted here.
                     let outcome = Outcome::Failed {
                         reason,
-                        permanent: true,
+                        kind: FailKind::Refused,
                     };
                     self.finish(run, &path, outcome);
                     Step::Done
@@ -423,7 +566,7 @@ impl Inner {
                     Step::Done
                 }
                 Plan::Deliver => {
-                    let step = self.deliver_planned(run, &path, stamp, &sum).await;
+                    let step = self.deliver_planned(run, &path, stamp, &sum, rounds).await;
                     self.claims.lock().unwrap().remove(&sum);
                     step
                 }
@@ -433,15 +576,56 @@ impl Inner {
                     return self.record_and_finish(run, &path, Some(&sum), outcome)
                 }
                 Step::Done => return,
-                Step::Rehash(new) => stamp = new,
+                Step::Rehash(_) if rehashes >= MAX_REHASH => return self.still_writing(run, &path),
+                Step::Rehash(new) => {
+                    (stamp, seen, rehashes) = (new, Some(Instant::now()), rehashes + 1);
+                }
+                Step::Again => (checksum, rounds) = (Some(sum), rounds + 1),
             }
         }
-        let outcome = Outcome::Failed {
-            reason: "kept changing while being read; it will be tried again on the next run"
-                .to_string(),
-            permanent: false,
+    }
+
+    /// The settle check: a file is read only once two looks at it, `settle`
+    /// apart, agree on its size, mtime and identity. Never judged by comparing
+    /// its mtime with the clock, so a file from the future settles like any other.
+    /// `seen`: when `stamp` was looked at; `None` when the file is known complete.
+    async fn settle(
+        &self,
+        run: &Run,
+        path: &Path,
+        stamp: &mut FileStamp,
+        seen: Option<Instant>,
+    ) -> Settled {
+        let Some(mut seen) = seen else {
+            return Settled::Yes;
         };
-        self.record_and_finish(run, &path, None, outcome)
+        for _ in 0..MAX_LOOKS {
+            let due = tokio::time::Instant::from_std(seen + self.settle);
+            tokio::select! {
+                _ = run.cancel.cancelled() => return Settled::Stopped,
+                _ = tokio::time::sleep_until(due) => {}
+            }
+            let now = match tokio::fs::metadata(path).await {
+                Ok(meta) => stamp_of(path, &meta),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Settled::Gone,
+                // Reading it will say what is wrong.
+                Err(_) => return Settled::Yes,
+            };
+            if now == *stamp {
+                return Settled::Yes;
+            }
+            (*stamp, seen) = (now, Instant::now());
+        }
+        Settled::StillWriting
+    }
+
+    /// A file that kept changing: neither failed nor held, it is looked at again
+    /// on its next event, rescan or run.
+    fn still_writing(&self, run: &Run, path: &Path) {
+        let outcome = Outcome::Ignored {
+            reason: "still being written; it is synced once it stops changing".to_string(),
+        };
+        self.finish(run, path, outcome);
     }
 
     /// Hash the file and cache its checksum; the step to take instead when that fails.
@@ -449,8 +633,10 @@ impl Inner {
         match self.hash(path, stamp).await {
             Ok(sum) => {
                 run.tally.lock().unwrap().hashed += 1;
-                if let Err(e) = self.store.remember(stamp, &sum) {
-                    tracing::warn!("{e}");
+                if !self.dry_run {
+                    if let Err(e) = self.store.remember(stamp, &sum) {
+                        tracing::warn!("{e}");
+                    }
                 }
                 Ok(sum)
             }
@@ -458,7 +644,7 @@ impl Inner {
             Err(HashError::Io(e)) => {
                 let outcome = Outcome::Failed {
                     reason: format!("cannot read: {e}"),
-                    permanent: false,
+                    kind: FailKind::Counted,
                 };
                 self.record_and_finish(run, path, None, outcome);
                 Err(Step::Done)
@@ -468,22 +654,47 @@ impl Inner {
 
     /// Claim the checksum in the ledger, deliver it while the claim is held,
     /// and share the result with the other agents.
-    async fn deliver_planned(&self, run: &Run, path: &Path, stamp: FileStamp, sum: &str) -> Step {
-        match self.claim(run, sum).await {
-            Some(Claim::Claimed) => {}
-            Some(Claim::Synced { candidate }) => {
+    /// `round` counts the deliveries of these bytes in this pass, for the wait before the next.
+    async fn deliver_planned(
+        &self,
+        run: &Run,
+        path: &Path,
+        stamp: FileStamp,
+        sum: &str,
+        round: u32,
+    ) -> Step {
+        if self.pausing && !self.access.wait_open(&run.cancel).await {
+            return Step::Done;
+        }
+        if !self.wait_for_earlier_upload(run, path, sum).await {
+            return Step::Done;
+        }
+        let fence = match self.claim(run, sum).await {
+            Ok((Claim::Claimed, fence)) => fence,
+            Ok((Claim::Synced { candidate }, _)) => {
                 self.mirror_synced(run, path, sum, candidate.as_deref());
                 return Step::Done;
             }
-            Some(Claim::Busy { holder }) => {
+            Ok((Claim::Busy { holder }, _)) => {
                 let reason = format!("being uploaded by another agent ({holder})");
                 self.finish(run, path, Outcome::Deferred { reason });
                 return Step::Done;
             }
+            Err(Some(e)) => {
+                self.stop(run, EngineError::Ledger(e));
+                return Step::Done;
+            }
             // Stopped while waiting for the ledger.
-            None => return Step::Done,
+            Err(None) => return Step::Done,
+        };
+        // Recorded before the first byte goes out: after a crash, these bytes wait
+        // until this request can no longer be in progress before the server is asked again.
+        if let Err(e) = self.store.record_intent(sum, &path.display().to_string()) {
+            self.release(sum).await;
+            self.stop(run, e.into());
+            return Step::Done;
         }
-        let delivered = self.deliver_claimed(run, path, stamp, sum).await;
+        let delivered = self.deliver_claimed(run, path, stamp, sum, fence).await;
         match &delivered {
             Delivered::Uploaded { candidate_id } => {
                 self.share_synced(run, sum, candidate_id.as_deref()).await
@@ -491,35 +702,170 @@ impl Inner {
             Delivered::AlreadyOnServer { .. } => self.share_synced(run, sum, None).await,
             _ => self.release(sum).await,
         }
+        // Cut short before the last byte, or refused: the server has nothing to finish.
+        // (A cancelled upload keeps its intent: the server may still be processing it.)
+        if matches!(
+            delivered,
+            Delivered::Changed
+                | Delivered::LeaseLost
+                | Delivered::Vanished
+                | Delivered::Rejected(_)
+        ) {
+            if let Err(e) = self.store.clear_intent(sum) {
+                tracing::warn!("{e}");
+            }
+        }
         match delivered {
-            Delivered::Uploaded { candidate_id } => Step::Record(Outcome::Uploaded {
-                candidate_id,
-                bytes: stamp.size,
-            }),
+            Delivered::Uploaded { candidate_id } => {
+                match self.changed_after_upload(path, &stamp).await {
+                    // The server has the bytes it was sent; the file's new bytes go next.
+                    Some(new) => {
+                        let shown = path.display().to_string();
+                        if let Err(e) =
+                            self.store
+                                .record_synced(sum, candidate_id.as_deref(), &shown)
+                        {
+                            self.stop(run, e.into());
+                            return Step::Done;
+                        }
+                        Step::Rehash(new)
+                    }
+                    None => Step::Record(Outcome::Uploaded {
+                        candidate_id,
+                        bytes: stamp.size,
+                    }),
+                }
+            }
             Delivered::AlreadyOnServer { candidate_name } => {
                 Step::Record(Outcome::OnServer { candidate_name })
             }
-            Delivered::Failed { reason, permanent } => {
-                Step::Record(Outcome::Failed { reason, permanent })
-            }
+            Delivered::Failed {
+                reason,
+                kind: FailKind::Transient,
+            } if self.pausing => self.wait_out(run, path, &reason, round).await,
+            Delivered::Failed { reason, kind } => Step::Record(Outcome::Failed { reason, kind }),
             Delivered::Changed => self.changed(run, path).await,
+            Delivered::LeaseLost => {
+                let reason = "the claim on its bytes lapsed during the upload (is lease_ms long \
+                              enough?); the upload was stopped before its last byte"
+                    .to_string();
+                self.finish(run, path, Outcome::Deferred { reason });
+                Step::Done
+            }
             Delivered::Vanished => {
                 self.vanished(run, path);
                 Step::Done
             }
-            Delivered::Rejected(e) => {
-                self.stop(run, EngineError::KeyRejected(e));
-                Step::Done
-            }
+            Delivered::Rejected(e) => self.refused(run, path, e, round).await,
             Delivered::Cancelled => Step::Done,
         }
     }
 
-    /// The file is not the version found: wait for it to settle and hash it again, unless it is gone.
+    /// A 401/403: the health check says whether the key is rejected or only this request.
+    async fn refused(&self, run: &Run, path: &Path, refusal: ApiError, round: u32) -> Step {
+        match self.access.confirm_refusal(refusal).await {
+            Verdict::RequestRefused(e) => {
+                let (status, message) = match &e {
+                    ApiError::Rejected {
+                        status, message, ..
+                    } => (*status, message.clone()),
+                    other => (0, other.to_string()),
+                };
+                let reason = format!(
+                    "refused by the server ({status}): {message} (the API key itself is \
+                     accepted: a firewall or proxy may be blocking this file)"
+                );
+                Step::Record(Outcome::Failed {
+                    reason,
+                    kind: FailKind::Refused,
+                })
+            }
+            Verdict::KeyRejected(_) if self.pausing => {
+                if self.access.wait_open(&run.cancel).await {
+                    Step::Again
+                } else {
+                    Step::Done
+                }
+            }
+            Verdict::KeyRejected(e) => {
+                self.stop(run, EngineError::KeyRejected(e));
+                Step::Done
+            }
+            Verdict::Unknown(e) if self.pausing => {
+                self.wait_out(run, path, &e.to_string(), round).await
+            }
+            Verdict::Unknown(e) => Step::Record(Outcome::Failed {
+                reason: e.to_string(),
+                kind: FailKind::Transient,
+            }),
+        }
+    }
+
+    /// Watching, a delivery ran out of retries on transient errors: wait for the
+    /// service (if it is down for everyone) or a while, then try again. Never held.
+    async fn wait_out(&self, run: &Run, path: &Path, reason: &str, round: u32) -> Step {
+        let resumed = if self.access.confirm_outage().await {
+            self.access.wait_open(&run.cancel).await
+        } else {
+            let wait = backoff::delay(
+                round,
+                self.retry_delay.max(Duration::from_secs(1)),
+                None,
+                1.0,
+            )
+            .min(FILE_RETRY);
+            tracing::warn!(
+                "{}: {reason}; trying again in {}s",
+                path.display(),
+                wait.as_secs()
+            );
+            tokio::select! {
+                _ = run.cancel.cancelled() => false,
+                _ = tokio::time::sleep(wait) => true,
+            }
+        };
+        if resumed {
+            Step::Again
+        } else {
+            Step::Done
+        }
+    }
+
+    /// An upload of these bytes was in flight when the agent last stopped: wait
+    /// until it can no longer be in progress. False when the run stopped meanwhile.
+    async fn wait_for_earlier_upload(&self, run: &Run, path: &Path, sum: &str) -> bool {
+        let until = self.earlier_uploads.lock().unwrap().get(sum).copied();
+        let Some(until) = until else {
+            return true;
+        };
+        tracing::info!(
+            "{}: its upload was in flight when the agent stopped; asking the server again in {}s",
+            path.display(),
+            until
+                .saturating_duration_since(tokio::time::Instant::now())
+                .as_secs()
+        );
+        tokio::select! {
+            _ = run.cancel.cancelled() => return false,
+            _ = tokio::time::sleep_until(until) => {}
+        }
+        self.earlier_uploads.lock().unwrap().remove(sum);
+        true
+    }
+
+    /// After an upload, one more look: a file that grew or was rewritten while
+    /// it was sent has new bytes to send. `None` when it is as it was (or gone).
+    async fn changed_after_upload(&self, path: &Path, stamp: &FileStamp) -> Option<FileStamp> {
+        let meta = tokio::fs::metadata(path).await.ok()?;
+        let now = stamp_of(path, &meta);
+        (now != *stamp).then_some(now)
+    }
+
+    /// The file is not the version found: look at it again, unless it is gone.
     async fn changed(&self, run: &Run, path: &Path) -> Step {
-        match self.resettle(path).await {
-            Some(new) => Step::Rehash(new),
-            None => {
+        match tokio::fs::metadata(path).await {
+            Ok(meta) => Step::Rehash(stamp_of(path, &meta)),
+            Err(_) => {
                 self.vanished(run, path);
                 Step::Done
             }
@@ -548,18 +894,39 @@ impl Inner {
     }
 
     /// Claim the checksum in the ledger, waiting with backoff while the ledger
-    /// cannot be reached: nothing is uploaded that cannot be recorded.
-    /// `None` when the run was stopped meanwhile.
-    async fn claim(&self, run: &Run, sum: &str) -> Option<Claim> {
+    /// cannot be reached: nothing is uploaded that cannot be recorded. With a
+    /// shared ledger, the claim comes with its fence. `Err(None)` when the run
+    /// was stopped meanwhile; `Err(Some(_))` when a one-shot run waited `ledger_timeout`.
+    async fn claim(
+        &self,
+        run: &Run,
+        sum: &str,
+    ) -> Result<(Claim, Option<Arc<Fence>>), Option<StateError>> {
+        let started = Instant::now();
         let mut attempt = 0;
         loop {
+            let sent = Instant::now();
             match self.ledger.claim(sum).await {
-                Ok(claim) => return Some(claim),
-                // Logged by the ledger once per outage.
-                Err(e) => tracing::debug!("claiming {sum}: {e}"),
+                Ok(claim) => {
+                    self.ledger_answered();
+                    let fence = self
+                        .ledger
+                        .lease()
+                        .filter(|_| claim == Claim::Claimed)
+                        .map(|lease| Arc::new(Fence::new(sent + lease)));
+                    return Ok((claim, fence));
+                }
+                Err(e) => {
+                    // Logged by the ledger when an outage starts and ends.
+                    tracing::debug!("claiming {sum}: {e}");
+                    self.ledger_failing(&e, started.elapsed());
+                    if !self.pausing && started.elapsed() >= self.ledger_timeout {
+                        return Err(Some(e));
+                    }
+                }
             }
             tokio::select! {
-                _ = run.cancel.cancelled() => return None,
+                _ = run.cancel.cancelled() => return Err(None),
                 _ = tokio::time::sleep(self.ledger_wait(attempt)) => {}
             }
             attempt += 1;
@@ -567,16 +934,20 @@ impl Inner {
     }
 
     /// Record delivered bytes in the shared ledger (which releases the claim),
-    /// retrying while it is unreachable, until it works or the run is stopped.
-    /// If it never does, the server's duplicate check tells other agents.
+    /// retrying while it is unreachable, until it works, the run is stopped, or
+    /// a one-shot run waited `ledger_timeout`. If it never does, the server's
+    /// duplicate check tells other agents.
     async fn share_synced(&self, run: &Run, sum: &str, candidate: Option<&str>) {
+        let started = Instant::now();
         let mut attempt = 0;
         loop {
             let error = match self.ledger.record_synced(sum, candidate).await {
-                Ok(()) => return,
+                Ok(()) => return self.ledger_answered(),
                 Err(e) => e,
             };
-            if run.cancel.is_cancelled() {
+            self.ledger_failing(&error, started.elapsed());
+            let out_of_time = !self.pausing && started.elapsed() >= self.ledger_timeout;
+            if run.cancel.is_cancelled() || out_of_time {
                 tracing::warn!(
                     "{error}: {sum} is recorded as synced on this machine only; \
                      another agent will find it on the server"
@@ -589,6 +960,23 @@ impl Inner {
                 _ = tokio::time::sleep(self.ledger_wait(attempt)) => {}
             }
             attempt += 1;
+        }
+    }
+
+    /// The ledger has failed for `waited`: past [`LEDGER_PROBLEM_AFTER`], say so once.
+    fn ledger_failing(&self, error: &StateError, waited: Duration) {
+        if waited >= LEDGER_PROBLEM_AFTER && !self.ledger_problem.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                "{error}: uploads wait until the shared ledger answers, so nothing is uploaded \
+                 that cannot be recorded; check that Redis is running and reachable"
+            );
+            self.reporter.problem(Problem::LedgerUnreachable, true);
+        }
+    }
+
+    fn ledger_answered(&self) {
+        if self.ledger_problem.swap(false, Ordering::Relaxed) {
+            self.reporter.problem(Problem::LedgerUnreachable, false);
         }
     }
 
@@ -612,33 +1000,43 @@ impl Inner {
         self.finish(run, path, Outcome::AlreadySynced);
     }
 
-    /// Deliver while keeping the claim on the bytes alive.
+    /// Deliver while keeping the claim on the bytes alive; the fence stops the
+    /// upload before its last byte if the claim cannot be renewed in time.
     async fn deliver_claimed(
         &self,
         run: &Run,
         path: &Path,
         stamp: FileStamp,
         sum: &str,
+        fence: Option<Arc<Fence>>,
     ) -> Delivered {
         let on_lost = |_: &str| {
             tracing::warn!(
                 "{}: the claim on its bytes passed to another agent during the upload \
-                 (is lease_ms long enough?); the server's duplicate check still applies",
+                 (is lease_ms long enough?); the upload stops before its last byte",
                 path.display()
             )
         };
         tokio::select! {
-            delivered = self.deliver(run, path, stamp, sum) => delivered,
-            never = self.ledger.keep_claim(sum, on_lost) => match never {},
+            delivered = self.deliver(run, path, stamp, sum, fence.clone()) => delivered,
+            never = self.ledger.keep_claim(sum, fence, on_lost) => match never {},
         }
     }
 
-    async fn deliver(&self, run: &Run, path: &Path, stamp: FileStamp, sum: &str) -> Delivered {
+    async fn deliver(
+        &self,
+        run: &Run,
+        path: &Path,
+        stamp: FileStamp,
+        sum: &str,
+        fence: Option<Arc<Fence>>,
+    ) -> Delivered {
         let job = Job {
             root: &self.root,
             path,
             stamp,
             checksum: sum,
+            fence,
         };
         let reporter = &self.reporter;
         let started = Instant::now();
@@ -664,13 +1062,6 @@ impl Inner {
             .unwrap_or_else(|e| Err(HashError::Io(std::io::Error::other(e))))
     }
 
-    /// Wait for a changing file to settle, and return its new stamp (None if it is gone).
-    async fn resettle(&self, path: &Path) -> Option<FileStamp> {
-        tokio::time::sleep(SETTLE).await;
-        let meta = tokio::fs::metadata(path).await.ok()?;
-        Some(stamp_of(path, &meta))
-    }
-
     fn vanished(&self, run: &Run, path: &Path) {
         let outcome = Outcome::Ignored {
             reason: "disappeared before it could be uploaded".to_string(),
@@ -678,17 +1069,19 @@ impl Inner {
         self.record_and_finish(run, path, None, outcome);
     }
 
-    /// Record the outcome durably, then count and report it.
+    /// Record the outcome durably, then count and report it. A dry run records nothing.
     fn record_and_finish(&self, run: &Run, path: &Path, sum: Option<&str>, outcome: Outcome) {
         let shown = path.display().to_string();
         let recorded = match (&outcome, sum) {
+            _ if self.dry_run => Ok(()),
             (Outcome::Uploaded { candidate_id, .. }, Some(sum)) => {
                 self.store
                     .record_synced(sum, candidate_id.as_deref(), &shown)
             }
             (Outcome::OnServer { .. }, Some(sum)) => self.store.record_synced(sum, None, &shown),
-            (Outcome::Failed { reason, permanent }, sum) => {
-                self.store.record_failure(&shown, sum, reason, *permanent)
+            (Outcome::Failed { reason, kind }, sum) => {
+                self.store
+                    .record_failure(&shown, sum, reason, kind.is_permanent(), kind.counts())
             }
             _ => Ok(()),
         };
@@ -707,10 +1100,22 @@ impl Inner {
 
     /// Stop the run: the first fatal error wins, and nothing new starts.
     fn stop(&self, run: &Run, error: EngineError) {
+        if matches!(error, EngineError::State(_)) {
+            self.reporter.problem(Problem::StateUnwritable, true);
+        }
         let mut fatal = run.fatal.lock().unwrap();
         if fatal.is_none() {
+            tracing::error!("{error}");
             *fatal = Some(error);
         }
         run.cancel.cancel();
     }
+}
+
+/// How the settle check ended.
+enum Settled {
+    Yes,
+    Gone,
+    StillWriting,
+    Stopped,
 }

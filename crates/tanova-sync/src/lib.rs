@@ -1,11 +1,13 @@
 //! tanova-sync: gets every CV in a folder into a Tanova account, exactly once, and keeps doing so.
 
+pub mod access;
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod debounce;
 pub mod deliver;
 pub mod engine;
+pub mod fence;
 pub mod filter;
 pub mod hash;
 pub mod logging;

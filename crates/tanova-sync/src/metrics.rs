@@ -4,7 +4,7 @@
 //! sit behind one mutex that is held for a few pushes at a time. The core
 //! never sees this type: the CLI fans the engine's reports out to it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -19,29 +19,12 @@ pub const DURATION_BUCKETS: [f64; 12] = [
 ];
 /// How many recent files the status page shows.
 pub const RECENT: usize = 50;
-/// How many distinct failing files are kept with their reasons.
+/// How many failing files the status page lists (all of them are counted).
 pub const FAILURES: usize = 100;
 /// The window the current rate is measured over.
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
-/// Why the agent cannot do its job; `/health` answers 503 with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Problem {
-    /// The service refused the API key (or its upload permission).
-    KeyRejected,
-    /// The CV folder is gone or is not a folder.
-    FolderMissing,
-}
-
-impl Problem {
-    /// The `status` word of `/health`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Problem::KeyRejected => "key_rejected",
-            Problem::FolderMissing => "folder_missing",
-        }
-    }
-}
+pub use crate::report::Problem;
 
 /// What happened to a file, as the status page lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +180,9 @@ pub struct Snapshot {
     pub durations: Histogram,
     /// Newest first.
     pub recent: Vec<Event>,
-    /// Files whose latest outcome is a failure, newest first.
+    /// How many distinct files' latest outcome is a failure.
+    pub failing: u64,
+    /// The newest [`FAILURES`] of them, newest first.
     pub failures: Vec<Event>,
 }
 
@@ -221,15 +206,16 @@ pub struct Metrics {
     ignored: AtomicU64,
     deferred: AtomicU64,
     bytes_uploaded: AtomicU64,
-    /// 0: none; else 1 + the index of a [`Problem`].
-    problem: AtomicU8,
+    /// One bit per active [`Problem`], by its place in [`Problem::ALL`].
+    problems: AtomicU8,
     lists: Mutex<Lists>,
 }
 
 #[derive(Debug)]
 struct Lists {
     recent: VecDeque<Event>,
-    failures: VecDeque<Event>,
+    /// Every file whose latest outcome is a failure: bounded by the folder, not by time.
+    failures: HashMap<String, Event>,
     rate: RateWindow,
     durations: Histogram,
     last_upload_at: Option<SystemTime>,
@@ -249,10 +235,10 @@ impl Metrics {
             ignored: AtomicU64::new(0),
             deferred: AtomicU64::new(0),
             bytes_uploaded: AtomicU64::new(0),
-            problem: AtomicU8::new(0),
+            problems: AtomicU8::new(0),
             lists: Mutex::new(Lists {
                 recent: VecDeque::with_capacity(RECENT),
-                failures: VecDeque::new(),
+                failures: HashMap::new(),
                 rate: RateWindow::default(),
                 durations: Histogram::new(&DURATION_BUCKETS),
                 last_upload_at: None,
@@ -260,21 +246,19 @@ impl Metrics {
         }
     }
 
-    /// The agent cannot go on: say why on `/health`.
+    /// Uploads are stopped by `problem`: say so on `/health` and in the metrics.
     pub fn set_problem(&self, problem: Problem) {
-        let code = match problem {
-            Problem::KeyRejected => 1,
-            Problem::FolderMissing => 2,
-        };
-        self.problem.store(code, Ordering::Relaxed);
+        self.problems.fetch_or(bit(problem), Ordering::Relaxed);
     }
 
+    pub fn clear_problem(&self, problem: Problem) {
+        self.problems.fetch_and(!bit(problem), Ordering::Relaxed);
+    }
+
+    /// The worst active problem, if any.
     pub fn problem(&self) -> Option<Problem> {
-        match self.problem.load(Ordering::Relaxed) {
-            1 => Some(Problem::KeyRejected),
-            2 => Some(Problem::FolderMissing),
-            _ => None,
-        }
+        let bits = self.problems.load(Ordering::Relaxed);
+        Problem::ALL.into_iter().find(|&p| bits & bit(p) != 0)
     }
 
     /// Everything at once, with the limiter's figures.
@@ -304,7 +288,8 @@ impl Metrics {
             uptime,
             durations: lists.durations.clone(),
             recent: lists.recent.iter().rev().cloned().collect(),
-            failures: lists.failures.iter().rev().cloned().collect(),
+            failing: lists.failures.len() as u64,
+            failures: newest_failures(&lists.failures),
         }
     }
 
@@ -369,13 +354,10 @@ impl Reporter for Metrics {
         let now = self.started.elapsed().as_secs();
         let mut lists = self.lists();
         // A file's latest outcome replaces an earlier failure of it.
-        lists.failures.retain(|e| e.path != event.path);
+        lists.failures.remove(&event.path);
         match kind {
             EventKind::Failed => {
-                if lists.failures.len() == FAILURES {
-                    lists.failures.pop_front();
-                }
-                lists.failures.push_back(event.clone());
+                lists.failures.insert(event.path.clone(), event.clone());
             }
             EventKind::Uploaded => {
                 lists.rate.record(now);
@@ -392,6 +374,30 @@ impl Reporter for Metrics {
     fn upload_timed(&self, _path: &Path, took: Duration) {
         self.lists().durations.observe(took.as_secs_f64());
     }
+
+    fn problem(&self, problem: Problem, active: bool) {
+        if active {
+            self.set_problem(problem);
+        } else {
+            self.clear_problem(problem);
+        }
+    }
+}
+
+fn bit(problem: Problem) -> u8 {
+    let place = Problem::ALL
+        .iter()
+        .position(|&p| p == problem)
+        .expect("every problem is in ALL");
+    1 << place
+}
+
+/// The newest [`FAILURES`] failing files, newest first.
+fn newest_failures(failures: &HashMap<String, Event>) -> Vec<Event> {
+    let mut newest: Vec<Event> = failures.values().cloned().collect();
+    newest.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| a.path.cmp(&b.path)));
+    newest.truncate(FAILURES);
+    newest
 }
 
 #[cfg(test)]
@@ -443,7 +449,7 @@ mod tests {
     fn failed(reason: &str) -> Outcome {
         Outcome::Failed {
             reason: reason.into(),
-            permanent: true,
+            kind: crate::report::FailKind::Refused,
         }
     }
 

@@ -27,7 +27,96 @@ pub enum Outcome {
     /// `--dry-run`: would be uploaded; nothing was sent.
     WouldUpload { bytes: u64 },
     /// Could not be delivered; the reason is recorded.
-    Failed { reason: String, permanent: bool },
+    Failed { reason: String, kind: FailKind },
+}
+
+/// How a failure counts toward holding the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailKind {
+    /// The server refused these bytes (a 4xx): held until `tanova-sync retry`.
+    Refused,
+    /// The file could not be read, or kept changing: counts toward `max_attempts`.
+    Counted,
+    /// The service or the ledger did not answer: never counts, so an outage holds no file.
+    Transient,
+}
+
+impl FailKind {
+    pub fn is_permanent(self) -> bool {
+        self == FailKind::Refused
+    }
+
+    /// Whether the failure counts toward `max_attempts`.
+    pub fn counts(self) -> bool {
+        self != FailKind::Transient
+    }
+}
+
+/// Something that stops uploads for every file, as `/health` and the metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Problem {
+    /// The service refused the API key (or its upload permission).
+    KeyRejected,
+    /// The service does not answer.
+    ServiceUnreachable,
+    /// The shared ledger (Redis) does not answer.
+    LedgerUnreachable,
+    /// An outcome could not be recorded in the state.
+    StateUnwritable,
+    /// The CV folder is gone or is not a folder.
+    FolderMissing,
+}
+
+impl Problem {
+    pub const ALL: [Problem; 5] = [
+        Problem::KeyRejected,
+        Problem::StateUnwritable,
+        Problem::FolderMissing,
+        Problem::LedgerUnreachable,
+        Problem::ServiceUnreachable,
+    ];
+
+    /// The `status` word of `/health`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Problem::KeyRejected => "key_rejected",
+            Problem::ServiceUnreachable => "service_unreachable",
+            Problem::LedgerUnreachable => "ledger_unreachable",
+            Problem::StateUnwritable => "state_unwritable",
+            Problem::FolderMissing => "folder_missing",
+        }
+    }
+
+    /// What is wrong and what to do, for people.
+    pub fn message(self) -> &'static str {
+        match self {
+            Problem::KeyRejected => {
+                "the service rejected the API key: uploads are paused until a valid key is \
+                 put in the config file or api_key_file"
+            }
+            Problem::ServiceUnreachable => {
+                "the Tanova service does not answer: uploads wait and resume when it does"
+            }
+            Problem::LedgerUnreachable => {
+                "the shared Redis ledger does not answer: uploads wait until they can be recorded"
+            }
+            Problem::StateUnwritable => {
+                "the state database cannot be written: check the disk and the state directory"
+            }
+            Problem::FolderMissing => "the CV folder is gone or is not a folder",
+        }
+    }
+
+    /// A short label for the status page.
+    pub fn badge(self) -> &'static str {
+        match self {
+            Problem::KeyRejected => "paused: API key rejected",
+            Problem::ServiceUnreachable => "waiting for the service",
+            Problem::LedgerUnreachable => "waiting for Redis",
+            Problem::StateUnwritable => "state not writable",
+            Problem::FolderMissing => "CV folder missing",
+        }
+    }
 }
 
 /// A file that was not uploaded, and why.
@@ -60,11 +149,15 @@ pub struct Summary {
     /// Files read to compute their checksum (the rest came from the cache).
     pub hashed: u64,
     pub elapsed_s: f64,
+    /// One note per file (its latest reason), so a long watch keeps no more than the folder holds.
     pub failures: Vec<FileNote>,
     pub ignored_files: Vec<FileNote>,
     /// Why the run stopped early, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
+    /// Where each path's note is in `failures` (false) or `ignored_files` (true).
+    #[serde(skip)]
+    pub(crate) noted: std::collections::HashMap<(bool, String), usize>,
 }
 
 impl Summary {
@@ -75,9 +168,23 @@ impl Summary {
 
     /// Count an outcome.
     pub fn add(&mut self, path: &Path, outcome: &Outcome) {
-        let note = |reason: &str| FileNote {
-            path: path.display().to_string(),
-            reason: reason.to_string(),
+        let mut note = |ignored: bool, reason: &str| {
+            let shown = path.display().to_string();
+            let notes = if ignored {
+                &mut self.ignored_files
+            } else {
+                &mut self.failures
+            };
+            match self.noted.get(&(ignored, shown.clone())) {
+                Some(&i) => notes[i].reason = reason.to_string(),
+                None => {
+                    self.noted.insert((ignored, shown.clone()), notes.len());
+                    notes.push(FileNote {
+                        path: shown,
+                        reason: reason.to_string(),
+                    });
+                }
+            }
         };
         match outcome {
             Outcome::Uploaded { bytes, .. } => {
@@ -90,11 +197,11 @@ impl Summary {
             Outcome::WouldUpload { .. } => self.would_upload += 1,
             Outcome::Ignored { reason } => {
                 self.ignored += 1;
-                self.ignored_files.push(note(reason));
+                note(true, reason);
             }
             Outcome::Failed { reason, .. } => {
                 self.failed += 1;
-                self.failures.push(note(reason));
+                note(false, reason);
             }
         }
     }
@@ -112,6 +219,8 @@ pub trait Reporter: Send + Sync {
     fn finished(&self, _path: &Path, _outcome: &Outcome, _tally: &Summary) {}
     /// A transient failure; the file is retried after `delay`.
     fn retrying(&self, _path: &Path, _attempt: u32, _reason: &str, _delay: Duration) {}
+    /// A problem that stops every upload started (`active`) or ended.
+    fn problem(&self, _problem: Problem, _active: bool) {}
     /// A delivery that ended in an upload took `took`, from its start to the server's answer
     /// (duplicate check, retries and waiting for a slot included).
     fn upload_timed(&self, _path: &Path, _took: Duration) {}
@@ -134,6 +243,9 @@ impl Reporter for Fanout {
     }
     fn upload_timed(&self, path: &Path, took: Duration) {
         self.0.iter().for_each(|r| r.upload_timed(path, took));
+    }
+    fn problem(&self, problem: Problem, active: bool) {
+        self.0.iter().for_each(|r| r.problem(problem, active));
     }
 }
 
@@ -181,21 +293,29 @@ mod tests {
             p,
             &Outcome::Failed {
                 reason: "no".into(),
-                permanent: true,
+                kind: FailKind::Refused,
+            },
+        );
+        s.add(
+            p,
+            &Outcome::Failed {
+                reason: "still no".into(),
+                kind: FailKind::Refused,
             },
         );
         assert_eq!(
             (s.synced, s.skipped, s.duplicates, s.ignored, s.failed),
-            (1, 2, 1, 1, 1)
+            (1, 2, 1, 1, 2)
         );
         assert_eq!(s.bytes_uploaded, 10);
-        assert_eq!((s.deferred, s.processed()), (1, 7));
+        assert_eq!((s.deferred, s.processed()), (1, 8));
         assert_eq!(
             s.failures,
             vec![FileNote {
                 path: "a.pdf".into(),
-                reason: "no".into()
-            }]
+                reason: "still no".into()
+            }],
+            "a file failing again keeps one note, with its latest reason"
         );
     }
 }

@@ -2,6 +2,7 @@
 
 use std::fs::Metadata;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use walkdir::WalkDir;
 
@@ -11,8 +12,13 @@ use crate::state::FileStamp;
 /// One thing the walk found.
 #[derive(Debug)]
 pub enum Found {
-    /// A file whose name makes it a candidate CV.
-    File { path: PathBuf, stamp: FileStamp },
+    /// A file whose name makes it a candidate CV, with when its stamp was taken
+    /// (`None`: known complete, as when its writer closed it).
+    File {
+        path: PathBuf,
+        stamp: FileStamp,
+        seen: Option<Instant>,
+    },
     /// Something that could not be read (a folder without permission, a vanished entry).
     Unreadable { path: PathBuf, reason: String },
 }
@@ -44,6 +50,7 @@ pub fn walk(root: &Path, follow_links: bool, mut emit: impl FnMut(Found) -> bool
                     Ok(meta) => Found::File {
                         stamp: stamp_of(entry.path(), &meta),
                         path: entry.into_path(),
+                        seen: Some(Instant::now()),
                     },
                     Err(e) => Found::Unreadable {
                         path: entry.into_path(),
@@ -115,7 +122,7 @@ mod tests {
         }
         let mut names = Vec::new();
         walk(root, false, |f| {
-            if let Found::File { path, stamp } = f {
+            if let Found::File { path, stamp, .. } = f {
                 assert_eq!(stamp.size, 1);
                 names.push(
                     path.strip_prefix(root)

@@ -76,6 +76,8 @@ pub fn systemd_unit(spec: &ServiceSpec) -> String {
          Description=tanova-sync: uploads every CV in {folder} to Tanova\n\
          Wants=network-online.target\n\
          After=network-online.target\n\
+         # Never give up restarting: a failure at start (Redis down) is transient.\n\
+         StartLimitIntervalSec=0\n\
          \n\
          [Service]\n\
          Type=simple\n\
@@ -84,7 +86,8 @@ pub fn systemd_unit(spec: &ServiceSpec) -> String {
          {user}\
          Restart=on-failure\n\
          RestartSec=10\n\
-         # Exit 2 is a config error or a rejected key: restarting does not fix it.\n\
+         # Exit 2 is a config error: only an edit fixes it. A rejected key or an outage never\n\
+         # ends a watching agent (it pauses and resumes by itself); any other exit is restarted.\n\
          RestartPreventExitStatus=2\n\
          UMask=0077\n\
          \n\

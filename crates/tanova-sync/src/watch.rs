@@ -1,14 +1,16 @@
 //! Watch mode's discovery: file-system events, debounced, plus periodic rescans as the safety net.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::debounce::{Change, Debouncer, Verdict};
+use crate::debounce::{Change, Debouncer};
 use crate::engine::{Engine, Item, ITEM_QUEUE};
 use crate::filter;
 use crate::scan::Found;
@@ -63,6 +65,25 @@ const MAX_ROOT_RETRY: Duration = Duration::from_secs(60);
 
 /// What the watcher's callback passes on.
 type Notice = notify::Result<Event>;
+/// File-system events queued for discovery. When it is full (discovery is
+/// blocked behind a paused pipeline), events are dropped and a rescan replaces them.
+const NOTICE_QUEUE: usize = 4096;
+
+/// The watcher's side of the bounded event queue.
+#[derive(Clone)]
+struct Notices {
+    tx: mpsc::Sender<Notice>,
+    /// Set when an event was dropped; the next one received triggers a rescan.
+    overflowed: Arc<AtomicBool>,
+}
+
+impl Notices {
+    fn send(&self, notice: Notice) {
+        if self.tx.try_send(notice).is_err() {
+            self.overflowed.store(true, Ordering::Relaxed);
+        }
+    }
+}
 
 /// Feed `tx` with the files that appear or change under the engine's folder until `cancel`.
 /// The caller has just done the initial full sync.
@@ -83,7 +104,11 @@ pub async fn run(
         new_dirs: Vec::new(),
         root_removed: false,
     };
-    let (notice_tx, mut notices) = mpsc::unbounded_channel::<Notice>();
+    let (tx, mut notices) = mpsc::channel::<Notice>(NOTICE_QUEUE);
+    let notice_tx = Notices {
+        tx,
+        overflowed: Arc::new(AtomicBool::new(false)),
+    };
     let mut watcher = watch.start_watcher(&notice_tx);
     let (scan_tx, mut scanned) = mpsc::channel::<Item>(ITEM_QUEUE);
     let mut rescan = tokio::time::interval_at(
@@ -105,7 +130,11 @@ pub async fn run(
             _ = cancel.cancelled() => break,
             Some(notice) = notices.recv() => match notice {
                 Ok(event) => {
-                    if watch.on_event(event) {
+                    let lost = notice_tx.overflowed.swap(false, Ordering::Relaxed);
+                    if lost {
+                        tracing::warn!("file-system events were dropped while the agent was busy; rescanning");
+                    }
+                    if watch.on_event(event) || lost {
                         start_scan(&watch, &mut scanning, watch.root.clone(), &scan_tx);
                     }
                     for dir in watch.new_dirs.drain(..) {
@@ -139,6 +168,10 @@ pub async fn run(
                     tracing::info!("the folder {} is back; rescanning", watch.root.display());
                     root_gone = None;
                     watcher = watch.start_watcher(&notice_tx);
+                    // Without a watcher now (poll mode, or no watches left), rescans come every poll_interval.
+                    let period = watch.rescan_period(&watcher);
+                    rescan = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     start_scan(&watch, &mut scanning, watch.root.clone(), &scan_tx);
                 } else {
                     root_gone = Some(watch.folder_gone((backoff * 2).min(MAX_ROOT_RETRY)));
@@ -251,40 +284,24 @@ impl Discovery {
         })
     }
 
-    /// Look at the files that fell due: send the complete ones, wait longer for the rest.
+    /// Send the files that fell due to the pipeline, which reads each once two
+    /// looks at it agree (or at once when its writer closed it).
     async fn check_due(&mut self) {
         for (path, closed) in self.debouncer.take_due(Instant::now()) {
             // Followed here; `item_for` leaves symlinks out unless configured.
-            let Ok(meta) = std::fs::metadata(&path) else {
-                continue;
-            };
-            if !meta.is_file() {
+            if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
                 continue;
             }
-            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            match self.debouncer.verdict(closed, mtime, SystemTime::now()) {
-                Verdict::Ready => {
-                    if let Some(item) = self.engine.item_for(&path) {
-                        let _ = self.tx.send(item).await;
-                    }
-                }
-                Verdict::WaitFor(wait) => self.debouncer.recheck_at(path, Instant::now() + wait),
+            if let Some(item) = self.engine.item_for(&path, closed) {
+                let _ = self.tx.send(item).await;
             }
         }
     }
 
-    /// A rescan found this: files the debouncer is waiting on, or modified
-    /// within the settle time, are left to settle first.
+    /// A rescan found this: files the debouncer is waiting on are left to it.
     async fn on_scanned(&mut self, item: Item) {
-        if let (Found::File { path, stamp }, _) = &item {
+        if let (Found::File { path, .. }, _) = &item {
             if self.debouncer.is_pending(path) {
-                return;
-            }
-            let mtime = SystemTime::UNIX_EPOCH + Duration::from_nanos(stamp.mtime_ns.max(0) as u64);
-            if let Verdict::WaitFor(wait) = self.debouncer.verdict(false, mtime, SystemTime::now())
-            {
-                self.debouncer
-                    .recheck_at(path.clone(), Instant::now() + wait);
                 return;
             }
         }
@@ -300,13 +317,13 @@ impl Discovery {
     }
 
     /// Start the OS watcher; `None` (with the reason logged) means rescans only.
-    fn start_watcher(&self, notices: &mpsc::UnboundedSender<Notice>) -> Option<RecommendedWatcher> {
+    fn start_watcher(&self, notices: &Notices) -> Option<RecommendedWatcher> {
         if self.settings.mode == WatchMode::Poll {
             return None;
         }
         let notices = notices.clone();
         let started = notify::recommended_watcher(move |notice| {
-            let _ = notices.send(notice);
+            notices.send(notice);
         })
         .and_then(|mut w| w.watch(&self.root, RecursiveMode::Recursive).map(|()| w));
         match started {

@@ -24,6 +24,7 @@ fn upload<'a>(path: &'a std::path::Path, checksum: &'a str, size: u64) -> Upload
         mime: "application/pdf",
         job_hint: Some("Nurse".into()),
         email: None,
+        fence: None,
     }
 }
 

@@ -262,7 +262,7 @@ fn poll_mode_finds_new_files_without_events() {
 }
 
 #[test]
-fn the_periodic_rescan_retries_what_failed() {
+fn a_file_that_fails_on_a_live_service_is_tried_again_while_watching() {
     let env = TestEnv::with_knobs(Knobs {
         error_rate: 1.0,
         ..Knobs::default()
@@ -277,9 +277,14 @@ fn the_periodic_rescan_retries_what_failed() {
     let run = stop(child, Duration::from_secs(5));
     run.assert_code(0);
     assert!(
-        run.stderr
-            .contains("a.pdf: FAILED: gave up after 1 attempts"),
+        run.stderr.contains("a.pdf: gave up after 1 attempts")
+            && run.stderr.contains("trying again in"),
         "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("FAILED"),
+        "a watching agent waits out a failing service, it does not fail the file: {}",
         run.stderr
     );
 }

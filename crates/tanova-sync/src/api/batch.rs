@@ -55,13 +55,14 @@ impl ApiClient {
                 upload.path.to_path_buf(),
                 upload.size,
                 upload.checksum.to_string(),
+                upload.fence.clone(),
                 flag.clone(),
             );
             let part = super::file_part(upload, reqwest::Body::wrap_stream(body));
             form = form.part(format!("file_{i}"), part);
             changed.push(flag);
         }
-        let response = self.http.post(url.clone()).multipart(form).send().await;
+        let response = self.post(url.clone()).multipart(form).send().await;
         if changed.iter().any(|f| f.load(Ordering::SeqCst)) {
             return Ok(changed
                 .iter()
@@ -92,12 +93,14 @@ fn opened_when_read(
     path: PathBuf,
     size: u64,
     checksum: String,
+    fence: Option<Arc<crate::fence::Fence>>,
     changed: Arc<AtomicBool>,
 ) -> impl Stream<Item = io::Result<bytes::Bytes>> + Send + 'static {
     stream::once(async move { tokio::fs::File::open(&path).await })
         .map(move |opened| match opened {
             Ok(file) => {
-                verified_stream(file, size, checksum.clone(), changed.clone()).left_stream()
+                verified_stream(file, size, checksum.clone(), fence.clone(), changed.clone())
+                    .left_stream()
             }
             Err(e) => {
                 changed.store(true, Ordering::SeqCst);

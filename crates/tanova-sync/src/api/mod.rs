@@ -7,7 +7,7 @@ pub mod wire;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -20,6 +20,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::config::ApiKey;
 use crate::deliver::rate::RateLimiter;
+use crate::fence::Fence;
 use status::{classify, Disposition};
 use wire::{CheckDuplicate, DuplicateAnswer, ErrorBody, Health, UploadAnswer};
 
@@ -49,7 +50,8 @@ pub enum ApiError {
     /// The server refused this request for good (other 4xx).
     #[error("refused by the server ({status}): {message}")]
     Permanent { status: u16, message: String },
-    /// The file's bytes no longer match the checksum being uploaded.
+    /// The file's bytes no longer match the checksum being uploaded, or the
+    /// claim on them lapsed (see [`Upload::fence`]): the last byte was not sent.
     #[error("the file changed while it was being uploaded")]
     FileChanged,
     #[error("cannot read the file: {0}")]
@@ -65,12 +67,16 @@ pub struct Upload<'a> {
     pub mime: &'static str,
     pub job_hint: Option<String>,
     pub email: Option<String>,
+    /// With a shared ledger: the claim that must still hold when the last byte goes out.
+    pub fence: Option<Arc<Fence>>,
 }
 
 /// The client. Cheap to share: it holds one connection pool.
 pub struct ApiClient {
     http: reqwest::Client,
     base: Url,
+    /// The key header, swapped in place when the user gives a new key to a paused agent.
+    key: RwLock<HeaderValue>,
     /// `max_requests_per_minute`: every request waits for a token first.
     rate: Option<Arc<RateLimiter>>,
 }
@@ -95,14 +101,8 @@ impl ApiClient {
         timeouts: Timeouts,
         roots: &[reqwest::Certificate],
     ) -> Result<Self, String> {
-        let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
-            "api_key: contains characters not allowed in an HTTP header".to_string()
-        })?;
-        value.set_sensitive(true);
-        let mut headers = HeaderMap::new();
-        headers.insert(API_KEY_HEADER, value);
+        let value = key_header(key)?;
         let http = reqwest::Client::builder()
-            .default_headers(headers)
             .user_agent(concat!("tanova-sync/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(timeouts.connect)
             .read_timeout(timeouts.read)
@@ -118,8 +118,28 @@ impl ApiClient {
         Ok(ApiClient {
             http,
             base,
+            key: RwLock::new(value),
             rate: None,
         })
+    }
+
+    /// Use `key` from the next request on (a paused agent given a new key).
+    pub fn set_key(&self, key: &ApiKey) -> Result<(), String> {
+        let value = key_header(key)?;
+        *self.key.write().unwrap_or_else(|p| p.into_inner()) = value;
+        Ok(())
+    }
+
+    /// A request to `url` carrying the key.
+    fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
+        let key = self.key.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut headers = HeaderMap::new();
+        headers.insert(API_KEY_HEADER, key);
+        self.http.request(method, url).headers(headers)
+    }
+
+    pub(crate) fn post(&self, url: Url) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::POST, url)
     }
 
     /// Make every request (health, check-duplicate, upload, batch) wait for a
@@ -144,7 +164,7 @@ impl ApiClient {
     pub async fn health(&self) -> Result<Health, ApiError> {
         let url = self.endpoint(HEALTH);
         self.throttle().await;
-        let response = self.http.get(url.clone()).send().await;
+        let response = self.request(reqwest::Method::GET, url.clone()).send().await;
         let body = read_success(&url, response).await?;
         serde_json::from_slice(&body).map_err(|e| ApiError::Transient {
             message: format!("GET {url}: unreadable answer: {e}"),
@@ -158,7 +178,6 @@ impl ApiClient {
         let url = self.endpoint(CHECK_DUPLICATE);
         self.throttle().await;
         let response = self
-            .http
             .post(url.clone())
             .json(&CheckDuplicate { checksum })
             .send()
@@ -183,6 +202,7 @@ impl ApiClient {
             file,
             upload.size,
             upload.checksum.to_string(),
+            upload.fence.clone(),
             changed.clone(),
         );
         let part = file_part(upload, reqwest::Body::wrap_stream(body));
@@ -195,7 +215,7 @@ impl ApiClient {
         if let Some(email) = &upload.email {
             form = form.text("email", email.clone());
         }
-        let response = self.http.post(url.clone()).multipart(form).send().await;
+        let response = self.post(url.clone()).multipart(form).send().await;
         if changed.load(Ordering::SeqCst) {
             return Err(ApiError::FileChanged);
         }
@@ -207,6 +227,14 @@ impl ApiClient {
             other => other.to_string(),
         }))
     }
+}
+
+/// The key as a header value that is never printed in debug output.
+fn key_header(key: &ApiKey) -> Result<HeaderValue, String> {
+    let mut value = HeaderValue::from_str(key.expose())
+        .map_err(|_| "api_key: contains characters not allowed in an HTTP header".to_string())?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// The multipart part carrying a file's bytes, its name and its MIME type.
@@ -261,17 +289,76 @@ async fn read_success(
     })
 }
 
-/// The server's own words when it gave any, else the status's reason phrase.
+/// The most of a server's error text that is kept, so a proxy's page cannot flood the log or the state.
+const MAX_MESSAGE: usize = 200;
+
+/// The server's own words when it gave any (an HTML page reduced to its
+/// text), else the status's reason phrase.
 fn error_message(body: &[u8], status: reqwest::StatusCode) -> String {
     let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
     parsed
         .and_then(|b| b.message.or(b.error))
+        .map(|m| cap(&m))
         .or_else(|| {
             let text = String::from_utf8_lossy(body);
-            let text = text.trim();
-            (!text.is_empty() && text.len() <= 200).then(|| text.to_string())
+            let text = if looks_like_html(&text) {
+                html_text(&text)
+            } else {
+                text.split_whitespace().collect::<Vec<_>>().join(" ")
+            };
+            (!text.is_empty()).then(|| cap(&text))
         })
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string())
+}
+
+/// Proxies and firewalls answer with a page, not JSON.
+fn looks_like_html(text: &str) -> bool {
+    text.trim_start().starts_with('<')
+}
+
+/// The visible text of an HTML page: tags, scripts and styles dropped, entities for the
+/// usual characters decoded, white space folded.
+fn html_text(html: &str) -> String {
+    let mut out = String::new();
+    let mut rest = html;
+    while let Some(open) = rest.find('<') {
+        out.push_str(&rest[..open]);
+        out.push(' ');
+        let tag = &rest[open..];
+        let lower = tag.get(..8).unwrap_or(tag).to_ascii_lowercase();
+        let skip_to = if lower.starts_with("<script") || lower.starts_with("<style") {
+            let name = if lower.starts_with("<script") {
+                "</script"
+            } else {
+                "</style"
+            };
+            tag.to_ascii_lowercase().find(name).unwrap_or(tag.len())
+        } else {
+            0
+        };
+        let after = &tag[skip_to..];
+        rest = match after.find('>') {
+            Some(close) => &after[close + 1..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    let decoded = out
+        .replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&");
+    decoded.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// At most [`MAX_MESSAGE`] characters, marked when cut.
+fn cap(text: &str) -> String {
+    match text.char_indices().nth(MAX_MESSAGE) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 fn transport_error(url: &Url, e: &reqwest::Error) -> ApiError {
@@ -290,12 +377,14 @@ fn transport_error(url: &Url, e: &reqwest::Error) -> ApiError {
 }
 
 /// Stream a file as the request body, hashing as it goes; if the bytes turn
-/// out not to be `checksum` (the file changed since it was hashed), end with
-/// an error so the server never receives a complete body under a stale checksum.
+/// out not to be `checksum` (the file changed since it was hashed), or the
+/// `fence` no longer holds, end with an error before the last chunk, so the
+/// server never receives a complete body under a stale checksum or a lost claim.
 fn verified_stream(
     file: tokio::fs::File,
     size: u64,
     checksum: String,
+    fence: Option<Arc<Fence>>,
     changed: Arc<AtomicBool>,
 ) -> impl futures_util::Stream<Item = io::Result<bytes::Bytes>> + Send + 'static {
     const CHUNK: usize = 64 * 1024;
@@ -314,6 +403,7 @@ fn verified_stream(
     stream::unfold(state, move |mut st| {
         let checksum = checksum.clone();
         let changed = changed.clone();
+        let fence = fence.clone();
         async move {
             if st.finished {
                 return None;
@@ -349,7 +439,7 @@ fn verified_stream(
                     if st.seen == size {
                         // Check before sending the last chunk, so a stale body never completes.
                         let digest = hex::encode(std::mem::take(&mut st.hasher).finalize());
-                        if digest != checksum {
+                        if digest != checksum || fence.is_some_and(|f| !f.holds()) {
                             return fail(st, &changed);
                         }
                         st.finished = true;
@@ -359,4 +449,38 @@ fn verified_stream(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_become_short_text() {
+        let page = "<!DOCTYPE html><html><head><title>Blocked</title><style>h1{color:red}</style>\
+            <script>var x = '<b>';</script></head><body><h1>Access&nbsp;denied</h1>\
+            <p>Blocked by policy &amp; rule 1234.</p></body></html>";
+        let long = "x".repeat(500);
+        let table = [
+            (
+                r#"{"message":"Invalid API key"}"#.to_string(),
+                "Invalid API key".to_string(),
+            ),
+            (r#"{"error":"nope"}"#.to_string(), "nope".to_string()),
+            (
+                page.to_string(),
+                "Blocked Access denied Blocked by policy & rule 1234.".to_string(),
+            ),
+            ("  plain\n  text ".to_string(), "plain text".to_string()),
+            (String::new(), "Forbidden".to_string()),
+            (long.clone(), format!("{}…", &long[..MAX_MESSAGE])),
+        ];
+        for (body, want) in table {
+            assert_eq!(
+                error_message(body.as_bytes(), reqwest::StatusCode::FORBIDDEN),
+                want,
+                "{body}"
+            );
+        }
+    }
 }

@@ -71,6 +71,8 @@ async fn demo(
         state_url: None,
         lease: crate::state::redis::DEFAULT_LEASE,
         request_timeout: config::DEFAULT_REQUEST_TIMEOUT,
+        inflight_grace: config::DEFAULT_REQUEST_TIMEOUT,
+        ledger_timeout: config::DEFAULT_LEDGER_TIMEOUT,
         max_requests_per_minute: None,
         batch_size: config::DEFAULT_BATCH_SIZE,
         watch: crate::watch::WatchSettings::default(),

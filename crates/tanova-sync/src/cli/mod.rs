@@ -94,18 +94,7 @@ async fn watch_command(global: &GlobalArgs, args: &WatchArgs, cancel: &Cancellat
 
 /// Load the config, with the global flags and `command`'s own over the file and environment.
 fn load_config(global: &GlobalArgs, command: impl FnOnce(&mut Overrides)) -> Result<Config, Exit> {
-    let mut overrides = Overrides {
-        config_file: global.config.clone(),
-        folder: global.folder.clone(),
-        state_dir: global.state_dir.clone(),
-        state_url: global.state_url.clone(),
-        max_workers: global.max_workers,
-        concurrency: global.concurrency,
-        listen: global.listen.clone(),
-        log_format: global.log_format.clone(),
-        log_file: global.log_file.clone(),
-        ..Overrides::default()
-    };
+    let mut overrides = global_overrides(global);
     command(&mut overrides);
     match config::load(&overrides, &|name| std::env::var(name).ok()) {
         Ok(loaded) => {
@@ -125,13 +114,59 @@ fn load_config(global: &GlobalArgs, command: impl FnOnce(&mut Overrides)) -> Res
     }
 }
 
+/// What the global flags override in the config.
+fn global_overrides(global: &GlobalArgs) -> Overrides {
+    Overrides {
+        config_file: global.config.clone(),
+        folder: global.folder.clone(),
+        state_dir: global.state_dir.clone(),
+        state_url: global.state_url.clone(),
+        max_workers: global.max_workers,
+        concurrency: global.concurrency,
+        listen: global.listen.clone(),
+        log_format: global.log_format.clone(),
+        log_file: global.log_file.clone(),
+        ..Overrides::default()
+    }
+}
+
+/// The key as the config would give it now: a paused agent reads it again to
+/// find a new key in the config file or `api_key_file`.
+fn reload_key(overrides: &Overrides) -> Result<crate::config::ApiKey, String> {
+    config::load(overrides, &|name| std::env::var(name).ok())
+        .map(|loaded| loaded.config.api_key)
+        .map_err(|e| e.to_string())
+}
+
+/// SIGHUP: read the key again and ask the service at once.
+fn reload_on_hangup(engine: Engine, cancel: CancellationToken) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                Some(()) = hangups.recv() => {
+                    tracing::info!("SIGHUP: reading the API key again");
+                    engine.reload_key();
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (engine, cancel);
+}
+
 /// Everything a run needs, set up and checked.
 struct Agent {
     engine: Engine,
     reporter: Arc<TerminalReporter>,
     /// The status server and its figures, with `--listen`.
     listening: Option<listen::Listening>,
-    _lock: InstanceLock,
+    _lock: Option<InstanceLock>,
 }
 
 impl Agent {
@@ -140,16 +175,19 @@ impl Agent {
         if let Some(listening) = &self.listening {
             listening.stopped_by(e);
         }
-        tracing::error!("{e}");
+        // Logged by the engine when it stopped.
         exit_for_error(e)
     }
 }
 
 /// Lock and open the state, build the engine, and check the key with the service.
+/// A watching agent (`pausing`) starts even when the key is rejected or the
+/// service is down: it pauses, says so, and resumes by itself.
 async fn start_agent(
     global: &GlobalArgs,
     config: &Config,
     cancel: &CancellationToken,
+    pausing: bool,
 ) -> Result<Agent, Exit> {
     let fail = |message: String, exit: Exit| {
         report_error(global, &message);
@@ -171,9 +209,14 @@ async fn start_agent(
         ])),
         None => reporter.clone(),
     };
-    let engine = Engine::new(config, store, reports)
+    let mut engine = Engine::new(config, store, reports)
         .map_err(|m| fail(m, Exit::Usage))?
         .with_ledger(ledger);
+    if pausing {
+        engine = engine.pausing();
+        let overrides = global_overrides(global);
+        engine.set_key_source(Arc::new(move || reload_key(&overrides)));
+    }
     let listening = match (config.listen, metrics) {
         (Some(addr), Some(metrics)) => Some(
             listen::Listening::start(global, addr, metrics, &engine, &config.folder)
@@ -214,7 +257,7 @@ async fn start_agent(
 
 /// `tanova-sync sync`: one pass over the folder.
 pub async fn sync(global: &GlobalArgs, config: &Config, cancel: &CancellationToken) -> Exit {
-    let agent = match start_agent(global, config, cancel).await {
+    let agent = match start_agent(global, config, cancel, false).await {
         Ok(agent) => agent,
         Err(exit) => return exit,
     };
@@ -225,16 +268,32 @@ pub async fn sync(global: &GlobalArgs, config: &Config, cancel: &CancellationTok
         Some(e) => agent.stopped_by(&e),
         None if cancel.is_cancelled() => Exit::Interrupted,
         None if summary.failed > 0 => Exit::SomeFailed,
+        None if summary.deferred > 0 => {
+            if !global.quiet {
+                eprintln!(
+                    "{} files were left to other agents that held claims on the same bytes; \
+                     run again to check that they were synced",
+                    summary.deferred
+                );
+            }
+            Exit::SomeFailed
+        }
         None => Exit::Ok,
     }
 }
 
 /// `tanova-sync watch`: the initial sync, then events and rescans until a signal.
 pub async fn watch(global: &GlobalArgs, config: &Config, cancel: &CancellationToken) -> Exit {
-    let agent = match start_agent(global, config, cancel).await {
+    let agent = match start_agent(global, config, cancel, true).await {
         Ok(agent) => agent,
         Err(exit) => return exit,
     };
+    // While the key is rejected or the service is down, probe it until it works again.
+    let prober = {
+        let (engine, cancel) = (agent.engine.clone(), cancel.clone());
+        tokio::spawn(async move { engine.keep_probing(&cancel).await })
+    };
+    reload_on_hangup(agent.engine.clone(), cancel.clone());
     // Watch from before the initial scan, so nothing written meanwhile is missed;
     // what it finds waits in the channel until the initial sync is done.
     let (tx, rx) = tokio::sync::mpsc::channel(crate::engine::ITEM_QUEUE);
@@ -251,6 +310,7 @@ pub async fn watch(global: &GlobalArgs, config: &Config, cancel: &CancellationTo
     if let Some(e) = fatal {
         cancel.cancel();
         let _ = discovery.await;
+        prober.abort();
         return agent.stopped_by(&e);
     }
     if !cancel.is_cancelled() {
@@ -268,6 +328,7 @@ pub async fn watch(global: &GlobalArgs, config: &Config, cancel: &CancellationTo
     agent.reporter.go_live();
     let (session, fatal) = agent.engine.pipeline(rx, cancel).await;
     let _ = discovery.await;
+    prober.abort();
     if !global.quiet {
         eprintln!(
             "Stopped. While watching: {} synced, {} duplicates, {} failed.",
@@ -281,7 +342,13 @@ pub async fn watch(global: &GlobalArgs, config: &Config, cancel: &CancellationTo
 }
 
 /// Lock and open the state, and import the Python script's history on first start.
-fn open_state(config: &Config) -> Result<(Arc<dyn Store>, InstanceLock), String> {
+fn open_state(config: &Config) -> Result<(Arc<dyn Store>, Option<InstanceLock>), String> {
+    // A dry run changes nothing in the state directory: no lock, no journal, no import.
+    if config.dry_run {
+        let store = SqliteStore::open_read_only(&config.state_dir)
+            .map_err(|e| format!("state error: {e}"))?;
+        return Ok((Arc::new(store), None));
+    }
     let store = SqliteStore::open(&config.state_dir).map_err(|e| format!("state error: {e}"))?;
     let lock = lock::acquire(&config.state_dir).map_err(|e| e.to_string())?;
     let history = config.state_dir.join(legacy::HISTORY_FILE);
@@ -291,7 +358,7 @@ fn open_state(config: &Config) -> Result<(Arc<dyn Store>, InstanceLock), String>
         // A broken history must not stop the agent: the server's duplicate check still prevents re-uploads.
         Err(e) => tracing::warn!("legacy history not imported: {e}"),
     }
-    Ok((Arc::new(store), lock))
+    Ok((Arc::new(store), Some(lock)))
 }
 
 /// The shared ledger when `state_url` is set, once Redis answers; else this machine's state alone.
@@ -376,7 +443,9 @@ async fn state_push(global: &GlobalArgs, config: &Config, cancel: &CancellationT
 fn exit_for_error(e: &EngineError) -> Exit {
     match e {
         EngineError::KeyRejected(_) | EngineError::NoUploadPermission { .. } => Exit::Usage,
-        EngineError::Unreachable(_) | EngineError::State(_) => Exit::SomeFailed,
+        EngineError::Unreachable(_) | EngineError::State(_) | EngineError::Ledger(_) => {
+            Exit::SomeFailed
+        }
     }
 }
 

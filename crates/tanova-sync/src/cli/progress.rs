@@ -1,7 +1,8 @@
 //! The terminal reporter: a progress bar on a terminal, periodic lines otherwise, and the final summary.
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -30,6 +31,9 @@ pub struct TerminalReporter {
     live: AtomicBool,
     verbosity: Verbosity,
     lines: Mutex<LineClock>,
+    /// Watching: the failure or note last printed per file, so a rescan that
+    /// finds the same problem again prints nothing new.
+    printed: Mutex<HashMap<PathBuf, String>>,
 }
 
 struct LineClock {
@@ -61,6 +65,7 @@ impl TerminalReporter {
                 last_processed: 0,
                 worked_since: 0,
             }),
+            printed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -104,10 +109,13 @@ impl Reporter for TerminalReporter {
                 outcome,
                 Outcome::AlreadySynced | Outcome::SameContent | Outcome::Deferred { .. }
             );
+            let line = describe(outcome);
             if self.verbosity >= Verbosity::Files
-                || (worth_a_line && self.verbosity == Verbosity::Normal)
+                || (worth_a_line
+                    && self.verbosity == Verbosity::Normal
+                    && self.is_news(path, outcome, &line))
             {
-                eprintln!("{}: {}", path.display(), describe(outcome));
+                eprintln!("{}: {line}", path.display());
             }
             return;
         }
@@ -159,6 +167,34 @@ pub fn progress_line(tally: &Summary) -> String {
         tally.synced,
         tally.failed
     )
+}
+
+/// The most files whose last printed failure is remembered.
+const MAX_PRINTED: usize = 100_000;
+
+impl TerminalReporter {
+    /// A failure or note is news when it is new for the file or its reason changed.
+    fn is_news(&self, path: &Path, outcome: &Outcome, line: &str) -> bool {
+        let mut printed = self.printed.lock().unwrap_or_else(|p| p.into_inner());
+        match outcome {
+            Outcome::Failed { .. } | Outcome::Ignored { .. } => {
+                if printed.get(path).is_some_and(|last| last == line) {
+                    return false;
+                }
+                // Files deleted while failing leave entries behind: forget them all
+                // now and then (reprinting once) rather than grow with time.
+                if printed.len() >= MAX_PRINTED {
+                    printed.clear();
+                }
+                printed.insert(path.to_path_buf(), line.to_string());
+                true
+            }
+            _ => {
+                printed.remove(path);
+                true
+            }
+        }
+    }
 }
 
 fn describe(outcome: &Outcome) -> String {
@@ -251,7 +287,7 @@ mod tests {
             Path::new("b.pdf"),
             &Outcome::Failed {
                 reason: "refused (422): bad".into(),
-                permanent: true,
+                kind: crate::report::FailKind::Refused,
             },
         );
         let mut out = Vec::new();

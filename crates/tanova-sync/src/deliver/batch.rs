@@ -49,6 +49,7 @@ pub struct OwnedUpload {
     pub mime: &'static str,
     pub job_hint: Option<String>,
     pub email: Option<String>,
+    pub fence: Option<Arc<crate::fence::Fence>>,
 }
 
 impl OwnedUpload {
@@ -60,6 +61,7 @@ impl OwnedUpload {
             mime: upload.mime,
             job_hint: upload.job_hint.clone(),
             email: upload.email.clone(),
+            fence: upload.fence.clone(),
         }
     }
 
@@ -71,6 +73,7 @@ impl OwnedUpload {
             mime: self.mime,
             job_hint: self.job_hint.clone(),
             email: self.email.clone(),
+            fence: self.fence.clone(),
         }
     }
 }

@@ -22,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError, Upload};
 use crate::config::Concurrency;
+use crate::fence::Fence;
 use crate::meta;
+use crate::report::FailKind;
 use crate::scan::stamp_of;
 use crate::state::FileStamp;
 use aimd::{AimdConfig, Outcome as Signal};
@@ -44,13 +46,15 @@ pub enum Delivered {
     },
     Failed {
         reason: String,
-        permanent: bool,
+        kind: FailKind,
     },
     /// The file is no longer the version hashed: hash it again.
     Changed,
+    /// The claim on the bytes lapsed or passed to another agent: the last byte was not sent.
+    LeaseLost,
     /// The file is gone.
     Vanished,
-    /// The key was rejected: the whole run must stop.
+    /// A 401/403: the key may be rejected (confirm it with the health check).
     Rejected(ApiError),
     Cancelled,
 }
@@ -61,6 +65,8 @@ pub struct Job<'a> {
     pub path: &'a Path,
     pub stamp: FileStamp,
     pub checksum: &'a str,
+    /// The shared ledger's claim on the bytes, which must hold for the last byte to go out.
+    pub fence: Option<Arc<Fence>>,
 }
 
 /// Delivers files through one concurrency limit, shared by every file of the run.
@@ -163,10 +169,14 @@ impl Deliverer {
             mime: meta::mime_type(job.path),
             job_hint: meta::job_hint(job.root, job.path),
             email: meta::email(job.path),
+            fence: job.fence.clone(),
         };
         let mut attempt = 0;
         let mut resends = 0;
         let last_error = loop {
+            if job.fence.as_ref().is_some_and(|f| !f.holds()) {
+                return Delivered::LeaseLost;
+            }
             // Reopened and re-checked on every attempt, like uv-publish.
             match tokio::fs::metadata(job.path).await {
                 Ok(m) if stamp_of(job.path, &m) != job.stamp => return Delivered::Changed,
@@ -175,7 +185,7 @@ impl Deliverer {
                 Err(e) => {
                     return Delivered::Failed {
                         reason: format!("cannot read: {e}"),
-                        permanent: false,
+                        kind: FailKind::Counted,
                     }
                 }
             }
@@ -220,14 +230,17 @@ impl Deliverer {
                 Err(ApiError::Permanent { status, message }) => {
                     return Delivered::Failed {
                         reason: format!("refused by the server ({status}): {message}"),
-                        permanent: true,
+                        kind: FailKind::Refused,
                     }
+                }
+                Err(ApiError::FileChanged) if job.fence.as_ref().is_some_and(|f| !f.holds()) => {
+                    return Delivered::LeaseLost
                 }
                 Err(ApiError::FileChanged) => return Delivered::Changed,
                 Err(ApiError::File(e)) => {
                     return Delivered::Failed {
                         reason: format!("cannot read: {e}"),
-                        permanent: false,
+                        kind: FailKind::Counted,
                     }
                 }
                 Ok(done) => return done,
@@ -253,7 +266,7 @@ impl Deliverer {
                 "gave up after {} attempts: {last_error}",
                 self.retry_count + 1
             ),
-            permanent: false,
+            kind: FailKind::Transient,
         }
     }
 

@@ -14,11 +14,7 @@ pub fn rfc3339(at: SystemTime) -> String {
 /// `{status, version, last_upload_at, counts, queue, in_flight, concurrency_limit, …}`;
 /// `status` is `ok`, or the problem that makes it answer 503.
 pub fn health_body(s: &Snapshot, version: &str) -> Value {
-    let message = match s.problem {
-        None => "syncing",
-        Some(Problem::KeyRejected) => "the service rejected the API key; the agent has stopped",
-        Some(Problem::FolderMissing) => "the CV folder is gone or is not a folder",
-    };
+    let message = s.problem.map_or("syncing", Problem::message);
     json!({
         "status": s.problem.map_or("ok", Problem::as_str),
         "message": message,
@@ -35,7 +31,7 @@ pub fn health_body(s: &Snapshot, version: &str) -> Value {
         },
         // Distinct files whose latest outcome is a failure; `counts.failed` counts outcomes,
         // and a rescan reports a file that still fails again.
-        "failing": s.failures.len(),
+        "failing": s.failing,
         "queue": s.queue,
         "in_flight": s.in_flight,
         "concurrency_limit": s.concurrency_limit,
@@ -58,6 +54,9 @@ mod tests {
         let table = [
             (None, "ok"),
             (Some(Problem::KeyRejected), "key_rejected"),
+            (Some(Problem::ServiceUnreachable), "service_unreachable"),
+            (Some(Problem::LedgerUnreachable), "ledger_unreachable"),
+            (Some(Problem::StateUnwritable), "state_unwritable"),
             (Some(Problem::FolderMissing), "folder_missing"),
         ];
         for (problem, want) in table {

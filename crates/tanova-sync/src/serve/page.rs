@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use super::health::rfc3339;
 use crate::filter::human_bytes;
-use crate::metrics::{Event, Problem, Snapshot};
+use crate::metrics::{Event, Snapshot};
 
 /// How often the page reloads itself, in seconds.
 pub const REFRESH_S: u32 = 5;
@@ -37,8 +37,7 @@ pub fn status_page(s: &Snapshot, folder: &str, version: &str) -> String {
     let mut html = String::new();
     let (badge, class) = match s.problem {
         None => ("syncing".to_string(), "ok"),
-        Some(Problem::KeyRejected) => ("API key rejected".to_string(), "bad"),
-        Some(Problem::FolderMissing) => ("CV folder missing".to_string(), "bad"),
+        Some(problem) => (problem.badge().to_string(), "bad"),
     };
     let last = s
         .last_upload_at
@@ -175,7 +174,7 @@ mod tests {
             Path::new("/cvs/bad.pdf"),
             &Outcome::Failed {
                 reason: "refused by the server (422): <b>no</b>".into(),
-                permanent: true,
+                kind: crate::report::FailKind::Refused,
             },
             &tally,
         );

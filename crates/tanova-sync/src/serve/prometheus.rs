@@ -68,12 +68,12 @@ pub fn render(s: &Snapshot, version: &str) -> String {
         ),
         (
             "tanova_files_failing",
-            "Distinct files whose latest outcome is a failure (the newest 100 are tracked).",
-            s.failures.len() as u64,
+            "Distinct files whose latest outcome is a failure.",
+            s.failing,
         ),
         (
             "tanova_healthy",
-            "1 when the agent can do its job, 0 when the key is rejected or the folder is gone.",
+            "1 when the agent can upload, 0 when something stops every upload (see tanova_problem).",
             u64::from(s.problem.is_none()),
         ),
     ];
@@ -92,6 +92,20 @@ pub fn render(s: &Snapshot, version: &str) -> String {
             "gauge",
         );
         let _ = writeln!(out, "tanova_last_upload_timestamp_seconds {seconds:.3}");
+    }
+    header(
+        &mut out,
+        "tanova_problem",
+        "1 for each problem that stops every upload now (the reason is the /health status word).",
+        "gauge",
+    );
+    for problem in crate::report::Problem::ALL {
+        let active = u64::from(s.problem == Some(problem));
+        let _ = writeln!(
+            out,
+            "tanova_problem{{reason=\"{}\"}} {active}",
+            problem.as_str()
+        );
     }
     header(
         &mut out,

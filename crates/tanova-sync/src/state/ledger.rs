@@ -5,13 +5,22 @@
 //! machine knows as synced costs no call to the ledger. Only unknown checksums ask it.
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use super::redis::{Claim, RedisLedger, RedisUrl, Renewal};
 use super::Result;
 use crate::deliver::backoff;
+use crate::fence::Fence;
+
+/// How long to wait between renewals of a lease, and before trying a failed renewal again.
+pub fn renewal_waits(lease: Duration) -> (Duration, Duration) {
+    let every = lease / 3;
+    let soon = (lease / 12).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    (every, soon.min(every))
+}
 
 /// Who else must hear about a synced checksum, and who may deliver one.
 pub enum Ledger {
@@ -64,28 +73,45 @@ impl Ledger {
         }
     }
 
-    /// Renew the claim every third of its lease, for as long as it is polled.
-    /// Never returns: race it against the delivery.
-    pub async fn keep_claim(&self, checksum: &str, on_lost: impl Fn(&str)) -> Infallible {
-        let Ledger::Redis(redis) = self else {
+    /// Renew the claim every third of its lease, for as long as it is polled,
+    /// extending `fence` with each renewal. A renewal that fails (a slow or briefly
+    /// missing Redis) is tried again soon, while the lease still runs; once
+    /// another agent holds the claim the fence is lost. Never returns: race it against the delivery.
+    pub async fn keep_claim(
+        &self,
+        checksum: &str,
+        fence: Option<Arc<Fence>>,
+        on_lost: impl Fn(&str),
+    ) -> Infallible {
+        let (Ledger::Redis(redis), Some(fence)) = (self, fence) else {
             return std::future::pending().await;
         };
-        let every = redis.lease() / 3;
-        let mut lost = false;
+        let lease = redis.lease();
+        let (every, soon) = renewal_waits(lease);
+        let mut wait = every;
         loop {
-            tokio::time::sleep(every).await;
+            tokio::time::sleep(wait).await;
+            let sent = Instant::now();
             match redis.renew(checksum).await {
-                Ok(Renewal::Renewed) => {}
+                Ok(Renewal::Renewed) => {
+                    fence.extend(sent + lease);
+                    wait = every;
+                }
                 Ok(Renewal::Retaken) => {
                     tracing::debug!("the claim on {checksum} had lapsed and was taken again");
+                    fence.extend(sent + lease);
+                    wait = every;
                 }
-                Ok(Renewal::Lost) if !lost => {
-                    lost = true;
+                Ok(Renewal::Lost) => {
+                    fence.lose();
                     on_lost(checksum);
+                    return std::future::pending().await;
                 }
-                Ok(Renewal::Lost) => {}
                 // Logged by the ledger once per outage; the next renewal may work.
-                Err(e) => tracing::debug!("{e}"),
+                Err(e) => {
+                    tracing::debug!("{e}");
+                    wait = soon;
+                }
             }
         }
     }
@@ -112,6 +138,26 @@ impl Ledger {
         match self {
             Ledger::Local => None,
             Ledger::Redis(redis) => Some(redis.lease()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewals_come_often_enough_to_survive_a_missed_one() {
+        let ms = Duration::from_millis;
+        let table = [
+            (ms(30_000), ms(10_000), ms(1_000)),
+            (ms(3_000), ms(1_000), ms(250)),
+            (ms(120), ms(40), ms(20)),
+        ];
+        for (lease, every, soon) in table {
+            assert_eq!(renewal_waits(lease), (every, soon), "{lease:?}");
+            // Two failed renewals and a good one still land within the lease.
+            assert!(every + soon * 2 < lease, "{lease:?}");
         }
     }
 }

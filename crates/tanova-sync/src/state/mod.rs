@@ -71,14 +71,24 @@ pub trait Store: Send + Sync {
     fn clear_failures(&self, path: Option<&str>) -> Result<usize>;
     /// Record bytes as synced (uploaded now, or found on the server), clearing any failure of the path.
     fn record_synced(&self, checksum: &str, candidate: Option<&str>, path: &str) -> Result<()>;
-    /// Record a failure of a path, counting attempts across runs.
+    /// Record a failure of a path. Attempts count across runs when `counts`
+    /// (an outage never counts), and start again for new bytes at the path.
     fn record_failure(
         &self,
         path: &str,
         checksum: Option<&str>,
         reason: &str,
         permanent: bool,
+        counts: bool,
     ) -> Result<()>;
+    /// Drop the failures of paths for which `exists` is false (deleted files).
+    fn prune_failures(&self, exists: &dyn Fn(&str) -> bool) -> Result<usize>;
+    /// Note that an upload of these bytes is about to start (cleared by its outcome).
+    fn record_intent(&self, checksum: &str, path: &str) -> Result<()>;
+    /// The upload of these bytes ended without reaching the server whole.
+    fn clear_intent(&self, checksum: &str) -> Result<()>;
+    /// Uploads that started and have no outcome: (checksum, when, in Unix milliseconds).
+    fn intents(&self) -> Result<Vec<(String, i64)>>;
     fn failures(&self) -> Result<Vec<Failure>>;
     fn synced_count(&self) -> Result<u64>;
 }

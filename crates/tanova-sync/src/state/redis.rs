@@ -177,6 +177,8 @@ pub struct RedisLedger {
     lease: Duration,
     /// Set while Redis cannot be reached, so an outage is logged once, and its end too.
     down: AtomicBool,
+    /// The class of the last error reply, so each is logged once until Redis answers well.
+    last_refusal: std::sync::Mutex<Option<String>>,
     claim: Script,
     renew: Script,
     record: Script,
@@ -202,6 +204,7 @@ impl RedisLedger {
             agent: agent_id(),
             lease,
             down: AtomicBool::new(false),
+            last_refusal: std::sync::Mutex::new(None),
             claim: Script::new(CLAIM),
             renew: Script::new(RENEW),
             record: Script::new(RECORD),
@@ -346,6 +349,17 @@ impl RedisLedger {
                 if self.down.swap(false, Ordering::Relaxed) {
                     tracing::info!("Redis at {} is back", self.url);
                 }
+                if let Some(class) = self
+                    .last_refusal
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                {
+                    tracing::info!(
+                        "Redis at {} accepts commands again (after {class})",
+                        self.url
+                    );
+                }
                 Ok(value)
             }
             Err(e) => {
@@ -353,16 +367,50 @@ impl RedisLedger {
                     || e.is_connection_refusal()
                     || e.is_timeout()
                     || e.is_connection_dropped();
-                if unreachable && !self.down.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "Redis at {} is unreachable ({e}); files wait for it, and nothing is \
-                         uploaded until it can be recorded",
-                        self.url
-                    );
+                if unreachable {
+                    if !self.down.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "Redis at {} is unreachable ({e}); files wait for it, and nothing is \
+                             uploaded until it can be recorded",
+                            self.url
+                        );
+                    }
+                } else {
+                    self.refused(&e);
                 }
                 Err(redis_error(&self.url, &e))
             }
         }
+    }
+}
+
+impl RedisLedger {
+    /// Redis answered with an error (NOAUTH, MISCONF, READONLY, OOM, WRONGTYPE…):
+    /// it will not fix itself, so it is an ERROR, logged once per class until Redis answers well.
+    fn refused(&self, e: &RedisError) {
+        let class = e.code().unwrap_or("error").to_string();
+        let mut last = self.last_refusal.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_deref() == Some(class.as_str()) {
+            return;
+        }
+        tracing::error!(
+            "Redis at {} refused a command ({class}): {e}; files wait until it accepts them{}",
+            self.url,
+            advice(&class)
+        );
+        *last = Some(class);
+    }
+}
+
+/// What to do about a Redis error class.
+fn advice(class: &str) -> &'static str {
+    match class {
+        "NOAUTH" | "WRONGPASS" | "NOPERM" => " (check the user and password in state_url)",
+        "MISCONF" => " (Redis cannot save to disk: check its disk and its logs)",
+        "READONLY" => " (state_url points at a read-only replica: use the primary)",
+        "OOM" => " (Redis is out of memory: raise maxmemory or use a noeviction policy)",
+        "WRONGTYPE" => " (another program uses the tanova: keys in this database: use another /db)",
+        _ => "",
     }
 }
 

@@ -35,6 +35,11 @@ CREATE TABLE IF NOT EXISTS failures (
     last_at   INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS failures_by_checksum ON failures (checksum);
+CREATE TABLE IF NOT EXISTS intents (
+    checksum TEXT PRIMARY KEY,
+    path     TEXT NOT NULL,
+    at_ms    INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -71,6 +76,37 @@ impl SqliteStore {
             c.execute_batch(SCHEMA)
         })?;
         Ok(store)
+    }
+
+    /// Open the store in `dir` for reading only, changing nothing on disk (`--dry-run`):
+    /// no journal, no lock, no file created. A missing store reads as empty.
+    pub fn open_read_only(dir: &Path) -> Result<Self> {
+        let path = dir.join(DB_FILE);
+        let sqlite = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = if path.exists() {
+            // immutable: SQLite takes no lock and writes no -wal/-shm beside the file.
+            let absolute = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+            let mut uri = url::Url::from_file_path(&absolute).map_err(|()| StateError::File {
+                path: path.clone(),
+                message: "not an absolute path".to_string(),
+            })?;
+            uri.set_query(Some("mode=ro&immutable=1"));
+            let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                | rusqlite::OpenFlags::SQLITE_OPEN_URI
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            Connection::open_with_flags(uri.as_str(), flags).map_err(sqlite)?
+        } else {
+            let conn = Connection::open_in_memory().map_err(sqlite)?;
+            conn.execute_batch(SCHEMA).map_err(sqlite)?;
+            conn
+        };
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            path,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -226,6 +262,8 @@ impl Store for SqliteStore {
             .execute(params![checksum, candidate, path, now])?;
             tx.prepare_cached("DELETE FROM failures WHERE path = ?1 OR checksum = ?2")?
                 .execute(params![path, checksum])?;
+            tx.prepare_cached("DELETE FROM intents WHERE checksum = ?1")?
+                .execute([checksum])?;
             tx.commit()
         })
     }
@@ -236,16 +274,73 @@ impl Store for SqliteStore {
         checksum: Option<&str>,
         reason: &str,
         permanent: bool,
+        counts: bool,
     ) -> Result<()> {
         let now = unix_now();
+        let count = i64::from(counts);
+        self.with(|c| {
+            let tx = c.transaction()?;
+            // In an UPDATE every column reads its old value: new bytes at the path start from zero.
+            tx.prepare_cached(
+                "INSERT INTO failures (path, checksum, reason, permanent, attempts, last_at) VALUES (?1, ?2, ?3, ?4, ?6, ?5)
+                 ON CONFLICT (path) DO UPDATE SET checksum = excluded.checksum, reason = excluded.reason,
+                     permanent = excluded.permanent, last_at = excluded.last_at,
+                     attempts = CASE WHEN checksum IS excluded.checksum THEN attempts + ?6 ELSE ?6 END",
+            )?
+            .execute(params![path, checksum, reason, permanent, now, count])?;
+            if let Some(sum) = checksum {
+                tx.prepare_cached("DELETE FROM intents WHERE checksum = ?1")?
+                    .execute([sum])?;
+            }
+            tx.commit()
+        })
+    }
+
+    fn prune_failures(&self, exists: &dyn Fn(&str) -> bool) -> Result<usize> {
+        let paths: Vec<String> = self.with(|c| {
+            let mut stmt = c.prepare("SELECT path FROM failures")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })?;
+        let gone: Vec<&String> = paths.iter().filter(|p| !exists(p)).collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for path in &gone {
+                tx.prepare_cached("DELETE FROM failures WHERE path = ?1")?
+                    .execute([path])?;
+            }
+            tx.commit()
+        })?;
+        Ok(gone.len())
+    }
+
+    fn record_intent(&self, checksum: &str, path: &str) -> Result<()> {
+        let now = unix_now_ms();
         self.with(|c| {
             c.prepare_cached(
-                "INSERT INTO failures (path, checksum, reason, permanent, attempts, last_at) VALUES (?1, ?2, ?3, ?4, 1, ?5)
-                 ON CONFLICT (path) DO UPDATE SET checksum = excluded.checksum, reason = excluded.reason,
-                     permanent = excluded.permanent, attempts = attempts + 1, last_at = excluded.last_at",
+                "INSERT OR REPLACE INTO intents (checksum, path, at_ms) VALUES (?1, ?2, ?3)",
             )?
-            .execute(params![path, checksum, reason, permanent, now])
+            .execute(params![checksum, path, now])
             .map(drop)
+        })
+    }
+
+    fn clear_intent(&self, checksum: &str) -> Result<()> {
+        self.with(|c| {
+            c.prepare_cached("DELETE FROM intents WHERE checksum = ?1")?
+                .execute([checksum])
+                .map(drop)
+        })
+    }
+
+    fn intents(&self) -> Result<Vec<(String, i64)>> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT checksum, at_ms FROM intents")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
         })
     }
 
@@ -273,6 +368,12 @@ fn failure_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Failure> {
         permanent: r.get(3)?,
         attempts: r.get(4)?,
     })
+}
+
+fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn unix_now() -> i64 {
@@ -347,10 +448,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         store
-            .record_failure("a.pdf", Some("abc"), "server said no", true)
+            .record_failure("a.pdf", Some("abc"), "server said no", true, true)
             .unwrap();
         store
-            .record_failure("a.pdf", Some("abc"), "server said no", true)
+            .record_failure("a.pdf", Some("abc"), "server said no", true, true)
             .unwrap();
         let failures = store.failures().unwrap();
         assert_eq!(failures.len(), 1);
@@ -394,7 +495,7 @@ mod tests {
             "/cvs/Sales/c.pdf",
             "/cvs/Sales_old/d.pdf",
         ] {
-            store.record_failure(path, None, "no", false).unwrap();
+            store.record_failure(path, None, "no", false, true).unwrap();
         }
         assert_eq!(store.clear_failures(Some("/cvs/a.pdf")).unwrap(), 1);
         assert_eq!(store.clear_failures(Some("/cvs/Sales/")).unwrap(), 2);
@@ -404,6 +505,59 @@ mod tests {
             "Sales_old is not under Sales"
         );
         assert_eq!(store.clear_failures(None).unwrap(), 1);
+    }
+
+    #[test]
+    fn outages_never_count_and_new_bytes_start_from_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let attempts = |store: &SqliteStore| store.failures().unwrap()[0].attempts;
+        // (checksum, counts, attempts after)
+        let table = [
+            (Some("abc"), true, 1),
+            (Some("abc"), false, 1),
+            (Some("abc"), false, 1),
+            (Some("abc"), true, 2),
+            (Some("def"), true, 1),
+            (Some("ghi"), false, 0),
+            (None, true, 1),
+            (None, true, 2),
+        ];
+        for (sum, counts, want) in table {
+            store
+                .record_failure("a.pdf", sum, "down", false, counts)
+                .unwrap();
+            assert_eq!(attempts(&store), want, "{sum:?} counts={counts}");
+        }
+    }
+
+    #[test]
+    fn intents_last_until_an_outcome_and_failures_of_deleted_files_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        for sum in ["a", "b", "c"] {
+            store.record_intent(sum, &format!("{sum}.pdf")).unwrap();
+        }
+        store.record_synced("a", None, "a.pdf").unwrap();
+        store
+            .record_failure("b.pdf", Some("b"), "no", true, true)
+            .unwrap();
+        let left: Vec<String> = store.intents().unwrap().into_iter().map(|i| i.0).collect();
+        assert_eq!(left, ["c"]);
+        store.clear_intent("c").unwrap();
+        assert!(store.intents().unwrap().is_empty());
+
+        store
+            .record_failure("/gone.pdf", None, "no", false, true)
+            .unwrap();
+        assert_eq!(store.prune_failures(&|p| p != "/gone.pdf").unwrap(), 1);
+        let left: Vec<String> = store
+            .failures()
+            .unwrap()
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        assert_eq!(left, ["b.pdf"]);
     }
 
     #[cfg(unix)]
