@@ -1,4 +1,7 @@
 //! The knobs that shape how the emulator behaves: key, latency, capacity and injected faults.
+//!
+//! Every knob can change while the emulator runs, so a test can stage a key
+//! rotation, an outage or a stalled server in the middle of an agent's run.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -11,7 +14,9 @@ pub const DEFAULT_API_KEY: &str = "tanova_sk_emulator_0000000000000000";
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Knobs {
-    /// The only accepted value of `X-Tanova-API-Key`.
+    /// The only accepted value of `X-Tanova-API-Key`. A request is judged by
+    /// the key in force when it arrives: rotating the key refuses new requests
+    /// with the old one (401), not uploads already being received.
     pub api_key: String,
     /// Simulated AI processing time of an accepted upload, while it counts as in flight.
     pub upload_latency_ms: u64,
@@ -41,6 +46,49 @@ pub struct Knobs {
     pub batch_max_files: usize,
     /// Advertise the batch endpoint but answer 404 there, like a deployment without the route.
     pub batch_not_found: bool,
+    /// Checksums (hex, any case) a "corporate proxy" blocks: check-duplicate and
+    /// uploads of them (claimed or received; in a batch: that file's result,
+    /// with the page's text as its `message`) answer 403 with an HTML page
+    /// instead of the contract's JSON. Health is not affected.
+    pub forbid_checksums: Vec<String>,
+    /// Every API request (health included, `/_emulator/*` excluded) meets this
+    /// outage instead of the service. `None`: normal service.
+    pub outage: Option<Outage>,
+    /// Fully received and verified uploads wait (counted in `Stats::held`)
+    /// until this is false again, then are processed and recorded as usual,
+    /// whether or not the client is still there.
+    pub hold_uploads: bool,
+    /// The upload endpoints read request bodies no faster than this; 0 means unlimited.
+    pub read_bytes_per_sec: u64,
+}
+
+/// How the service is out, for [`Knobs::outage`]. In JSON: `"drop"`, `"html502"` or `"hang"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outage {
+    /// The connection is closed without an answer, as with `drop_rate`.
+    Drop,
+    /// 502 with a proxy's HTML "Bad Gateway" page.
+    Html502,
+    /// No answer (the client's read timeout decides) until `outage` no longer
+    /// says `hang`; then 503 `{"message":"service restarting"}`.
+    Hang,
+}
+
+impl std::str::FromStr for Outage {
+    type Err = String;
+
+    /// Parses the JSON name: `drop`, `html502` or `hang`.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "drop" => Ok(Outage::Drop),
+            "html502" => Ok(Outage::Html502),
+            "hang" => Ok(Outage::Hang),
+            other => Err(format!(
+                "unknown outage {other:?}: expected drop, html502 or hang"
+            )),
+        }
+    }
 }
 
 impl Default for Knobs {
@@ -60,6 +108,10 @@ impl Default for Knobs {
             garbage_rate: 0.0,
             batch_max_files: 0,
             batch_not_found: false,
+            forbid_checksums: Vec::new(),
+            outage: None,
+            hold_uploads: false,
+            read_bytes_per_sec: 0,
         }
     }
 }
@@ -82,6 +134,16 @@ impl Knobs {
             merged.insert(name.clone(), value.clone());
         }
         serde_json::from_value(Value::Object(merged)).map_err(|e| format!("invalid knobs: {e}"))
+    }
+
+    /// True if any of `checksums` is in `forbid_checksums`.
+    pub(crate) fn forbids<'a>(&self, checksums: impl IntoIterator<Item = &'a str>) -> bool {
+        checksums.into_iter().any(|checksum| {
+            let checksum = checksum.trim();
+            self.forbid_checksums
+                .iter()
+                .any(|forbidden| forbidden.trim().eq_ignore_ascii_case(checksum))
+        })
     }
 }
 
@@ -112,6 +174,34 @@ mod tests {
         assert!(knobs.patched(&json!({"capacty": 3})).is_err());
         assert!(knobs.patched(&json!({"capacity": "three"})).is_err());
         assert!(knobs.patched(&json!([1])).is_err());
+    }
+
+    #[test]
+    fn outage_modes_by_name() {
+        let knobs = Knobs::default();
+        for (name, mode) in [
+            ("drop", Outage::Drop),
+            ("html502", Outage::Html502),
+            ("hang", Outage::Hang),
+        ] {
+            let patched = knobs.patched(&json!({ "outage": name })).unwrap();
+            assert_eq!(patched.outage, Some(mode));
+            assert_eq!(name.parse::<Outage>(), Ok(mode));
+        }
+        assert!(knobs.patched(&json!({"outage": "down"})).is_err());
+        let on = knobs.patched(&json!({"outage": "hang"})).unwrap();
+        assert_eq!(on.patched(&json!({"outage": null})).unwrap().outage, None);
+    }
+
+    #[test]
+    fn forbidden_checksums_ignore_case() {
+        let knobs = Knobs {
+            forbid_checksums: vec!["ABC1".to_owned()],
+            ..Knobs::default()
+        };
+        assert!(knobs.forbids(["00", "abc1"]));
+        assert!(!knobs.forbids(["abc", ""]));
+        assert!(!Knobs::default().forbids(["abc1"]));
     }
 
     #[test]

@@ -13,6 +13,14 @@
 //! be; the request takes one capacity slot and one `upload_latency_ms`, and
 //! counts once in [`Stats::batch_requests`].
 //!
+//! For long unattended runs the knobs can also stage what months bring: a
+//! rotated [`Knobs::api_key`], a proxy that blocks some files with an HTML 403
+//! ([`Knobs::forbid_checksums`]), an [`Outage`] (dropped connections, an HTML
+//! 502, or a server that hangs), uploads held after their body arrived
+//! ([`Knobs::hold_uploads`]) and slow body reads ([`Knobs::read_bytes_per_sec`]).
+//! A fully received upload is processed and recorded even if its client
+//! disconnects meanwhile, as on a real server.
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use tanova_emulator::{Emulator, Knobs};
@@ -38,7 +46,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use knobs::{Knobs, DEFAULT_API_KEY};
+pub use knobs::{Knobs, Outage, DEFAULT_API_KEY};
 pub use stats::Stats;
 pub use store::UploadRecord;
 
@@ -150,5 +158,18 @@ impl Emulator {
     /// Forgets every upload and zeroes the counters.
     pub fn reset(&self) {
         self.state.reset();
+    }
+}
+
+impl Drop for Emulator {
+    /// Releases held uploads and hanging requests, so shutting down does not
+    /// wait on a knob nobody will clear any more.
+    fn drop(&mut self) {
+        self.state.update_knobs(|knobs| {
+            knobs.hold_uploads = false;
+            if knobs.outage == Some(Outage::Hang) {
+                knobs.outage = None;
+            }
+        });
     }
 }

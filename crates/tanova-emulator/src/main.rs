@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use tanova_emulator::{Emulator, Knobs, DEFAULT_API_KEY};
+use tanova_emulator::{Emulator, Knobs, Outage, DEFAULT_API_KEY};
 
 /// A local server that speaks the Tanova sync API, with knobs for latency,
 /// capacity and injected faults. Prints `listening on http://ADDR` on stdout
@@ -60,6 +60,24 @@ struct Args {
     /// Advertise the batch endpoint but answer 404 there.
     #[arg(long, env = "TANOVA_EMULATOR_BATCH_NOT_FOUND")]
     batch_not_found: bool,
+    /// Answer 403 with a proxy's HTML page to check-duplicates and uploads of
+    /// this checksum (repeatable, or comma-separated).
+    #[arg(
+        long = "forbid-checksum",
+        env = "TANOVA_EMULATOR_FORBID_CHECKSUMS",
+        value_delimiter = ','
+    )]
+    forbid_checksums: Vec<String>,
+    /// Start in an outage: drop (close connections), html502 (a proxy's 502
+    /// page) or hang (no answer until the outage is cleared via /_emulator/knobs).
+    #[arg(long, env = "TANOVA_EMULATOR_OUTAGE")]
+    outage: Option<Outage>,
+    /// Hold fully received uploads until the hold is cleared via /_emulator/knobs.
+    #[arg(long, env = "TANOVA_EMULATOR_HOLD_UPLOADS")]
+    hold_uploads: bool,
+    /// Read upload bodies no faster than this many bytes a second; 0 means unlimited.
+    #[arg(long, env = "TANOVA_EMULATOR_READ_BYTES_PER_SEC", default_value_t = 0)]
+    read_bytes_per_sec: u64,
 }
 
 impl Args {
@@ -78,6 +96,10 @@ impl Args {
             max_upload_bytes: self.max_upload_bytes,
             batch_max_files: self.batch_max_files,
             batch_not_found: self.batch_not_found,
+            forbid_checksums: self.forbid_checksums,
+            outage: self.outage,
+            hold_uploads: self.hold_uploads,
+            read_bytes_per_sec: self.read_bytes_per_sec,
             ..Knobs::default()
         }
     }

@@ -1,4 +1,5 @@
-//! Canned answers: JSON error messages, injected faults, and draining unread request bodies.
+//! Canned answers: JSON error messages, injected faults, a proxy's HTML pages,
+//! and draining unread request bodies.
 
 use std::io;
 
@@ -42,6 +43,45 @@ pub(crate) fn injected_server_error() -> Response {
 /// A 200 whose body is not the JSON the contract promises (a proxy's error page, say).
 pub(crate) fn garbage() -> Response {
     (StatusCode::OK, "<html>502 Bad Gateway (injected)</html>").into_response()
+}
+
+/// What a corporate proxy's "blocked by policy" page says, for a batch's per-file result.
+pub(crate) const FORBIDDEN_TEXT: &str =
+    "Access denied: the request was blocked by the security policy (rule 1234).";
+
+/// A 403 from a corporate proxy: an HTML page, not the contract's JSON.
+pub(crate) fn forbidden_page() -> Response {
+    html(
+        StatusCode::FORBIDDEN,
+        "Access denied",
+        "Access denied",
+        "The request was blocked by the security policy (rule 1234).",
+    )
+}
+
+/// A 502 from a proxy in front of a service that is down: an HTML page.
+pub(crate) fn bad_gateway_page() -> Response {
+    html(
+        StatusCode::BAD_GATEWAY,
+        "502 Bad Gateway",
+        "Bad Gateway",
+        "The proxy server received an invalid response from an upstream server.",
+    )
+}
+
+/// A small but complete HTML document, as proxies serve them.
+fn html(status: StatusCode, title: &str, heading: &str, text: &str) -> Response {
+    let page = format!(
+        "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n<title>{title}</title>\n\
+         <style>body {{ font-family: sans-serif; margin: 4em; color: #333; }} h1 {{ color: #b00; }}</style>\n\
+         </head>\n<body>\n<h1>{heading}</h1>\n<p>{text}</p>\n</body>\n</html>\n"
+    );
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        page,
+    )
+        .into_response()
 }
 
 /// A response whose body fails at once: hyper then aborts the connection

@@ -26,9 +26,24 @@ pub struct Stats {
     pub rejected_checksum: u64,
     /// Other refusals: injected 4xx, oversized files, malformed requests.
     pub rejected_other: u64,
+    /// Check-duplicates and uploads (in a batch: files) answered 403 because
+    /// their checksum is in the `forbid_checksums` knob.
+    pub rejected_forbidden: u64,
+    /// Connections dropped by the `drop_rate` knob.
     pub dropped: u64,
+    /// API requests met by the `outage` knob instead of the service.
+    pub outage_refused: u64,
+    /// Upload requests (single or batch) admitted and not finished: being
+    /// received (until the client goes away), held, or processing (which goes
+    /// on after the client went away, and so does this count).
     pub in_flight: u64,
     pub peak_in_flight: u64,
+    /// Uploads (single or batch requests) fully received and waiting now for
+    /// the `hold_uploads` knob to be cleared. A gauge, like `in_flight`.
+    pub held: u64,
+    /// Uploads (single or batch requests) whose processing finished after the
+    /// client had gone; they are recorded all the same.
+    pub completed_after_disconnect: u64,
     /// Bytes of file content received by the upload endpoint.
     pub bytes_received: u64,
 }
@@ -46,10 +61,14 @@ pub(crate) struct Counters {
     pub rejected_auth: AtomicU64,
     pub rejected_checksum: AtomicU64,
     pub rejected_other: AtomicU64,
+    pub rejected_forbidden: AtomicU64,
     pub dropped: AtomicU64,
+    pub outage_refused: AtomicU64,
+    pub completed_after_disconnect: AtomicU64,
     pub bytes_received: AtomicU64,
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
+    held: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -80,6 +99,12 @@ impl Counters {
         Some(InFlight(Arc::clone(self)))
     }
 
+    /// Counts one more held upload until the returned guard is dropped.
+    pub fn hold(self: &Arc<Self>) -> Held {
+        self.held.fetch_add(1, Relaxed);
+        Held(Arc::clone(self))
+    }
+
     pub fn snapshot(&self, unique_checksums: u64) -> Stats {
         Stats {
             uploads: self.uploads.load(Relaxed),
@@ -93,14 +118,19 @@ impl Counters {
             rejected_auth: self.rejected_auth.load(Relaxed),
             rejected_checksum: self.rejected_checksum.load(Relaxed),
             rejected_other: self.rejected_other.load(Relaxed),
+            rejected_forbidden: self.rejected_forbidden.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
+            outage_refused: self.outage_refused.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
             peak_in_flight: self.peak_in_flight.load(Relaxed),
+            held: self.held.load(Relaxed),
+            completed_after_disconnect: self.completed_after_disconnect.load(Relaxed),
             bytes_received: self.bytes_received.load(Relaxed),
         }
     }
 
-    /// Zeroes every counter; uploads still running stay in flight and set the new peak.
+    /// Zeroes every counter; uploads still running stay in flight (and held)
+    /// and set the new peak.
     pub fn reset(&self) {
         for counter in [
             &self.uploads,
@@ -113,7 +143,10 @@ impl Counters {
             &self.rejected_auth,
             &self.rejected_checksum,
             &self.rejected_other,
+            &self.rejected_forbidden,
             &self.dropped,
+            &self.outage_refused,
+            &self.completed_after_disconnect,
             &self.bytes_received,
         ] {
             counter.store(0, Relaxed);
@@ -129,6 +162,15 @@ pub(crate) struct InFlight(Arc<Counters>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// One upload counted as held; dropping it uncounts it.
+pub(crate) struct Held(Arc<Counters>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Relaxed);
     }
 }
 
@@ -148,5 +190,15 @@ mod tests {
         let stats = counters.snapshot(0);
         assert_eq!((stats.in_flight, stats.peak_in_flight), (0, 2));
         assert!(counters.try_enter(0).is_some());
+    }
+
+    #[test]
+    fn held_is_a_gauge_that_survives_reset() {
+        let counters = Arc::new(Counters::default());
+        let held = counters.hold();
+        counters.reset();
+        assert_eq!(counters.snapshot(0).held, 1);
+        drop(held);
+        assert_eq!(counters.snapshot(0).held, 0);
     }
 }

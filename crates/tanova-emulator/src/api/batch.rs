@@ -12,19 +12,20 @@
 //! The answer is 200 `{"results":[…]}`, one entry per index in index order:
 //! `{"index":i,"status":200,"candidateId":…,"candidateName":…}` or
 //! `{"index":i,"status":4xx|5xx,"message":…}`. Each file is judged as a single
-//! upload would be (413 past `max_upload_bytes`, `reject_status` for
+//! upload would be (413 past `max_upload_bytes`, 403 for `forbid_checksums`
+//! (with the proxy page's text as the message), `reject_status` for
 //! `reject_filename_contains`, 500/503 at `error_rate`, 400 on a checksum
 //! mismatch or a missing part) and counted the same way in the stats, so
 //! `uploads`, `duplicate_uploads` and the `rejected_*` counters stay exact.
 //!
 //! The request as a whole counts once in `batch_requests` and takes one
-//! capacity slot and one `upload_latency_ms`, however many files it holds: 401
+//! capacity slot, one `hold_uploads` wait and one `upload_latency_ms`, however
+//! many files it holds, and is processed to the end even if the client goes: 401
 //! on a bad key, 429 past `capacity`, a dropped connection at `drop_rate`, 400
 //! when the form is malformed, empty, or names an index of `batch_max_files` or
 //! more.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use axum::extract::multipart::Field;
 use axum::extract::{FromRequest, Multipart, Request, State};
@@ -48,7 +49,7 @@ pub(super) async fn upload_batch(State(state): State<SharedState>, request: Requ
         reply::drain(request.into_body()).await;
         return reply::message(StatusCode::NOT_FOUND, "Not found");
     }
-    let (_in_flight, request) = match super::admit(&state, &knobs, request).await {
+    let (in_flight, request) = match super::admit(&state, &knobs, request).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
     };
@@ -59,13 +60,21 @@ pub(super) async fn upload_batch(State(state): State<SharedState>, request: Requ
             return refusal;
         }
     };
-    // One round of (simulated) AI processing for the whole batch.
-    tokio::time::sleep(Duration::from_millis(knobs.upload_latency_ms)).await;
-    let results: Vec<Value> = entries
-        .into_iter()
-        .map(|(index, entry)| judge(&state, &knobs, index, entry))
-        .collect();
-    if chance(knobs.garbage_rate) {
+    // One round of (simulated) AI processing for the whole batch, carried on
+    // even if the client goes away.
+    let (latency_ms, garbage_rate) = (knobs.upload_latency_ms, knobs.garbage_rate);
+    let judged = super::process::detached(&state, in_flight, latency_ms, move |state| {
+        entries
+            .into_iter()
+            .map(|(index, entry)| judge(state, &knobs, index, entry))
+            .collect::<Vec<Value>>()
+    })
+    .await;
+    let results = match judged {
+        Ok(results) => results,
+        Err(failure) => return failure,
+    };
+    if chance(garbage_rate) {
         return reply::garbage();
     }
     Json(json!({ "results": results })).into_response()
@@ -157,6 +166,10 @@ fn judge(state: &SharedState, knobs: &Knobs, index: usize, entry: Entry) -> Valu
     if file.size > knobs.max_upload_bytes {
         bump(&counters.rejected_other);
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "File too large".to_owned());
+    }
+    if knobs.forbids([claimed.as_str(), file.checksum.as_str()]) {
+        bump(&counters.rejected_forbidden);
+        return refuse(StatusCode::FORBIDDEN, reply::FORBIDDEN_TEXT.to_owned());
     }
     let needle = knobs.reject_filename_contains.as_deref().unwrap_or("");
     if !needle.is_empty() && file.filename.contains(needle) {

@@ -1,10 +1,18 @@
 //! The Tanova sync API contract: API-key check, health and check-duplicate.
 //!
 //! Uploads are in [`upload`] (one file per request) and [`batch`] (several
-//! files per request, offered when the `batch_max_files` knob is not 0).
+//! files per request, offered when the `batch_max_files` knob is not 0); both
+//! finish in [`process`]. In front of everything stands [`outage`].
+//!
+//! The API key is judged once, when a request arrives: a key rotated while an
+//! upload's body is still coming in (or while it is held or processed) does
+//! not fail that upload, as a real server checks the key of a request once.
 
 mod batch;
+mod outage;
 mod part;
+mod process;
+mod throttle;
 mod upload;
 
 use std::time::Duration;
@@ -41,11 +49,17 @@ pub(crate) fn routes(state: SharedState) -> Router<SharedState> {
             "/api/sync/upload-batch",
             post(batch::upload_batch).layer(DefaultBodyLimit::disable()),
         )
-        .route_layer(middleware::from_fn_with_state(state, require_api_key))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ))
+        // Added last, so it runs first: an outage answers before any key check.
+        .route_layer(middleware::from_fn_with_state(state, outage::outage))
 }
 
 /// Capacity, then connection drops: the knobs every upload request meets first,
-/// single or batch. Gives the in-flight guard and the request, or the answer to send.
+/// single or batch. Gives the in-flight guard and the request, its body now
+/// read at `read_bytes_per_sec`, or the answer to send.
 pub(super) async fn admit(
     state: &SharedState,
     knobs: &crate::knobs::Knobs,
@@ -62,7 +76,10 @@ pub(super) async fn admit(
         reply::drain(request.into_body()).await;
         return Err(reply::dropped_connection());
     }
-    Ok((in_flight, request))
+    Ok((
+        in_flight,
+        throttle::throttled(request, knobs.read_bytes_per_sec),
+    ))
 }
 
 async fn require_api_key(
@@ -112,6 +129,10 @@ async fn check_duplicate(State(state): State<SharedState>, body: Bytes) -> Respo
             return reply::message(StatusCode::BAD_REQUEST, format!("invalid request: {e}"));
         }
     };
+    if knobs.forbids([request.checksum.as_str()]) {
+        bump(&state.counters.rejected_forbidden);
+        return reply::forbidden_page();
+    }
     if chance(knobs.check_error_rate) {
         bump(&state.counters.rejected_5xx);
         return reply::injected_server_error();

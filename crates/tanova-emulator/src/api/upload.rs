@@ -1,6 +1,5 @@
-//! `POST /api/sync/upload`: the knobs (capacity, drops, errors, rejections, latency), then checksum and record.
-
-use std::time::Duration;
+//! `POST /api/sync/upload`: the knobs (capacity, drops, errors, rejections), the
+//! checksum, then the hold, the latency and the record (see [`super::process`]).
 
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::StatusCode;
@@ -9,7 +8,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::part::{invalid, receive, Received};
-use crate::knobs::chance;
+use crate::knobs::{chance, Knobs};
 use crate::reply;
 use crate::state::SharedState;
 use crate::stats::bump;
@@ -18,7 +17,7 @@ use crate::store::NewUpload;
 pub(super) async fn upload(State(state): State<SharedState>, request: Request) -> Response {
     let knobs = state.knobs();
     let counters = &state.counters;
-    let (_in_flight, request) = match super::admit(&state, &knobs, request).await {
+    let (in_flight, request) = match super::admit(&state, &knobs, request).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
     };
@@ -34,38 +33,67 @@ pub(super) async fn upload(State(state): State<SharedState>, request: Request) -
             return refusal;
         }
     };
+    if let Some(refused) = refusal(&state, &knobs, &form) {
+        return refused;
+    }
+    let stored = super::process::detached(&state, in_flight, knobs.upload_latency_ms, |state| {
+        record(state, form.file)
+    })
+    .await;
+    let (candidate_id, name) = match stored {
+        Ok(stored) => stored,
+        Err(failure) => return failure,
+    };
+    if chance(knobs.garbage_rate) {
+        return reply::garbage();
+    }
+    Json(json!({ "candidateId": candidate_id, "candidateName": name })).into_response()
+}
+
+/// The answer refusing a whole form, if any: a blocked checksum, an injected
+/// rejection, a checksum mismatch.
+fn refusal(state: &SharedState, knobs: &Knobs, form: &Form) -> Option<Response> {
+    let counters = &state.counters;
+    if knobs.forbids([form.claimed_checksum.as_str(), form.file.checksum.as_str()]) {
+        bump(&counters.rejected_forbidden);
+        return Some(reply::forbidden_page());
+    }
     let needle = knobs.reject_filename_contains.as_deref().unwrap_or("");
     if !needle.is_empty() && form.file.filename.contains(needle) {
         bump(&counters.rejected_other);
         let status =
             StatusCode::from_u16(knobs.reject_status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
-        return reply::message(status, "Could not parse document (injected)");
+        return Some(reply::message(
+            status,
+            "Could not parse document (injected)",
+        ));
     }
-    // The real service parses the CV with AI here; this is what makes uploads slow.
-    tokio::time::sleep(Duration::from_millis(knobs.upload_latency_ms)).await;
     if form.claimed_checksum != form.file.checksum {
         bump(&counters.rejected_checksum);
         let text = format!(
             "checksum mismatch: sent {}, received bytes hash to {}",
             form.claimed_checksum, form.file.checksum
         );
-        return reply::message(StatusCode::BAD_REQUEST, text);
+        return Some(reply::message(StatusCode::BAD_REQUEST, text));
     }
+    None
+}
+
+/// Stores the upload and counts it; gives its candidate's id and name.
+fn record(state: &SharedState, file: NewUpload) -> (String, Option<String>) {
     let (record, name) = {
         let mut store = state.store();
-        let record = store.record(form.file);
+        let record = store.record(file);
         let name = store.lookup(&record.checksum).map(|c| c.name.clone());
         (record, name)
     };
+    let counters = &state.counters;
     bump(&counters.uploads);
     if record.duplicate {
         bump(&counters.duplicate_uploads);
     }
     tracing::debug!(file = %record.filename, id = %record.candidate_id, duplicate = record.duplicate, "upload stored");
-    if chance(knobs.garbage_rate) {
-        return reply::garbage();
-    }
-    Json(json!({ "candidateId": record.candidate_id, "candidateName": name })).into_response()
+    (record.candidate_id, name)
 }
 
 /// A parsed upload form: the file as received, and the checksum the client claimed.
