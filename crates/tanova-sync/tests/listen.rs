@@ -5,112 +5,17 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::live::{client, get, LiveAgent as Agent, WAIT};
 use common::*;
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(20);
 /// A file name that would be markup if the page did not escape it.
 const EVIL: &str = "<img src=x onerror=alert(1)>.txt";
 const REASON: &str = "refused by the server (422): Could not parse document (injected)";
-
-/// A running agent with `--listen 127.0.0.1:0`, and the address it printed.
-struct Agent {
-    child: Child,
-    base: String,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Agent {
-    fn start(env: &TestEnv, args: &[&str]) -> Agent {
-        let mut args = args.to_vec();
-        args.extend(["--listen", "127.0.0.1:0"]);
-        let mut child = env
-            .command(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("binary starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        {
-            let pipe = child.stderr.take().unwrap();
-            let stderr = stderr.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.split("listening on http://").nth(1) {
-                        let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                        let _ = tx.send(addr);
-                    }
-                    let mut all = stderr.lock().unwrap();
-                    all.push_str(&line);
-                    all.push('\n');
-                }
-            });
-        }
-        let addr = rx.recv_timeout(WAIT).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!(
-                "no `listening on` line on stderr:\n{}",
-                stderr.lock().unwrap()
-            )
-        });
-        Agent {
-            child,
-            base: format!("http://{addr}"),
-            stderr,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// SIGTERM, and the exit code with everything it wrote to stderr.
-    fn stop(mut self) -> (i32, String) {
-        signal(&self.child, libc::SIGTERM);
-        let start = Instant::now();
-        let code = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status.code().unwrap_or(-1);
-            }
-            if start.elapsed() > WAIT {
-                let _ = self.child.kill();
-                panic!("the agent did not stop:\n{}", self.stderr.lock().unwrap());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        std::thread::sleep(Duration::from_millis(50));
-        let stderr = self.stderr.lock().unwrap().clone();
-        (code, stderr)
-    }
-}
-
-fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .no_proxy()
-        .build()
-        .unwrap()
-}
-
-fn get(url: &str) -> (u16, String, String) {
-    let response = client()
-        .get(url)
-        .send()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (status, content_type, response.text().unwrap())
-}
 
 fn health(agent: &Agent) -> (u16, Value) {
     let (status, content_type, body) = get(&agent.url("/health"));

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod live;
 pub mod redis_server;
 
 use std::path::{Path, PathBuf};
@@ -104,7 +105,14 @@ pub struct Run {
 
 /// Keys the tests give the agent. Every run's output is searched for them:
 /// nothing beyond a key's first 15 characters may ever be printed.
-pub const KEYS_USED: &[&str] = &[DEFAULT_API_KEY, "tanova_sk_wrong_key_123456", SECRET_KEY];
+pub const KEYS_USED: &[&str] = &[
+    DEFAULT_API_KEY,
+    "tanova_sk_wrong_key_123456",
+    SECRET_KEY,
+    ROTATED_KEY,
+];
+/// The key an emulator is rotated to while an agent watches.
+pub const ROTATED_KEY: &str = "tanova_sk_rotated_NEWNEWNEWNEW77";
 pub const SECRET_KEY: &str = "tanova_sk_live_SECRETSECRETSECRET42";
 
 /// Panic if `text` shows more of a key than its first 15 characters.

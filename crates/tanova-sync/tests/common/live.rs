@@ -1,0 +1,129 @@
+//! A running agent with `--listen` on a free loopback port, and a plain HTTP client for it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A running agent with `--listen 127.0.0.1:0`, and the address it printed.
+pub struct LiveAgent {
+    pub child: Child,
+    base: String,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl LiveAgent {
+    pub fn start(env: &TestEnv, args: &[&str]) -> LiveAgent {
+        Self::start_command(env.command(args))
+    }
+
+    /// Start `command` with `--listen 127.0.0.1:0` added, and read the address it prints.
+    pub fn start_command(mut command: Command) -> LiveAgent {
+        command.args(["--listen", "127.0.0.1:0"]);
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let pipe = child.stderr.take().unwrap();
+            let stderr = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                        let _ = tx.send(addr);
+                    }
+                    let mut all = stderr.lock().unwrap();
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+            });
+        }
+        let addr = rx.recv_timeout(WAIT).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!(
+                "no `listening on` line on stderr:\n{}",
+                stderr.lock().unwrap()
+            )
+        });
+        LiveAgent {
+            child,
+            base: format!("http://{addr}"),
+            stderr,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGTERM, and the exit code with everything it wrote to stderr.
+    pub fn stop(mut self) -> (i32, String) {
+        signal(&self.child, libc::SIGTERM);
+        let start = Instant::now();
+        let code = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code().unwrap_or(-1);
+            }
+            if start.elapsed() > WAIT {
+                let _ = self.child.kill();
+                panic!("the agent did not stop:\n{}", self.stderr.lock().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let stderr = self.stderr.lock().unwrap().clone();
+        (code, stderr)
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+pub fn get(url: &str) -> (u16, String, String) {
+    let response = client()
+        .get(url)
+        .send()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, content_type, response.text().unwrap())
+}
+
+impl LiveAgent {
+    /// `/health`: its status code and JSON body.
+    pub fn health(&self) -> (u16, serde_json::Value) {
+        let (status, _, body) = get(&self.url("/health"));
+        (
+            status,
+            serde_json::from_str(&body).expect("/health is JSON"),
+        )
+    }
+
+    /// Whether the process is still running.
+    pub fn child_alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Everything the agent wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
