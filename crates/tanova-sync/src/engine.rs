@@ -669,11 +669,17 @@ impl Inner {
         if !self.wait_for_earlier_upload(run, path, sum).await {
             return Step::Done;
         }
-        let fence = match self.claim(run, sum).await {
-            Ok((Claim::Claimed, fence)) => fence,
+        let (earlier, fence) = match self.claim(run, sum).await {
+            Ok((Claim::Claimed { wait }, fence)) => (wait, fence),
             Ok((Claim::Synced { candidate }, _)) => {
                 self.mirror_synced(run, path, sum, candidate.as_deref());
                 return Step::Done;
+            }
+            // Watching, a rescan looks again; a one-shot run waits for the other agent.
+            Ok((Claim::Busy { .. }, _))
+                if !self.pausing && self.await_other_agent(run, sum).await =>
+            {
+                return Step::Again;
             }
             Ok((Claim::Busy { holder }, _)) => {
                 let reason = format!("being uploaded by another agent ({holder})");
@@ -694,7 +700,9 @@ impl Inner {
             self.stop(run, e.into());
             return Step::Done;
         }
-        let delivered = self.deliver_claimed(run, path, stamp, sum, fence).await;
+        let delivered = self
+            .deliver_claimed(run, path, stamp, sum, fence, earlier)
+            .await;
         match &delivered {
             Delivered::Uploaded { candidate_id } => {
                 self.share_synced(run, sum, candidate_id.as_deref()).await
@@ -759,6 +767,35 @@ impl Inner {
             Delivered::Rejected(e) => self.refused(run, path, e, round).await,
             Delivered::Cancelled => Step::Done,
         }
+    }
+
+    /// One-shot run: wait (at most `ledger_timeout`) for another agent's claim
+    /// on these bytes to end, synced or lapsed. True when it did: plan them again.
+    async fn await_other_agent(&self, run: &Run, sum: &str) -> bool {
+        let started = Instant::now();
+        let mut attempt = 0;
+        while started.elapsed() < self.ledger_timeout {
+            let wait = backoff::delay(attempt, LEDGER_RETRY, None, 1.0).min(Duration::from_secs(2));
+            tokio::select! {
+                _ = run.cancel.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            match self.ledger.claim(sum).await {
+                Ok(Claim::Busy { .. }) => {}
+                // Taken over from a lapsed claim: its request may still be in flight.
+                Ok(Claim::Claimed { wait }) if !wait.is_zero() => {
+                    tokio::select! {
+                        _ = run.cancel.cancelled() => return false,
+                        _ = tokio::time::sleep(wait) => return true,
+                    }
+                }
+                // Taken here; the next pass claims it again (extending this same claim).
+                Ok(_) => return true,
+                Err(_) => return false,
+            }
+            attempt += 1;
+        }
+        false
     }
 
     /// A 401/403: the health check says whether the key is rejected or only this request.
@@ -912,7 +949,7 @@ impl Inner {
                     let fence = self
                         .ledger
                         .lease()
-                        .filter(|_| claim == Claim::Claimed)
+                        .filter(|_| matches!(claim, Claim::Claimed { .. }))
                         .map(|lease| Arc::new(Fence::new(sent + lease)));
                     return Ok((claim, fence));
                 }
@@ -1002,6 +1039,8 @@ impl Inner {
 
     /// Deliver while keeping the claim on the bytes alive; the fence stops the
     /// upload before its last byte if the claim cannot be renewed in time.
+    /// `earlier`: how long another agent's upload of these bytes may still be in
+    /// flight (its claim lapsed mid-upload); the server is asked only after it.
     async fn deliver_claimed(
         &self,
         run: &Run,
@@ -1009,6 +1048,7 @@ impl Inner {
         stamp: FileStamp,
         sum: &str,
         fence: Option<Arc<Fence>>,
+        earlier: Duration,
     ) -> Delivered {
         let on_lost = |_: &str| {
             tracing::warn!(
@@ -1017,9 +1057,24 @@ impl Inner {
                 path.display()
             )
         };
+        let deliver = async {
+            if !earlier.is_zero() {
+                tracing::info!(
+                    "{}: another agent's claim on these bytes lapsed mid-upload; asking the \
+                     server about them in {}s, once that upload can no longer be in flight",
+                    path.display(),
+                    earlier.as_secs()
+                );
+                tokio::select! {
+                    _ = run.cancel.cancelled() => return Delivered::Cancelled,
+                    _ = tokio::time::sleep(earlier) => {}
+                }
+            }
+            self.deliver(run, path, stamp, sum, fence.clone()).await
+        };
         tokio::select! {
-            delivered = self.deliver(run, path, stamp, sum, fence.clone()) => delivered,
-            never = self.ledger.keep_claim(sum, fence, on_lost) => match never {},
+            delivered = deliver => delivered,
+            never = self.ledger.keep_claim(sum, fence.clone(), on_lost) => match never {},
         }
     }
 

@@ -117,6 +117,8 @@ fn an_agent_killed_mid_run_leaves_nothing_unsynced_after_the_others_rescan() {
         "rescan_interval": 1,
         "lease_ms": 1000,
         "retry_delay": 0.05,
+        // The dead agent's requests in flight are waited for this long before its files are taken over.
+        "inflight_grace": 2,
     }));
     let watch = ["watch", "--max-workers", "4"];
     let mut doomed = spawn(agent(&env, &redis, "a", &watch));
@@ -315,4 +317,49 @@ fn shared_state_settings_are_validated_naming_the_field() {
     );
     run.assert_code(2);
     assert!(run.stderr.contains("flag --state-url"), "{}", run.stderr);
+}
+
+/// Fencing (issue 10): an agent frozen (SIGSTOP: a paused VM, a partition) for
+/// longer than its lease while its uploads are mid-body. Another agent takes the
+/// lapsed claims and uploads the files; the frozen one, woken, must not send
+/// its last bytes. No checksum may reach the server twice.
+#[test]
+fn a_frozen_agent_whose_lease_lapsed_never_completes_its_uploads() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let env = TestEnv::with_knobs(Knobs {
+        read_bytes_per_sec: 150_000,
+        ..Knobs::default()
+    });
+    for i in 0..3 {
+        env.write(&format!("big{i}.pdf"), vec![b'0' + i as u8; 450_000]);
+    }
+    env.config(
+        json!({ "lease_ms": 1000, "settle_ms": 50, "retry_delay": 0.05, "inflight_grace": 6 }),
+    );
+    let frozen = spawn(agent(&env, &redis, "a", &["sync", "--json"]));
+    assert!(
+        wait_until(WAIT, || env.emulator.stats().in_flight >= 1),
+        "agent a never started uploading"
+    );
+    signal(&frozen, libc::SIGSTOP);
+    // Its claims lapse (lease 1 s); another agent takes them over.
+    std::thread::sleep(Duration::from_millis(2500));
+    let taker = spawn(agent(&env, &redis, "b", &["sync", "--json"]));
+    std::thread::sleep(Duration::from_millis(1000));
+    signal(&frozen, libc::SIGCONT);
+    let frozen = Run::from(frozen.wait_with_output().unwrap());
+    let taker = Run::from(taker.wait_with_output().unwrap());
+    taker.assert_code(0);
+    let stats = env.emulator.stats();
+    assert_eq!(
+        stats.duplicate_uploads, 0,
+        "a checksum reached the server twice: {stats:?}\na:\n{}\nb:\n{}",
+        frozen.stderr, taker.stderr
+    );
+    assert_eq!(stats.unique_checksums, 3, "{stats:?}");
+    // Woken, it finds each file either sent by itself (the server had its whole
+    // body) or synced by the other agent: nothing is left deferred.
+    frozen.assert_code(0);
 }

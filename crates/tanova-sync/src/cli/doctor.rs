@@ -128,7 +128,16 @@ async fn ledger(config: &Config) -> Check {
         );
     };
     let cancel = CancellationToken::new();
-    match Ledger::connect(Some(url), config.lease, 0, Duration::ZERO, &cancel).await {
+    match Ledger::connect(
+        Some(url),
+        config.lease,
+        config.inflight_grace,
+        0,
+        Duration::ZERO,
+        &cancel,
+    )
+    .await
+    {
         Ok(_) => Check::Ok(format!("Redis at {url} answers")),
         Err(e) => Check::Fail(e.to_string()),
     }

@@ -366,6 +366,7 @@ async fn open_ledger(config: &Config, cancel: &CancellationToken) -> Result<Ledg
     let ledger = Ledger::connect(
         config.state_url.as_ref(),
         config.lease,
+        config.inflight_grace,
         config.retry_count,
         config.retry_delay,
         cancel,

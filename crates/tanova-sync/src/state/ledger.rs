@@ -37,6 +37,7 @@ impl Ledger {
     pub async fn connect(
         url: Option<&RedisUrl>,
         lease: Duration,
+        in_flight_grace: Duration,
         retries: u32,
         base: Duration,
         cancel: &CancellationToken,
@@ -44,7 +45,7 @@ impl Ledger {
         let Some(url) = url else {
             return Ok(Ledger::Local);
         };
-        let redis = RedisLedger::new(url, lease)?;
+        let redis = RedisLedger::new(url, lease, in_flight_grace)?;
         let mut attempt = 0;
         loop {
             match redis.ping().await {
@@ -68,7 +69,9 @@ impl Ledger {
     /// Claim the bytes for this agent, or learn that they are synced or taken.
     pub async fn claim(&self, checksum: &str) -> Result<Claim> {
         match self {
-            Ledger::Local => Ok(Claim::Claimed),
+            Ledger::Local => Ok(Claim::Claimed {
+                wait: Duration::ZERO,
+            }),
             Ledger::Redis(redis) => redis.claim(checksum).await,
         }
     }

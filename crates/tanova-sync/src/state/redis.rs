@@ -3,6 +3,8 @@
 //! Keys, under the prefix `tanova:` in the URL's database:
 //! - `tanova:synced`: a hash, checksum → candidate id (`""` when unknown). It only grows.
 //! - `tanova:claim:<checksum>`: the id of the agent uploading those bytes, with a TTL (the lease).
+//! - `tanova:sending:<checksum>`: the same id, living the lease plus the in-flight grace, so an
+//!   agent taking over a lapsed claim waits for the earlier request before asking the server.
 //!
 //! Every read-modify-write is one Lua script, so agents never race between a check and a claim.
 
@@ -107,8 +109,10 @@ fn redact_text(text: &str) -> String {
 /// The answer to a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// This agent holds the lease: deliver, renewing it meanwhile.
-    Claimed,
+    /// This agent holds the lease: deliver, renewing it meanwhile. `wait`: an
+    /// earlier upload of these bytes by another agent (whose claim lapsed) may
+    /// still be in flight for this long; ask the server only after it.
+    Claimed { wait: Duration },
     /// Another agent holds the lease (its id), and is delivering these bytes now.
     Busy { holder: String },
     /// Already synced (by any agent), with the candidate id when known.
@@ -126,16 +130,20 @@ pub enum Renewal {
 }
 
 /// Claim unless synced; a second claim by the same agent extends its lease.
+/// `tanova:sending:<checksum>` outlives the claim by the in-flight grace: an
+/// agent frozen mid-upload (its claim lapsed) may still complete its request,
+/// so the next claimer learns how long to wait before asking the server.
 const CLAIM: &str = r"
 local c = redis.call('HGET', KEYS[1], ARGV[1])
 if c then return {'synced', c} end
-if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'claimed'} end
 local holder = redis.call('GET', KEYS[2])
-if holder == ARGV[2] then
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
-  return {'claimed'}
-end
-return {'busy', holder or ''}
+if holder and holder ~= ARGV[2] then return {'busy', holder} end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+local earlier = redis.call('GET', KEYS[3])
+local wait = 0
+if earlier and earlier ~= ARGV[2] then wait = redis.call('PTTL', KEYS[3]) end
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[4])
+return {'claimed', tostring(wait)}
 ";
 
 /// Extend our lease; take it again if it is gone and the bytes are not synced.
@@ -160,11 +168,13 @@ else
   redis.call('HSETNX', KEYS[1], ARGV[1], '')
 end
 if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+if redis.call('GET', KEYS[3]) == ARGV[3] then redis.call('DEL', KEYS[3]) end
 return 1
 ";
 
 /// Release a claim only if it is still ours.
 const RELEASE: &str = r"
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 ";
@@ -175,6 +185,8 @@ pub struct RedisLedger {
     url: RedisUrl,
     agent: String,
     lease: Duration,
+    /// How long an upload may still be in flight after its agent stopped renewing its claim.
+    in_flight_grace: Duration,
     /// Set while Redis cannot be reached, so an outage is logged once, and its end too.
     down: AtomicBool,
     /// The class of the last error reply, so each is logged once until Redis answers well.
@@ -187,7 +199,7 @@ pub struct RedisLedger {
 
 impl RedisLedger {
     /// Prepare the connection; nothing is sent until the first call (see [`RedisLedger::ping`]).
-    pub fn new(url: &RedisUrl, lease: Duration) -> Result<Self> {
+    pub fn new(url: &RedisUrl, lease: Duration, in_flight_grace: Duration) -> Result<Self> {
         let err = |e: RedisError| redis_error(url, &e);
         let client = redis::Client::open(url.expose()).map_err(err)?;
         let config = ConnectionManagerConfig::new()
@@ -203,6 +215,7 @@ impl RedisLedger {
             url: url.clone(),
             agent: agent_id(),
             lease,
+            in_flight_grace,
             down: AtomicBool::new(false),
             last_refusal: std::sync::Mutex::new(None),
             claim: Script::new(CLAIM),
@@ -239,14 +252,24 @@ impl RedisLedger {
             .claim
             .key(synced_key())
             .key(claim_key(checksum))
+            .key(sending_key(checksum))
             .arg(checksum)
             .arg(&self.agent)
             .arg(self.lease.as_millis() as u64)
+            .arg((self.lease + self.in_flight_grace).as_millis() as u64)
             .invoke_async::<Vec<String>>(&mut conn)
             .await;
         let answer = self.seen(answer)?;
         Ok(match answer.first().map(String::as_str) {
-            Some("claimed") => Claim::Claimed,
+            Some("claimed") => {
+                let ms = answer
+                    .get(1)
+                    .and_then(|w| w.parse::<i64>().ok())
+                    .unwrap_or(0);
+                Claim::Claimed {
+                    wait: Duration::from_millis(ms.max(0) as u64).min(self.in_flight_grace),
+                }
+            }
             Some("synced") => Claim::Synced {
                 candidate: answer.get(1).filter(|c| !c.is_empty()).cloned(),
             },
@@ -282,6 +305,7 @@ impl RedisLedger {
             .record
             .key(synced_key())
             .key(claim_key(checksum))
+            .key(sending_key(checksum))
             .arg(checksum)
             .arg(candidate.unwrap_or(""))
             .arg(&self.agent)
@@ -296,6 +320,7 @@ impl RedisLedger {
         let answer = self
             .release
             .key(claim_key(checksum))
+            .key(sending_key(checksum))
             .arg(&self.agent)
             .invoke_async::<i64>(&mut conn)
             .await;
@@ -416,6 +441,10 @@ fn advice(class: &str) -> &'static str {
 
 fn synced_key() -> String {
     format!("{PREFIX}synced")
+}
+
+fn sending_key(checksum: &str) -> String {
+    format!("{PREFIX}sending:{checksum}")
 }
 
 fn claim_key(checksum: &str) -> String {
