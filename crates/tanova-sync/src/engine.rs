@@ -57,6 +57,9 @@ pub enum EngineError {
     NoUploadPermission { url: String },
     #[error("cannot reach the Tanova service: {0}")]
     Unreachable(String),
+    /// `tanova_url` answers with a redirect the agent refuses to follow.
+    #[error("{0}")]
+    Misdirected(ApiError),
     #[error("cannot record an outcome, stopping so nothing is uploaded twice: {0}")]
     State(#[from] StateError),
 }
@@ -171,6 +174,8 @@ impl Engine {
                     return Ok(health);
                 }
                 Err(e @ ApiError::Rejected { .. }) => return Err(EngineError::KeyRejected(e)),
+                // Retrying cannot help: the address itself is wrong.
+                Err(e @ ApiError::Misdirected { .. }) => return Err(EngineError::Misdirected(e)),
                 Err(e) if attempt >= inner.retry_count => {
                     return Err(EngineError::Unreachable(e.to_string()))
                 }
@@ -505,6 +510,10 @@ impl Inner {
             Delivered::Changed => self.changed(run, path).await,
             Delivered::Vanished => {
                 self.vanished(run, path);
+                Step::Done
+            }
+            Delivered::Rejected(e @ ApiError::Misdirected { .. }) => {
+                self.stop(run, EngineError::Misdirected(e));
                 Step::Done
             }
             Delivered::Rejected(e) => {

@@ -376,7 +376,9 @@ async fn state_push(global: &GlobalArgs, config: &Config, cancel: &CancellationT
 fn exit_for_error(e: &EngineError) -> Exit {
     match e {
         EngineError::KeyRejected(_) | EngineError::NoUploadPermission { .. } => Exit::Usage,
-        EngineError::Unreachable(_) | EngineError::State(_) => Exit::SomeFailed,
+        EngineError::Unreachable(_) | EngineError::Misdirected(_) | EngineError::State(_) => {
+            Exit::SomeFailed
+        }
     }
 }
 

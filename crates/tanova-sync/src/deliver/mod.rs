@@ -50,7 +50,8 @@ pub enum Delivered {
     Changed,
     /// The file is gone.
     Vanished,
-    /// The key was rejected: the whole run must stop.
+    /// The key was rejected, or `tanova_url` redirects where the agent will
+    /// not follow ([`ApiError::Misdirected`]): the whole run must stop.
     Rejected(ApiError),
     Cancelled,
 }
@@ -216,7 +217,9 @@ impl Deliverer {
                     retry_after,
                     ..
                 }) => (message, retry_after),
-                Err(ApiError::Rejected { .. }) => return Delivered::Rejected(result.unwrap_err()),
+                Err(ApiError::Rejected { .. } | ApiError::Misdirected { .. }) => {
+                    return Delivered::Rejected(result.unwrap_err())
+                }
                 Err(ApiError::Permanent { status, message }) => {
                     return Delivered::Failed {
                         reason: format!("refused by the server ({status}): {message}"),
@@ -267,7 +270,7 @@ impl Deliverer {
                 })
             }
             Ok(_) => {}
-            Err(e @ ApiError::Rejected { .. }) => return Err(e),
+            Err(e @ (ApiError::Rejected { .. } | ApiError::Misdirected { .. })) => return Err(e),
             // A failing check never blocks the upload: the server dedupes anyway.
             Err(e) => {
                 tracing::debug!(path = %upload.path.display(), "duplicate check failed, uploading anyway: {e}")
@@ -304,7 +307,9 @@ impl Deliverer {
                 }))
             }
             Ok(_) => {}
-            Err(e @ ApiError::Rejected { .. }) => return Batched::Done(Err(e)),
+            Err(e @ (ApiError::Rejected { .. } | ApiError::Misdirected { .. })) => {
+                return Batched::Done(Err(e))
+            }
             Err(e) => {
                 tracing::debug!(path = %upload.path.display(), "duplicate check failed, uploading anyway: {e}")
             }
