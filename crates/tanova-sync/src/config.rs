@@ -52,6 +52,7 @@ const KNOWN_KEYS: &[&str] = &[
     "batch_size",
     "listen",
     "listen_public",
+    "listen_hosts",
     "log_format",
     "log_file",
     "watch_mode",
@@ -93,6 +94,8 @@ pub struct Config {
     pub watch: WatchSettings,
     /// Serve `/health`, `/metrics` and the status page here while syncing or watching.
     pub listen: Option<std::net::SocketAddr>,
+    /// Host names the status server also answers to (`listen_hosts`), besides loopback and `listen`.
+    pub listen_hosts: Vec<String>,
     /// The log's format and destination.
     pub log: crate::logging::LogSettings,
 }
@@ -222,6 +225,7 @@ struct Raw {
     batch_size: Option<Sourced<u64>>,
     listen: Option<Sourced<String>>,
     listen_public: Option<Sourced<bool>>,
+    listen_hosts: Option<Sourced<Vec<String>>>,
     log_format: Option<Sourced<String>>,
     log_file: Option<Sourced<String>>,
     watch_mode: Option<Sourced<String>>,
@@ -364,6 +368,7 @@ fn parse_text(
     raw.batch_size = file.integer("batch_size")?;
     raw.listen = file.string("listen")?;
     raw.listen_public = file.boolean("listen_public")?;
+    raw.listen_hosts = file.strings("listen_hosts")?;
     raw.log_format = file.string("log_format")?;
     raw.log_file = file.string("log_file")?;
     raw.watch_mode = file.string("watch_mode")?;
@@ -420,6 +425,21 @@ impl FileFields<'_> {
                 Some(n) if n >= 0.0 => Ok(self.sourced(n)),
                 _ => Err(self.wrong(key, "a number ≥ 0", v)),
             },
+        }
+    }
+
+    fn strings(&self, key: &str) -> Result<Option<Sourced<Vec<String>>>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(self.wrong(key, "a list of strings", other)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(|v| self.sourced(v)),
+            Some(other) => Err(self.wrong(key, "a list of strings", other)),
         }
     }
 
@@ -767,6 +787,23 @@ fn validate(
         ),
         _ => None,
     };
+    let listen_hosts = match raw.listen_hosts {
+        None => Vec::new(),
+        Some(s) => {
+            for host in &s.value {
+                let bad = host.trim().is_empty()
+                    || host.contains(|c: char| c.is_whitespace() || "/@?#".contains(c));
+                if bad {
+                    return Err(ConfigError::new(
+                        s.origin,
+                        "listen_hosts",
+                        format!("{host:?} is not a host name (expected names like \"files.agency.local\")"),
+                    ));
+                }
+            }
+            s.value
+        }
+    };
     let log = crate::logging::LogSettings {
         format: match raw.log_format {
             None => crate::logging::LogFormat::Text,
@@ -803,6 +840,7 @@ fn validate(
         batch_size,
         watch,
         listen,
+        listen_hosts,
         log,
     })
 }
@@ -910,6 +948,9 @@ mod tests {
             (r#"{"folder_path": "/x", "api_key": "tanova_sk_1"}"#, Ok(0)),
             (r#"{"folder_pth": 1}"#, Ok(1)),
             (r#"{"max_workers": "five"}"#, Err("max_workers")),
+            (r#"{"listen_hosts": "cvs.local"}"#, Err("listen_hosts")),
+            (r#"{"listen_hosts": ["cvs.local", 7]}"#, Err("listen_hosts")),
+            (r#"{"listen_hosts": ["cvs.local"]}"#, Ok(0)),
             (r#"{"retry_delay": -1}"#, Err("retry_delay")),
             (r#"{"tanova_url": "http://0.0.0.0"}"#, Err("tanova_url")),
             (

@@ -79,6 +79,7 @@ async fn demo(
             .as_deref()
             .map(|addr| crate::serve::parse_listen(addr, false))
             .transpose()?,
+        listen_hosts: Vec::new(),
         log: crate::logging::LogSettings::default(),
     };
     eprintln!(

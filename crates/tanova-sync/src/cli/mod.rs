@@ -176,9 +176,16 @@ async fn start_agent(
         .with_ledger(ledger);
     let listening = match (config.listen, metrics) {
         (Some(addr), Some(metrics)) => Some(
-            listen::Listening::start(global, addr, metrics, &engine, &config.folder)
-                .await
-                .map_err(|m| fail(m, Exit::Usage))?,
+            listen::Listening::start(
+                global,
+                addr,
+                &config.listen_hosts,
+                metrics,
+                &engine,
+                &config.folder,
+            )
+            .await
+            .map_err(|m| fail(m, Exit::Usage))?,
         ),
         _ => None,
     };
