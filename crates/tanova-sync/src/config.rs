@@ -61,6 +61,23 @@ const KNOWN_KEYS: &[&str] = &[
     "poll_interval",
 ];
 
+/// Fields whose value may be, or may hold, a secret: the key itself, URLs
+/// that can carry a password. Errors about them describe the value's type or
+/// shape, never the value.
+pub const SECRET_FIELDS: &[&str] = &["api_key", "state_url", "tanova_url"];
+
+/// What kind of JSON value this is, for errors that must not repeat it.
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// The validated settings of one run. Nothing downstream re-reads files or the environment.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -315,6 +332,9 @@ pub fn check_text(text: &str) -> Result<Vec<String>, ConfigError> {
         parse_url(&url.value, raw.allow_insecure_http.is_some_and(|s| s.value))
             .map_err(|m| ConfigError::new("input", "tanova_url", m))?;
     }
+    if let Some(url) = raw.state_url.filter(|s| !s.value.trim().is_empty()) {
+        RedisUrl::parse(&url.value).map_err(|m| ConfigError::new("input", "state_url", m))?;
+    }
     Ok(warnings)
 }
 
@@ -336,7 +356,13 @@ fn parse_text(
     };
     for key in map.keys() {
         if !KNOWN_KEYS.contains(&key.as_str()) {
-            warnings.push(format!("{origin}: unknown key `{key}` is ignored"));
+            // A key pasted as a field name is shown only as far as a key may be.
+            let shown = if key.starts_with(API_KEY_PREFIX) {
+                ApiKey::new(key.clone()).redacted()
+            } else {
+                key.clone()
+            };
+            warnings.push(format!("{origin}: unknown key `{shown}` is ignored"));
         }
     }
     if map.contains_key("api_key") && map.contains_key("api_key_file") {
@@ -397,7 +423,18 @@ impl FileFields<'_> {
     }
 
     fn wrong(&self, key: &str, expected: &str, got: &Value) -> ConfigError {
-        ConfigError::new(&self.origin, key, format!("expected {expected}, got {got}"))
+        // A secret field's value is never repeated, nor a list or object
+        // anywhere: a key pasted into the wrong place would be printed whole.
+        let shown = if SECRET_FIELDS.contains(&key) || got.is_array() || got.is_object() {
+            type_name(got).to_string()
+        } else {
+            got.to_string()
+        };
+        ConfigError::new(
+            &self.origin,
+            key,
+            format!("expected {expected}, got {shown}"),
+        )
     }
 
     fn string(&self, key: &str) -> Result<Option<Sourced<String>>, ConfigError> {
@@ -911,20 +948,33 @@ pub fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
 
 /// Parse the service URL, refusing to send the key in the clear to another host.
 pub fn parse_url(text: &str, allow_insecure_http: bool) -> Result<Url, String> {
-    let url = Url::parse(text.trim()).map_err(|e| format!("{text:?} is not a valid URL: {e}"))?;
+    // The text is never repeated: it may be a key pasted into the wrong
+    // field, or hold a password. The parsed host and scheme are safe to show.
+    let url = Url::parse(text.trim()).map_err(|e| format!("not a valid URL ({e})"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "holds a user name or password (user:password@); the API key is sent in a header, \
+             so leave them out"
+                .to_string(),
+        );
+    }
+    let host = url.host_str().unwrap_or("");
     match url.scheme() {
         "https" => {}
         "http" if allow_insecure_http || is_loopback(&url) => {}
         "http" => {
             return Err(format!(
-                "{text} is plain http to a non-loopback host: the API key would travel unencrypted \
-                 (use https, or set allow_insecure_http: true)"
+                "http://{host} is plain http to a non-loopback host: the API key would travel \
+                 unencrypted (use https, or set allow_insecure_http: true)"
             ))
         }
-        other => return Err(format!("{text}: unsupported scheme {other:?} (use https)")),
+        other if other.len() <= 10 => {
+            return Err(format!("unsupported scheme {other:?} (use https)"))
+        }
+        _ => return Err("unsupported scheme (use https)".to_string()),
     }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{text}: no host"));
+    if host.is_empty() {
+        return Err(format!("{}: no host", url.scheme()));
     }
     Ok(url)
 }
