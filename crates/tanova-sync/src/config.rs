@@ -26,6 +26,8 @@ pub const DEFAULT_CEILING: usize = 64;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// The most files per batch upload when the service offers batches (and `batch_size` is not given).
 pub const DEFAULT_BATCH_SIZE: usize = 10;
+/// The name of the systemd credential holding the key, in `$CREDENTIALS_DIRECTORY`.
+pub const CREDENTIAL_NAME: &str = "tanova-api-key";
 /// Keys look like this; anything else is probably a paste error.
 pub const API_KEY_PREFIX: &str = "tanova_sk_";
 
@@ -498,6 +500,19 @@ fn read_env(env: &dyn Fn(&str) -> Option<String>, raw: &mut Raw) -> Result<(), C
     };
     if let Some(v) = string("TANOVA_FOLDER_PATH") {
         raw.folder_path = Some(v);
+    }
+    // A systemd credential (`LoadCredential=tanova-api-key:…`, as `service
+    // install` writes it) beats the config file's key; the TANOVA_API_KEY*
+    // variables below beat it.
+    if let Some(dir) = env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) {
+        let path = Path::new(&dir).join(CREDENTIAL_NAME);
+        if path.is_file() {
+            raw.api_key = None;
+            raw.api_key_file = Some(Sourced {
+                value: path.display().to_string(),
+                origin: format!("systemd credential {CREDENTIAL_NAME}"),
+            });
+        }
     }
     // The environment's key beats the file's, whichever form either takes.
     if let Some(v) = string("TANOVA_API_KEY_FILE") {

@@ -116,6 +116,13 @@ pub struct ServiceInstallArgs {
     /// Where to write it [default: /etc/systemd/system, or ~/Library/LaunchAgents on macOS]
     #[arg(long, value_name = "DIR", hide = true)]
     pub dir: Option<PathBuf>,
+    /// The account the service runs as [default: SUDO_USER under sudo, else you]; root only
+    /// when named (`--user root`). Its home holds the state (~NAME/.tanova) unless the config says otherwise
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// The root-only file the systemd unit loads the key from [default: /etc/tanova-sync/api-key]
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]
