@@ -57,6 +57,7 @@ const KNOWN_KEYS: &[&str] = &[
     "listen_hosts",
     "log_format",
     "log_file",
+    "legacy_history",
     "watch_mode",
     "settle_ms",
     "rescan_interval",
@@ -117,6 +118,9 @@ pub struct Config {
     pub listen_hosts: Vec<String>,
     /// The log's format and destination.
     pub log: crate::logging::LogSettings,
+    /// The script's history files to import, each once per content: the
+    /// state directory's, `~/.tanova`'s of the user it runs as, and `legacy_history`.
+    pub legacy_histories: Vec<PathBuf>,
 }
 
 /// How many uploads run at once.
@@ -212,6 +216,8 @@ pub struct Overrides {
     pub log_format: Option<String>,
     /// `--log-file PATH`.
     pub log_file: Option<PathBuf>,
+    /// `--legacy-history FILE`.
+    pub legacy_history: Option<PathBuf>,
 }
 
 /// One raw value with the place it came from, so errors can name it.
@@ -247,6 +253,7 @@ struct Raw {
     listen_hosts: Option<Sourced<Vec<String>>>,
     log_format: Option<Sourced<String>>,
     log_file: Option<Sourced<String>>,
+    legacy_history: Option<Sourced<String>>,
     watch_mode: Option<Sourced<String>>,
     settle_ms: Option<Sourced<u64>>,
     rescan_interval: Option<Sourced<f64>>,
@@ -399,6 +406,7 @@ fn parse_text(
     raw.listen_hosts = file.strings("listen_hosts")?;
     raw.log_format = file.string("log_format")?;
     raw.log_file = file.string("log_file")?;
+    raw.legacy_history = file.string("legacy_history")?;
     raw.watch_mode = file.string("watch_mode")?;
     raw.settle_ms = file.integer("settle_ms")?;
     raw.rescan_interval = file.number("rescan_interval")?;
@@ -618,6 +626,12 @@ fn apply_overrides(overrides: &Overrides, raw: &mut Raw) {
         raw.log_file = Some(Sourced {
             value: path.to_string_lossy().into_owned(),
             origin: flag("log-file"),
+        });
+    }
+    if let Some(path) = &overrides.legacy_history {
+        raw.legacy_history = Some(Sourced {
+            value: path.to_string_lossy().into_owned(),
+            origin: flag("legacy-history"),
         });
     }
 }
@@ -856,6 +870,25 @@ fn validate(
             s.value
         }
     };
+    // Wherever the script kept its history: the state directory (the agent's
+    // default is the script's ~/.tanova), the home of the user this runs as
+    // (which differs with --state-dir or a service), and the file named.
+    let mut legacy_histories = vec![
+        state_dir.join(crate::state::legacy::HISTORY_FILE),
+        default_state_dir(env).join(crate::state::legacy::HISTORY_FILE),
+    ];
+    if let Some(s) = raw.legacy_history.filter(|s| !s.value.trim().is_empty()) {
+        let path = std::path::absolute(&s.value).unwrap_or_else(|_| PathBuf::from(&s.value));
+        if !path.is_file() {
+            return Err(ConfigError::new(
+                s.origin,
+                "legacy_history",
+                format!("{}: no such file", path.display()),
+            ));
+        }
+        legacy_histories.push(path);
+    }
+    legacy_histories.dedup();
     let log = crate::logging::LogSettings {
         format: match raw.log_format {
             None => crate::logging::LogFormat::Text,
@@ -894,6 +927,7 @@ fn validate(
         listen,
         listen_hosts,
         log,
+        legacy_histories,
     })
 }
 

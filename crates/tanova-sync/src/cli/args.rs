@@ -70,6 +70,10 @@ pub struct GlobalArgs {
     /// Write the log to FILE instead of stderr, rotated daily (FILE's name gets the date)
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// Also import this history file of tanova_sync.py (a JSON array of checksums), over legacy_history;
+    /// ~/.tanova/sync_history.json is always looked for
+    #[arg(long, global = true, value_name = "FILE")]
+    pub legacy_history: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

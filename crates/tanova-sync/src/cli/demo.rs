@@ -81,6 +81,7 @@ async fn demo(
             .transpose()?,
         listen_hosts: Vec::new(),
         log: crate::logging::LogSettings::default(),
+        legacy_histories: Vec::new(),
     };
     eprintln!(
         "Demo: a local Tanova emulator at {} ({} ms per upload, {} at once, 429 beyond).\n\

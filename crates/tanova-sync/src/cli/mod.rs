@@ -27,7 +27,7 @@ use crate::config::{self, Config, Overrides};
 use crate::engine::{Engine, EngineError};
 use crate::report::Summary;
 use crate::state::lock::{self, InstanceLock};
-use crate::state::{legacy, Ledger, SqliteStore, Store};
+use crate::state::{Ledger, SqliteStore, Store};
 
 /// Parse the command line and run it.
 pub fn main() -> ExitCode {
@@ -104,6 +104,7 @@ fn load_config(global: &GlobalArgs, command: impl FnOnce(&mut Overrides)) -> Res
         listen: global.listen.clone(),
         log_format: global.log_format.clone(),
         log_file: global.log_file.clone(),
+        legacy_history: global.legacy_history.clone(),
         ..Overrides::default()
     };
     command(&mut overrides);
@@ -291,14 +292,25 @@ pub async fn watch(global: &GlobalArgs, config: &Config, cancel: &CancellationTo
 fn open_state(config: &Config) -> Result<(Arc<dyn Store>, InstanceLock), String> {
     let store = SqliteStore::open(&config.state_dir).map_err(|e| format!("state error: {e}"))?;
     let lock = lock::acquire(&config.state_dir).map_err(|e| e.to_string())?;
-    let history = config.state_dir.join(legacy::HISTORY_FILE);
-    match store.import_legacy_once(&history) {
-        Ok(Some(n)) => tracing::info!("imported {n} synced checksums from {}", history.display()),
-        Ok(None) => {}
-        // A broken history must not stop the agent: the server's duplicate check still prevents re-uploads.
-        Err(e) => tracing::warn!("legacy history not imported: {e}"),
-    }
+    import_histories(&store, config);
     Ok((Arc::new(store), lock))
+}
+
+/// Import every history file of the script that is new, or changed since it was imported.
+fn import_histories(store: &SqliteStore, config: &Config) {
+    for history in &config.legacy_histories {
+        match store.import_legacy(history) {
+            Ok(Some(done)) => tracing::info!(
+                "imported {} synced checksums from {} ({} in the file, the others were known)",
+                done.added,
+                done.path.display(),
+                done.in_file
+            ),
+            Ok(None) => {}
+            // A broken history must not stop the agent: the server's duplicate check still prevents re-uploads.
+            Err(e) => tracing::warn!("legacy history not imported: {e}"),
+        }
+    }
 }
 
 /// The shared ledger when `state_url` is set, once Redis answers; else this machine's state alone.
@@ -340,12 +352,7 @@ async fn state_push(global: &GlobalArgs, config: &Config, cancel: &CancellationT
         Ok(store) => store,
         Err(e) => return fail(format!("state error: {e}"), Exit::Usage),
     };
-    let history = config.state_dir.join(legacy::HISTORY_FILE);
-    match store.import_legacy_once(&history) {
-        Ok(Some(n)) => tracing::info!("imported {n} synced checksums from {}", history.display()),
-        Ok(None) => {}
-        Err(e) => tracing::warn!("legacy history not imported: {e}"),
-    }
+    import_histories(&store, config);
     let records = match store.synced_records() {
         Ok(records) => records,
         Err(e) => return fail(format!("state error: {e}"), Exit::SomeFailed),
