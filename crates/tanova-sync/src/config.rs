@@ -45,6 +45,9 @@ const KNOWN_KEYS: &[&str] = &[
     "max_file_size_mb",
     "state_dir",
     "state_url",
+    "redis_ca_file",
+    "redis_client_cert",
+    "redis_client_key",
     "lease_ms",
     "allow_insecure_http",
     "ca_file",
@@ -241,6 +244,9 @@ struct Raw {
     max_file_size_mb: Option<Sourced<f64>>,
     state_dir: Option<Sourced<String>>,
     state_url: Option<Sourced<String>>,
+    redis_ca_file: Option<Sourced<String>>,
+    redis_client_cert: Option<Sourced<String>>,
+    redis_client_key: Option<Sourced<String>>,
     lease_ms: Option<Sourced<u64>>,
     allow_insecure_http: Option<Sourced<bool>>,
     follow_symlinks: Option<Sourced<bool>>,
@@ -394,6 +400,9 @@ fn parse_text(
     raw.max_file_size_mb = file.number("max_file_size_mb")?;
     raw.state_dir = file.string("state_dir")?;
     raw.state_url = file.string("state_url")?;
+    raw.redis_ca_file = file.string("redis_ca_file")?;
+    raw.redis_client_cert = file.string("redis_client_cert")?;
+    raw.redis_client_key = file.string("redis_client_key")?;
     raw.lease_ms = file.integer("lease_ms")?;
     raw.allow_insecure_http = file.boolean("allow_insecure_http")?;
     raw.follow_symlinks = file.boolean("follow_symlinks")?;
@@ -754,7 +763,16 @@ fn validate(
     };
     let state_url = match raw.state_url {
         Some(s) if !s.value.trim().is_empty() => Some(
-            RedisUrl::parse(&s.value).map_err(|m| ConfigError::new(s.origin, "state_url", m))?,
+            RedisUrl::parse(&s.value)
+                .map_err(|m| ConfigError::new(&s.origin, "state_url", m))
+                .and_then(|url| {
+                    redis_tls(
+                        url,
+                        raw.redis_ca_file,
+                        raw.redis_client_cert,
+                        raw.redis_client_key,
+                    )
+                })?,
         ),
         _ => None,
     };
@@ -946,6 +964,53 @@ fn positive_seconds(
             "must be at least 0.01 seconds",
         )),
     }
+}
+
+/// Attach the TLS files to a `rediss://` URL, read now so that a missing or
+/// wrong file is a config error naming it, not a failed connection later.
+fn redis_tls(
+    url: RedisUrl,
+    ca: Option<Sourced<String>>,
+    cert: Option<Sourced<String>>,
+    key: Option<Sourced<String>>,
+) -> Result<RedisUrl, ConfigError> {
+    let pem = |file: &Sourced<String>, field: &str, what: &str| {
+        let err = |m: String| ConfigError::new(&file.origin, field, format!("{}: {m}", file.value));
+        let bytes = std::fs::read(&file.value).map_err(|e| err(e.to_string()))?;
+        if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+            return Err(err(format!("not a PEM file (expected {what})")));
+        }
+        Ok(bytes)
+    };
+    let client = match (cert, key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some((
+            pem(&cert, "redis_client_cert", "a certificate")?,
+            pem(&key, "redis_client_key", "a private key")?,
+        )),
+        (Some(s), None) | (None, Some(s)) => {
+            return Err(ConfigError::new(
+                s.origin,
+                "redis_client_cert",
+                "redis_client_cert and redis_client_key go together: set both or neither",
+            ))
+        }
+    };
+    let origin = ca.as_ref().map(|s| s.origin.clone());
+    let ca = ca
+        .map(|s| pem(&s, "redis_ca_file", "a CA certificate"))
+        .transpose()?;
+    if ca.is_none() && client.is_none() {
+        return Ok(url);
+    }
+    url.with_tls(crate::state::redis::RedisTls { ca, client })
+        .map_err(|m| {
+            ConfigError::new(
+                origin.unwrap_or_else(|| "config".into()),
+                "redis_ca_file",
+                m,
+            )
+        })
 }
 
 /// The certificates of a PEM bundle, checked now so a bad file is a config error, not a failed upload.

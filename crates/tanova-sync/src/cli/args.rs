@@ -40,7 +40,7 @@ pub struct GlobalArgs {
     /// Where the agent keeps its state [default: ~/.tanova] (env TANOVA_STATE_DIR)
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Share the synced set with other agents in Redis: redis://[:password@]host:port/db (env TANOVA_STATE_URL)
+    /// Share the synced set with other agents in Redis: redis[s]://[user:password@]host:port/db (env TANOVA_STATE_URL)
     #[arg(long, global = true, value_name = "URL")]
     pub state_url: Option<String>,
     /// The folder of CVs, over folder_path and TANOVA_FOLDER_PATH
