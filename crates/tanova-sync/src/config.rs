@@ -28,6 +28,8 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_LEDGER_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most files per batch upload when the service offers batches (and `batch_size` is not given).
 pub const DEFAULT_BATCH_SIZE: usize = 10;
+/// The name of the systemd credential holding the key, in `$CREDENTIALS_DIRECTORY`.
+pub const CREDENTIAL_NAME: &str = "tanova-api-key";
 /// Keys look like this; anything else is probably a paste error.
 pub const API_KEY_PREFIX: &str = "tanova_sk_";
 
@@ -45,6 +47,9 @@ const KNOWN_KEYS: &[&str] = &[
     "max_file_size_mb",
     "state_dir",
     "state_url",
+    "redis_ca_file",
+    "redis_client_cert",
+    "redis_client_key",
     "lease_ms",
     "ledger_timeout",
     "inflight_grace",
@@ -56,13 +61,32 @@ const KNOWN_KEYS: &[&str] = &[
     "batch_size",
     "listen",
     "listen_public",
+    "listen_hosts",
     "log_format",
     "log_file",
+    "legacy_history",
     "watch_mode",
     "settle_ms",
     "rescan_interval",
     "poll_interval",
 ];
+
+/// Fields whose value may be, or may hold, a secret: the key itself, URLs
+/// that can carry a password. Errors about them describe the value's type or
+/// shape, never the value.
+pub const SECRET_FIELDS: &[&str] = &["api_key", "state_url", "tanova_url"];
+
+/// What kind of JSON value this is, for errors that must not repeat it.
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
 
 /// The validated settings of one run. Nothing downstream re-reads files or the environment.
 #[derive(Clone, Debug)]
@@ -102,8 +126,13 @@ pub struct Config {
     pub watch: WatchSettings,
     /// Serve `/health`, `/metrics` and the status page here while syncing or watching.
     pub listen: Option<std::net::SocketAddr>,
+    /// Host names the status server also answers to (`listen_hosts`), besides loopback and `listen`.
+    pub listen_hosts: Vec<String>,
     /// The log's format and destination.
     pub log: crate::logging::LogSettings,
+    /// The script's history files to import, each once per content: the
+    /// state directory's, `~/.tanova`'s of the user it runs as, and `legacy_history`.
+    pub legacy_histories: Vec<PathBuf>,
 }
 
 /// How many uploads run at once.
@@ -199,6 +228,8 @@ pub struct Overrides {
     pub log_format: Option<String>,
     /// `--log-file PATH`.
     pub log_file: Option<PathBuf>,
+    /// `--legacy-history FILE`.
+    pub legacy_history: Option<PathBuf>,
 }
 
 /// One raw value with the place it came from, so errors can name it.
@@ -222,6 +253,9 @@ struct Raw {
     max_file_size_mb: Option<Sourced<f64>>,
     state_dir: Option<Sourced<String>>,
     state_url: Option<Sourced<String>>,
+    redis_ca_file: Option<Sourced<String>>,
+    redis_client_cert: Option<Sourced<String>>,
+    redis_client_key: Option<Sourced<String>>,
     lease_ms: Option<Sourced<u64>>,
     ledger_timeout: Option<Sourced<f64>>,
     inflight_grace: Option<Sourced<f64>>,
@@ -233,8 +267,10 @@ struct Raw {
     batch_size: Option<Sourced<u64>>,
     listen: Option<Sourced<String>>,
     listen_public: Option<Sourced<bool>>,
+    listen_hosts: Option<Sourced<Vec<String>>>,
     log_format: Option<Sourced<String>>,
     log_file: Option<Sourced<String>>,
+    legacy_history: Option<Sourced<String>>,
     watch_mode: Option<Sourced<String>>,
     settle_ms: Option<Sourced<u64>>,
     rescan_interval: Option<Sourced<f64>>,
@@ -322,6 +358,9 @@ pub fn check_text(text: &str) -> Result<Vec<String>, ConfigError> {
         parse_url(&url.value, raw.allow_insecure_http.is_some_and(|s| s.value))
             .map_err(|m| ConfigError::new("input", "tanova_url", m))?;
     }
+    if let Some(url) = raw.state_url.filter(|s| !s.value.trim().is_empty()) {
+        RedisUrl::parse(&url.value).map_err(|m| ConfigError::new("input", "state_url", m))?;
+    }
     Ok(warnings)
 }
 
@@ -343,7 +382,13 @@ fn parse_text(
     };
     for key in map.keys() {
         if !KNOWN_KEYS.contains(&key.as_str()) {
-            warnings.push(format!("{origin}: unknown key `{key}` is ignored"));
+            // A key pasted as a field name is shown only as far as a key may be.
+            let shown = if key.starts_with(API_KEY_PREFIX) {
+                ApiKey::new(key.clone()).redacted()
+            } else {
+                key.clone()
+            };
+            warnings.push(format!("{origin}: unknown key `{shown}` is ignored"));
         }
     }
     if map.contains_key("api_key") && map.contains_key("api_key_file") {
@@ -366,6 +411,9 @@ fn parse_text(
     raw.max_file_size_mb = file.number("max_file_size_mb")?;
     raw.state_dir = file.string("state_dir")?;
     raw.state_url = file.string("state_url")?;
+    raw.redis_ca_file = file.string("redis_ca_file")?;
+    raw.redis_client_cert = file.string("redis_client_cert")?;
+    raw.redis_client_key = file.string("redis_client_key")?;
     raw.lease_ms = file.integer("lease_ms")?;
     raw.ledger_timeout = file.number("ledger_timeout")?;
     raw.inflight_grace = file.number("inflight_grace")?;
@@ -377,8 +425,10 @@ fn parse_text(
     raw.batch_size = file.integer("batch_size")?;
     raw.listen = file.string("listen")?;
     raw.listen_public = file.boolean("listen_public")?;
+    raw.listen_hosts = file.strings("listen_hosts")?;
     raw.log_format = file.string("log_format")?;
     raw.log_file = file.string("log_file")?;
+    raw.legacy_history = file.string("legacy_history")?;
     raw.watch_mode = file.string("watch_mode")?;
     raw.settle_ms = file.integer("settle_ms")?;
     raw.rescan_interval = file.number("rescan_interval")?;
@@ -405,7 +455,18 @@ impl FileFields<'_> {
     }
 
     fn wrong(&self, key: &str, expected: &str, got: &Value) -> ConfigError {
-        ConfigError::new(&self.origin, key, format!("expected {expected}, got {got}"))
+        // A secret field's value is never repeated, nor a list or object
+        // anywhere: a key pasted into the wrong place would be printed whole.
+        let shown = if SECRET_FIELDS.contains(&key) || got.is_array() || got.is_object() {
+            type_name(got).to_string()
+        } else {
+            got.to_string()
+        };
+        ConfigError::new(
+            &self.origin,
+            key,
+            format!("expected {expected}, got {shown}"),
+        )
     }
 
     fn string(&self, key: &str) -> Result<Option<Sourced<String>>, ConfigError> {
@@ -436,6 +497,21 @@ impl FileFields<'_> {
         }
     }
 
+    fn strings(&self, key: &str) -> Result<Option<Sourced<Vec<String>>>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(self.wrong(key, "a list of strings", other)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(|v| self.sourced(v)),
+            Some(other) => Err(self.wrong(key, "a list of strings", other)),
+        }
+    }
+
     fn boolean(&self, key: &str) -> Result<Option<Sourced<bool>>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
@@ -454,6 +530,19 @@ fn read_env(env: &dyn Fn(&str) -> Option<String>, raw: &mut Raw) -> Result<(), C
     };
     if let Some(v) = string("TANOVA_FOLDER_PATH") {
         raw.folder_path = Some(v);
+    }
+    // A systemd credential (`LoadCredential=tanova-api-key:…`, as `service
+    // install` writes it) beats the config file's key; the TANOVA_API_KEY*
+    // variables below beat it.
+    if let Some(dir) = env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) {
+        let path = Path::new(&dir).join(CREDENTIAL_NAME);
+        if path.is_file() {
+            raw.api_key = None;
+            raw.api_key_file = Some(Sourced {
+                value: path.display().to_string(),
+                origin: format!("systemd credential {CREDENTIAL_NAME}"),
+            });
+        }
     }
     // The environment's key beats the file's, whichever form either takes.
     if let Some(v) = string("TANOVA_API_KEY_FILE") {
@@ -559,6 +648,12 @@ fn apply_overrides(overrides: &Overrides, raw: &mut Raw) {
         raw.log_file = Some(Sourced {
             value: path.to_string_lossy().into_owned(),
             origin: flag("log-file"),
+        });
+    }
+    if let Some(path) = &overrides.legacy_history {
+        raw.legacy_history = Some(Sourced {
+            value: path.to_string_lossy().into_owned(),
+            origin: flag("legacy-history"),
         });
     }
 }
@@ -681,7 +776,16 @@ fn validate(
     };
     let state_url = match raw.state_url {
         Some(s) if !s.value.trim().is_empty() => Some(
-            RedisUrl::parse(&s.value).map_err(|m| ConfigError::new(s.origin, "state_url", m))?,
+            RedisUrl::parse(&s.value)
+                .map_err(|m| ConfigError::new(&s.origin, "state_url", m))
+                .and_then(|url| {
+                    redis_tls(
+                        url,
+                        raw.redis_ca_file,
+                        raw.redis_client_cert,
+                        raw.redis_client_key,
+                    )
+                })?,
         ),
         _ => None,
     };
@@ -793,6 +897,42 @@ fn validate(
         ),
         _ => None,
     };
+    let listen_hosts = match raw.listen_hosts {
+        None => Vec::new(),
+        Some(s) => {
+            for host in &s.value {
+                let bad = host.trim().is_empty()
+                    || host.contains(|c: char| c.is_whitespace() || "/@?#".contains(c));
+                if bad {
+                    return Err(ConfigError::new(
+                        s.origin,
+                        "listen_hosts",
+                        format!("{host:?} is not a host name (expected names like \"files.agency.local\")"),
+                    ));
+                }
+            }
+            s.value
+        }
+    };
+    // Wherever the script kept its history: the state directory (the agent's
+    // default is the script's ~/.tanova), the home of the user this runs as
+    // (which differs with --state-dir or a service), and the file named.
+    let mut legacy_histories = vec![
+        state_dir.join(crate::state::legacy::HISTORY_FILE),
+        default_state_dir(env).join(crate::state::legacy::HISTORY_FILE),
+    ];
+    if let Some(s) = raw.legacy_history.filter(|s| !s.value.trim().is_empty()) {
+        let path = std::path::absolute(&s.value).unwrap_or_else(|_| PathBuf::from(&s.value));
+        if !path.is_file() {
+            return Err(ConfigError::new(
+                s.origin,
+                "legacy_history",
+                format!("{}: no such file", path.display()),
+            ));
+        }
+        legacy_histories.push(path);
+    }
+    legacy_histories.dedup();
     let log = crate::logging::LogSettings {
         format: match raw.log_format {
             None => crate::logging::LogFormat::Text,
@@ -831,7 +971,9 @@ fn validate(
         batch_size,
         watch,
         listen,
+        listen_hosts,
         log,
+        legacy_histories,
     })
 }
 
@@ -850,6 +992,53 @@ fn positive_seconds(
             "must be at least 0.01 seconds",
         )),
     }
+}
+
+/// Attach the TLS files to a `rediss://` URL, read now so that a missing or
+/// wrong file is a config error naming it, not a failed connection later.
+fn redis_tls(
+    url: RedisUrl,
+    ca: Option<Sourced<String>>,
+    cert: Option<Sourced<String>>,
+    key: Option<Sourced<String>>,
+) -> Result<RedisUrl, ConfigError> {
+    let pem = |file: &Sourced<String>, field: &str, what: &str| {
+        let err = |m: String| ConfigError::new(&file.origin, field, format!("{}: {m}", file.value));
+        let bytes = std::fs::read(&file.value).map_err(|e| err(e.to_string()))?;
+        if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+            return Err(err(format!("not a PEM file (expected {what})")));
+        }
+        Ok(bytes)
+    };
+    let client = match (cert, key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some((
+            pem(&cert, "redis_client_cert", "a certificate")?,
+            pem(&key, "redis_client_key", "a private key")?,
+        )),
+        (Some(s), None) | (None, Some(s)) => {
+            return Err(ConfigError::new(
+                s.origin,
+                "redis_client_cert",
+                "redis_client_cert and redis_client_key go together: set both or neither",
+            ))
+        }
+    };
+    let origin = ca.as_ref().map(|s| s.origin.clone());
+    let ca = ca
+        .map(|s| pem(&s, "redis_ca_file", "a CA certificate"))
+        .transpose()?;
+    if ca.is_none() && client.is_none() {
+        return Ok(url);
+    }
+    url.with_tls(crate::state::redis::RedisTls { ca, client })
+        .map_err(|m| {
+            ConfigError::new(
+                origin.unwrap_or_else(|| "config".into()),
+                "redis_ca_file",
+                m,
+            )
+        })
 }
 
 /// The certificates of a PEM bundle, checked now so a bad file is a config error, not a failed upload.
@@ -901,20 +1090,33 @@ pub fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
 
 /// Parse the service URL, refusing to send the key in the clear to another host.
 pub fn parse_url(text: &str, allow_insecure_http: bool) -> Result<Url, String> {
-    let url = Url::parse(text.trim()).map_err(|e| format!("{text:?} is not a valid URL: {e}"))?;
+    // The text is never repeated: it may be a key pasted into the wrong
+    // field, or hold a password. The parsed host and scheme are safe to show.
+    let url = Url::parse(text.trim()).map_err(|e| format!("not a valid URL ({e})"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "holds a user name or password (user:password@); the API key is sent in a header, \
+             so leave them out"
+                .to_string(),
+        );
+    }
+    let host = url.host_str().unwrap_or("");
     match url.scheme() {
         "https" => {}
         "http" if allow_insecure_http || is_loopback(&url) => {}
         "http" => {
             return Err(format!(
-                "{text} is plain http to a non-loopback host: the API key would travel unencrypted \
-                 (use https, or set allow_insecure_http: true)"
+                "http://{host} is plain http to a non-loopback host: the API key would travel \
+                 unencrypted (use https, or set allow_insecure_http: true)"
             ))
         }
-        other => return Err(format!("{text}: unsupported scheme {other:?} (use https)")),
+        other if other.len() <= 10 => {
+            return Err(format!("unsupported scheme {other:?} (use https)"))
+        }
+        _ => return Err("unsupported scheme (use https)".to_string()),
     }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{text}: no host"));
+    if host.is_empty() {
+        return Err(format!("{}: no host", url.scheme()));
     }
     Ok(url)
 }
@@ -938,6 +1140,9 @@ mod tests {
             (r#"{"folder_path": "/x", "api_key": "tanova_sk_1"}"#, Ok(0)),
             (r#"{"folder_pth": 1}"#, Ok(1)),
             (r#"{"max_workers": "five"}"#, Err("max_workers")),
+            (r#"{"listen_hosts": "cvs.local"}"#, Err("listen_hosts")),
+            (r#"{"listen_hosts": ["cvs.local", 7]}"#, Err("listen_hosts")),
+            (r#"{"listen_hosts": ["cvs.local"]}"#, Ok(0)),
             (r#"{"retry_delay": -1}"#, Err("retry_delay")),
             (r#"{"tanova_url": "http://0.0.0.0"}"#, Err("tanova_url")),
             (

@@ -69,6 +69,9 @@ pub enum EngineError {
     Unreachable(String),
     #[error("cannot reach the shared ledger, stopping so nothing is uploaded that cannot be recorded: {0}")]
     Ledger(StateError),
+    /// `tanova_url` answers with a redirect the agent refuses to follow.
+    #[error("{0}")]
+    Misdirected(ApiError),
     #[error("cannot record an outcome, stopping so nothing is uploaded twice: {0}")]
     State(#[from] StateError),
 }
@@ -252,6 +255,8 @@ impl Engine {
                 }
                 Err(_) if inner.pausing => return Ok(()),
                 Err(e @ ApiError::Rejected { .. }) => return Err(EngineError::KeyRejected(e)),
+                // Retrying cannot help: the address itself is wrong.
+                Err(e @ ApiError::Misdirected { .. }) => return Err(EngineError::Misdirected(e)),
                 Err(e) if attempt >= inner.retry_count => {
                     return Err(EngineError::Unreachable(e.to_string()))
                 }
@@ -762,6 +767,10 @@ impl Inner {
             }
             Delivered::Vanished => {
                 self.vanished(run, path);
+                Step::Done
+            }
+            Delivered::Rejected(e @ ApiError::Misdirected { .. }) => {
+                self.stop(run, EngineError::Misdirected(e));
                 Step::Done
             }
             Delivered::Rejected(e) => self.refused(run, path, e, round).await,

@@ -22,6 +22,12 @@ pub struct ServiceSpec {
     pub log_dir: Option<PathBuf>,
     /// The account to run as; None: root (or, for launchd, the logged-in user).
     pub user: Option<String>,
+    /// Its primary group.
+    pub group: Option<String>,
+    /// The root-only file systemd hands the service as the credential
+    /// `tanova-api-key` (`LoadCredential=`), so the key need not sit in a
+    /// file the service's user can read at rest.
+    pub key_file: Option<PathBuf>,
 }
 
 impl ServiceSpec {
@@ -65,10 +71,22 @@ pub fn systemd_unit(spec: &ServiceSpec) -> String {
             escape_specifiers(&p.display().to_string())
         ),
     };
-    let user = spec
-        .user
-        .as_ref()
-        .map_or(String::new(), |u| format!("User={u}\n"));
+    let mut user = String::new();
+    if let Some(u) = &spec.user {
+        user.push_str(&format!("User={}\n", escape_specifiers(u)));
+    }
+    if let Some(g) = &spec.group {
+        user.push_str(&format!("Group={}\n", escape_specifiers(g)));
+    }
+    if let Some(file) = &spec.key_file {
+        // systemd reads it as root and hands the service a private copy in
+        // $CREDENTIALS_DIRECTORY, which the agent reads (crate::config).
+        user.push_str(&format!(
+            "LoadCredential={}:{}\n",
+            crate::config::CREDENTIAL_NAME,
+            quote(&file.display().to_string(), false)
+        ));
+    }
     format!(
         "# Written by `tanova-sync service install`; install it with\n\
          #   systemctl daemon-reload && systemctl enable --now tanova-sync\n\
@@ -98,6 +116,9 @@ pub fn systemd_unit(spec: &ServiceSpec) -> String {
          ReadWritePaths={writable}\n\
          {private_tmp}\n\
          PrivateDevices=yes\n\
+         PrivateMounts=yes\n\
+         ProtectProc=invisible\n\
+         RemoveIPC=yes\n\
          ProtectKernelTunables=yes\n\
          ProtectKernelModules=yes\n\
          ProtectKernelLogs=yes\n\
@@ -205,6 +226,8 @@ mod tests {
             folder: "/srv/share/CVs".into(),
             log_dir: None,
             user: Some("tanova".into()),
+            group: Some("tanova".into()),
+            key_file: Some("/etc/tanova-sync/api-key".into()),
         }
     }
 
@@ -232,6 +255,8 @@ mod tests {
             "ExecStart=/usr/local/bin/tanova-sync watch --config /etc/tanova/tanova-config.json --state-dir /var/lib/tanova",
             "WorkingDirectory=/etc/tanova",
             "User=tanova",
+            "Group=tanova",
+            "LoadCredential=tanova-api-key:/etc/tanova-sync/api-key",
             "Restart=on-failure",
             "NoNewPrivileges=yes",
             "ProtectSystem=strict",
@@ -255,6 +280,8 @@ mod tests {
         s.log_dir = Some("/var/log/tanova".into());
         s.folder = "/tmp/cvs".into();
         s.user = None;
+        s.group = None;
+        s.key_file = None;
         let unit = systemd_unit(&s);
         assert!(
             unit.contains("\nReadWritePaths=/var/lib/tanova /var/log/tanova\n"),
@@ -266,6 +293,7 @@ mod tests {
             "{unit}"
         );
         assert!(!unit.contains("User="), "{unit}");
+        assert!(!unit.contains("LoadCredential="), "{unit}");
     }
 
     #[test]

@@ -193,6 +193,80 @@ fn an_address_other_machines_reach_is_refused_unless_configured() {
     assert!(run.stderr.contains("cannot listen on"), "{}", run.stderr);
 }
 
+/// One raw HTTP/1.1 GET with the `Host` header a browser would send: (status, head, body).
+fn get_with_host(base: &str, path: &str, host: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_lowercase(), body.to_string())
+}
+
+#[test]
+fn a_page_on_another_host_name_gets_421_and_no_data() {
+    // DNS rebinding: the browser connects to 127.0.0.1 but says Host: attacker.example.
+    let env = world();
+    env.config(json!({
+        "settle_ms": 100, "retry_delay": 0.05, "listen_hosts": ["cvs.agency.test"]
+    }));
+    let agent = Agent::start(&env, &["watch"]);
+    wait_for_counts(&agent, 3, 1);
+    let port = agent.base.rsplit(':').next().unwrap().to_string();
+    let security_headers = |head: &str, case: &str| {
+        for header in [
+            "x-content-type-options: nosniff",
+            "referrer-policy: no-referrer",
+            "cache-control: no-store",
+        ] {
+            assert!(head.contains(header), "{case}: no {header}:\n{head}");
+        }
+    };
+    for path in ["/", "/health", "/metrics", "/nowhere"] {
+        for host in [
+            "attacker.example".to_string(),
+            format!("attacker.example:{port}"),
+            format!("localhost.attacker.example:{port}"),
+        ] {
+            let case = format!("{host} {path}");
+            let (status, head, body) = get_with_host(&agent.base, path, &host);
+            assert_eq!(status, 421, "{case}: {head}\n{body}");
+            for secret in ["alice", "bob", "synced", "unreadable", "tanova_"] {
+                assert!(!body.contains(secret), "{case} got data: {body}");
+            }
+            security_headers(&head, &case);
+        }
+    }
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "localhost".to_string(),
+        // listen_hosts
+        format!("cvs.agency.test:{port}"),
+    ] {
+        let (status, head, body) = get_with_host(&agent.base, "/health", &host);
+        assert_eq!(status, 200, "{host}: {head}\n{body}");
+        assert!(body.contains("\"synced\":3"), "{host}: {body}");
+        security_headers(&head, &host);
+    }
+    let (status, head, _) = get_with_host(&agent.base, "/", &format!("[::1]:{port}"));
+    assert_eq!(status, 200, "[::1]: {head}");
+    security_headers(&head, "the page");
+    agent.stop();
+}
+
 #[test]
 fn a_rejected_key_answers_503() {
     use tanova_sync::metrics::{Gauges, Metrics, Problem};
@@ -207,7 +281,11 @@ fn a_rejected_key_answers_503() {
         gauges: Arc::new(Gauges::default),
     };
     let server = runtime
-        .block_on(StatusServer::start("127.0.0.1:0".parse().unwrap(), sources))
+        .block_on(StatusServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            sources,
+            &[],
+        ))
         .unwrap();
     let url = format!("http://{}/health", server.addr());
     assert_eq!(get(&url).0, 200);

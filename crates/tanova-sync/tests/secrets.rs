@@ -205,3 +205,109 @@ fn plain_http_to_another_host_is_refused_unless_allowed() {
     let run = Run::from(out);
     assert!(!run.stderr.contains("plain http"), "{}", run.stderr);
 }
+
+/// What marks a secret in the table below: no error may contain it.
+const MARK: &str = "SECRETSECRET";
+
+/// The variable that would override `field`, which the case must not have set.
+fn env_of(field: &str) -> &'static str {
+    match field {
+        "api_key" => "TANOVA_API_KEY",
+        "tanova_url" => "TANOVA_URL",
+        "state_url" => "TANOVA_STATE_URL",
+        other => panic!("add the variable of secret field {other} to this test"),
+    }
+}
+
+#[test]
+fn config_errors_never_repeat_a_secret_field_of_any_type() {
+    let env = TestEnv::new();
+    let folder = env.folder();
+    let big = 424242424242424242_u64;
+    // (JSON value, the text that must not appear in the error).
+    let any_type = vec![
+        (json!(big), big.to_string()),
+        (json!(true), "true".to_string()),
+        (json!([SECRET_KEY]), MARK.to_string()),
+        (
+            json!({ "key": SECRET_KEY, "password": "SECRETSECRET" }),
+            MARK.to_string(),
+        ),
+    ];
+    let url_shapes = [
+        SECRET_KEY.to_string(),
+        "ftp://user:SECRETSECRET@127.0.0.1/".to_string(),
+        "http://user:SECRETSECRET@192.0.2.1/".to_string(),
+        "https://user:SECRETSECRET@127.0.0.1/".to_string(),
+        "redis://:SECRETSECRET@127.0.0.1:6379/not-a-db".to_string(),
+        "unknown://:SECRETSECRET@127.0.0.1".to_string(),
+        "redis://:SECRETSECRET@ho st:6379/0".to_string(),
+        format!("{SECRET_KEY}://host"),
+    ];
+    for field in tanova_sync::config::SECRET_FIELDS {
+        let mut cases = any_type.clone();
+        if *field == "api_key" {
+            // A key that cannot go in an HTTP header.
+            cases.push((
+                json!("tanova_sk_live_SECRETSECRET\u{1}42"),
+                MARK.to_string(),
+            ));
+        } else {
+            cases.extend(url_shapes.iter().map(|s| (json!(s), MARK.to_string())));
+        }
+        for (value, secret) in &cases {
+            let mut config = json!({ "folder_path": folder, "api_key": DEFAULT_API_KEY });
+            config[*field] = value.clone();
+            let case = format!("{field} = {value}");
+            let out = Run::from(
+                env.command(&["sync"])
+                    .env_remove(env_of(field))
+                    .env("TANOVA_CONFIG", env.config(config.clone()))
+                    .output()
+                    .unwrap(),
+            );
+            assert_eq!(out.code, 2, "{case}: {}", out.stderr);
+            assert!(out.stderr.contains(field), "{case}: {}", out.stderr);
+            assert!(
+                !out.stderr.contains(secret.as_str()),
+                "{case}: {}",
+                out.stderr
+            );
+            // The library check the fuzz target drives says the same.
+            if let Err(e) = tanova_sync::config::check_text(&config.to_string()) {
+                assert!(!e.to_string().contains(secret.as_str()), "{case}: {e}");
+            }
+            // The same text in the environment variable.
+            if let Some(text) = value.as_str() {
+                let out = Run::from(
+                    env.command(&["sync"])
+                        .env(env_of(field), text)
+                        .output()
+                        .unwrap(),
+                );
+                assert_eq!(out.code, 2, "{case} (env): {}", out.stderr);
+                assert!(
+                    !out.stderr.contains(secret.as_str()),
+                    "{case} (env): {}",
+                    out.stderr
+                );
+            }
+        }
+        // null: as if the field were absent.
+        let mut config = json!({ "folder_path": folder, "api_key": DEFAULT_API_KEY });
+        config[*field] = json!(null);
+        assert!(tanova_sync::config::check_text(&config.to_string()).is_ok());
+        if *field == "tanova_url" {
+            continue; // absent means https://tanova.ai, which this test must not reach
+        }
+        let out = Run::from(
+            env.command(&["sync"])
+                .env_remove(env_of(field))
+                .env("TANOVA_CONFIG", env.config(config))
+                .output()
+                .unwrap(),
+        );
+        let want = if *field == "api_key" { 2 } else { 0 };
+        assert_eq!(out.code, want, "{field} = null: {}", out.stderr);
+    }
+}

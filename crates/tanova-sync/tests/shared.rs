@@ -292,7 +292,10 @@ fn shared_state_settings_are_validated_naming_the_field() {
     let env = TestEnv::new();
     let table = [
         (json!({ "state_url": "http://:pw@cache:6379" }), "state_url"),
-        (json!({ "state_url": "rediss://cache:6379/0" }), "TLS"),
+        (
+            json!({ "state_url": "rediss://user:pw@cache:6379/x" }),
+            "rediss://user:***@cache:6379/x",
+        ),
         (
             json!({ "state_url": "redis://cache:6379/x" }),
             "database number",

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use futures_util::{stream, Stream, StreamExt};
 use reqwest::multipart::Form;
-use reqwest::Url;
+use reqwest::{Method, Url};
 
 use super::status::{classify, Disposition};
 use super::wire::BatchAnswer;
@@ -38,43 +38,30 @@ impl ApiClient {
     /// Upload `files` in one request. `Err` is the fate of the batch as a whole
     /// (every file shares it); `Ok` holds one result per file, in order.
     pub async fn upload_batch(&self, files: &[Upload<'_>]) -> Result<Vec<BatchFile>, ApiError> {
-        let url = self.endpoint(UPLOAD_BATCH);
-        self.throttle().await;
-        let mut form = Form::new();
-        let mut changed = Vec::with_capacity(files.len());
-        for (i, upload) in files.iter().enumerate() {
-            form = form.text(format!("checksum_{i}"), upload.checksum.to_string());
-            if let Some(hint) = &upload.job_hint {
-                form = form.text(format!("job_hint_{i}"), hint.clone());
+        let mut url = self.endpoint(UPLOAD_BATCH);
+        let mut hops = 0;
+        let response = loop {
+            self.throttle().await;
+            // Built afresh per request: a followed 307/308 reads every file again.
+            let (form, changed) = batch_form(files);
+            let response = self.post(url.clone()).multipart(form).send().await;
+            if changed.iter().any(|f| f.load(Ordering::SeqCst)) {
+                return Ok(changed
+                    .iter()
+                    .map(|f| {
+                        if f.load(Ordering::SeqCst) {
+                            BatchFile::Failed(ApiError::FileChanged)
+                        } else {
+                            BatchFile::NotSent
+                        }
+                    })
+                    .collect());
             }
-            if let Some(email) = &upload.email {
-                form = form.text(format!("email_{i}"), email.clone());
+            match self.redirect(&Method::POST, &url, &response, &mut hops)? {
+                Some(next) => url = next,
+                None => break response,
             }
-            let flag = Arc::new(AtomicBool::new(false));
-            let body = opened_when_read(
-                upload.path.to_path_buf(),
-                upload.size,
-                upload.checksum.to_string(),
-                upload.fence.clone(),
-                flag.clone(),
-            );
-            let part = super::file_part(upload, reqwest::Body::wrap_stream(body));
-            form = form.part(format!("file_{i}"), part);
-            changed.push(flag);
-        }
-        let response = self.post(url.clone()).multipart(form).send().await;
-        if changed.iter().any(|f| f.load(Ordering::SeqCst)) {
-            return Ok(changed
-                .iter()
-                .map(|f| {
-                    if f.load(Ordering::SeqCst) {
-                        BatchFile::Failed(ApiError::FileChanged)
-                    } else {
-                        BatchFile::NotSent
-                    }
-                })
-                .collect());
-        }
+        };
         let body = read_success(&url, response).await?;
         let answer: BatchAnswer =
             serde_json::from_slice(&body).map_err(|e| ApiError::Transient {
@@ -84,6 +71,33 @@ impl ApiClient {
             })?;
         Ok(results_by_index(&url, files.len(), answer))
     }
+}
+
+/// The form of a batch, and each file's "changed while sent" flag.
+fn batch_form(files: &[Upload<'_>]) -> (Form, Vec<Arc<AtomicBool>>) {
+    let mut form = Form::new();
+    let mut changed = Vec::with_capacity(files.len());
+    for (i, upload) in files.iter().enumerate() {
+        form = form.text(format!("checksum_{i}"), upload.checksum.to_string());
+        if let Some(hint) = &upload.job_hint {
+            form = form.text(format!("job_hint_{i}"), hint.clone());
+        }
+        if let Some(email) = &upload.email {
+            form = form.text(format!("email_{i}"), email.clone());
+        }
+        let flag = Arc::new(AtomicBool::new(false));
+        let body = opened_when_read(
+            upload.path.to_path_buf(),
+            upload.size,
+            upload.checksum.to_string(),
+            upload.fence.clone(),
+            flag.clone(),
+        );
+        let part = super::file_part(upload, reqwest::Body::wrap_stream(body));
+        form = form.part(format!("file_{i}"), part);
+        changed.push(flag);
+    }
+    (form, changed)
 }
 
 /// A file's verified body, opened on the first read. A file that cannot be

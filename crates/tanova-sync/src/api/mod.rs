@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::stream;
-use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
 use reqwest::multipart::{Form, Part};
-use reqwest::{Response, Url};
+use reqwest::{Method, Response, Url};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
@@ -28,6 +28,8 @@ pub const API_KEY_HEADER: &str = "X-Tanova-API-Key";
 const HEALTH: &str = "api/sync/health";
 const CHECK_DUPLICATE: &str = "api/sync/check-duplicate";
 const UPLOAD: &str = "api/sync/upload";
+/// The most same-origin redirects followed for one call.
+const MAX_REDIRECTS: u32 = 5;
 
 /// An API call that did not succeed, with what the agent should do about it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -56,6 +58,15 @@ pub enum ApiError {
     FileChanged,
     #[error("cannot read the file: {0}")]
     File(String),
+    /// A redirect the agent will not follow: to another origin (the key would
+    /// go there), or one that would turn a POST into a GET. Fatal for the run:
+    /// `tanova_url` needs fixing, no file is to blame.
+    #[error("{message}")]
+    Misdirected {
+        from: String,
+        to: String,
+        message: String,
+    },
 }
 
 /// One file to upload, with its metadata.
@@ -107,6 +118,9 @@ impl ApiClient {
             .connect_timeout(timeouts.connect)
             .read_timeout(timeouts.read)
             .pool_idle_timeout(Duration::from_secs(60))
+            // reqwest's own policy sends default headers (the key) to any host it
+            // is redirected to; redirects are judged by `ApiClient::redirect` instead.
+            .redirect(reqwest::redirect::Policy::none())
             .tls_certs_merge(roots.iter().cloned())
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
@@ -162,9 +176,16 @@ impl ApiClient {
 
     /// Who the key belongs to and what it may do.
     pub async fn health(&self) -> Result<Health, ApiError> {
-        let url = self.endpoint(HEALTH);
-        self.throttle().await;
-        let response = self.request(reqwest::Method::GET, url.clone()).send().await;
+        let mut url = self.endpoint(HEALTH);
+        let mut hops = 0;
+        let response = loop {
+            self.throttle().await;
+            let response = self.request(reqwest::Method::GET, url.clone()).send().await;
+            match self.redirect(&Method::GET, &url, &response, &mut hops)? {
+                Some(next) => url = next,
+                None => break response,
+            }
+        };
         let body = read_success(&url, response).await?;
         serde_json::from_slice(&body).map_err(|e| ApiError::Transient {
             message: format!("GET {url}: unreadable answer: {e}"),
@@ -175,13 +196,20 @@ impl ApiClient {
 
     /// Whether the server already has these bytes.
     pub async fn check_duplicate(&self, checksum: &str) -> Result<DuplicateAnswer, ApiError> {
-        let url = self.endpoint(CHECK_DUPLICATE);
-        self.throttle().await;
-        let response = self
-            .post(url.clone())
-            .json(&CheckDuplicate { checksum })
-            .send()
-            .await;
+        let mut url = self.endpoint(CHECK_DUPLICATE);
+        let mut hops = 0;
+        let response = loop {
+            self.throttle().await;
+            let response = self
+                .post(url.clone())
+                .json(&CheckDuplicate { checksum })
+                .send()
+                .await;
+            match self.redirect(&Method::POST, &url, &response, &mut hops)? {
+                Some(next) => url = next,
+                None => break response,
+            }
+        };
         let body = read_success(&url, response).await?;
         serde_json::from_slice(&body).map_err(|e| ApiError::Transient {
             message: format!("POST {url}: unreadable answer: {e}"),
@@ -192,8 +220,35 @@ impl ApiClient {
 
     /// Upload one file, streamed from disk. Returns the candidate id when the server gives one.
     pub async fn upload(&self, upload: &Upload<'_>) -> Result<Option<String>, ApiError> {
-        let url = self.endpoint(UPLOAD);
-        self.throttle().await;
+        let mut url = self.endpoint(UPLOAD);
+        let mut hops = 0;
+        let response = loop {
+            self.throttle().await;
+            // A followed 307/308 sends the body again: the file is reopened for it.
+            let (form, changed) = self.upload_form(upload).await?;
+            let response = self.post(url.clone()).multipart(form).send().await;
+            if changed.load(Ordering::SeqCst) {
+                return Err(ApiError::FileChanged);
+            }
+            match self.redirect(&Method::POST, &url, &response, &mut hops)? {
+                Some(next) => url = next,
+                None => break response,
+            }
+        };
+        let body = read_success(&url, response).await?;
+        // The upload was accepted; an unreadable answer only costs us the candidate id.
+        let answer: Option<UploadAnswer> = serde_json::from_slice(&body).ok();
+        Ok(answer.and_then(|a| a.candidate_id).map(|id| match id {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        }))
+    }
+}
+
+impl ApiClient {
+    /// The multipart form of one upload, streaming the file from a fresh open,
+    /// and the flag that says the file turned out not to be the bytes hashed.
+    async fn upload_form(&self, upload: &Upload<'_>) -> Result<(Form, Arc<AtomicBool>), ApiError> {
         let file = tokio::fs::File::open(upload.path)
             .await
             .map_err(|e| ApiError::File(e.to_string()))?;
@@ -215,17 +270,74 @@ impl ApiClient {
         if let Some(email) = &upload.email {
             form = form.text("email", email.clone());
         }
-        let response = self.post(url.clone()).multipart(form).send().await;
-        if changed.load(Ordering::SeqCst) {
-            return Err(ApiError::FileChanged);
+        Ok((form, changed))
+    }
+
+    /// Judge a redirect answer to `method url`: `Ok(None)` when `response` is
+    /// not a redirect (read it as the answer), `Ok(Some(next))` to send the
+    /// same request to `next`, or `Misdirected` when following would send the
+    /// key to another origin, turn a POST into a GET, or loop.
+    pub(crate) fn redirect(
+        &self,
+        method: &Method,
+        url: &Url,
+        response: &reqwest::Result<Response>,
+        hops: &mut u32,
+    ) -> Result<Option<Url>, ApiError> {
+        let Ok(response) = response else {
+            return Ok(None);
+        };
+        let status = response.status().as_u16();
+        if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+            return Ok(None);
         }
-        let body = read_success(&url, response).await?;
-        // The upload was accepted; an unreadable answer only costs us the candidate id.
-        let answer: Option<UploadAnswer> = serde_json::from_slice(&body).ok();
-        Ok(answer.and_then(|a| a.candidate_id).map(|id| match id {
-            serde_json::Value::String(s) => s,
-            other => other.to_string(),
-        }))
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok());
+        let target = location.and_then(|l| url.join(l).ok());
+        let Some(target) = target else {
+            return Err(ApiError::Misdirected {
+                from: url.to_string(),
+                to: location.unwrap_or("").to_string(),
+                message: format!(
+                    "{method} {url} answered {status} without a usable Location ({:?}); \
+                     is tanova_url ({}) right?",
+                    location.unwrap_or(""),
+                    self.base
+                ),
+            });
+        };
+        let misdirected = |why: String| ApiError::Misdirected {
+            from: url.to_string(),
+            to: target.to_string(),
+            message: why,
+        };
+        if target.origin() != self.base.origin() {
+            return Err(misdirected(format!(
+                "{method} {url} answered {status}, a redirect to {target}, which is another \
+                 origin than tanova_url ({}): not followed, and the API key was not sent there. \
+                 If the service really moved, set tanova_url to the new address",
+                self.base
+            )));
+        }
+        if *method == Method::POST && matches!(status, 301..=303) {
+            return Err(misdirected(format!(
+                "POST {url} answered {status}, a redirect to {target} that would turn the \
+                 request into a GET: not followed. tanova_url ({}) is probably wrong \
+                 (http instead of https, or a missing www?)",
+                self.base
+            )));
+        }
+        *hops += 1;
+        if *hops > MAX_REDIRECTS {
+            return Err(misdirected(format!(
+                "{method} {url}: more than {MAX_REDIRECTS} redirects, the last to {target}; \
+                 is tanova_url ({}) right?",
+                self.base
+            )));
+        }
+        Ok(Some(target))
     }
 }
 

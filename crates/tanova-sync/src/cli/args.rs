@@ -40,7 +40,7 @@ pub struct GlobalArgs {
     /// Where the agent keeps its state [default: ~/.tanova] (env TANOVA_STATE_DIR)
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Share the synced set with other agents in Redis: redis://[:password@]host:port/db (env TANOVA_STATE_URL)
+    /// Share the synced set with other agents in Redis: redis[s]://[user:password@]host:port/db (env TANOVA_STATE_URL)
     #[arg(long, global = true, value_name = "URL")]
     pub state_url: Option<String>,
     /// The folder of CVs, over folder_path and TANOVA_FOLDER_PATH
@@ -70,6 +70,10 @@ pub struct GlobalArgs {
     /// Write the log to FILE instead of stderr, rotated daily (FILE's name gets the date)
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// Also import this history file of tanova_sync.py (a JSON array of checksums), over legacy_history;
+    /// ~/.tanova/sync_history.json is always looked for
+    #[arg(long, global = true, value_name = "FILE")]
+    pub legacy_history: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +120,13 @@ pub struct ServiceInstallArgs {
     /// Where to write it [default: /etc/systemd/system, or ~/Library/LaunchAgents on macOS]
     #[arg(long, value_name = "DIR", hide = true)]
     pub dir: Option<PathBuf>,
+    /// The account the service runs as [default: SUDO_USER under sudo, else you]; root only
+    /// when named (`--user root`). Its home holds the state (~NAME/.tanova) unless the config says otherwise
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// The root-only file the systemd unit loads the key from [default: /etc/tanova-sync/api-key]
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -81,7 +81,9 @@ async fn demo(
             .as_deref()
             .map(|addr| crate::serve::parse_listen(addr, false))
             .transpose()?,
+        listen_hosts: Vec::new(),
         log: crate::logging::LogSettings::default(),
+        legacy_histories: Vec::new(),
     };
     eprintln!(
         "Demo: a local Tanova emulator at {} ({} ms per upload, {} at once, 429 beyond).\n\

@@ -116,7 +116,9 @@ async fn service(config: &Config) -> Check {
                 Check::Fail(format!("{text}: this key may not upload CVs"))
             }
         }
-        Err(e @ ApiError::Rejected { .. }) => Check::Fail(e.to_string()),
+        Err(e @ (ApiError::Rejected { .. } | ApiError::Misdirected { .. })) => {
+            Check::Fail(e.to_string())
+        }
         Err(e) => Check::Fail(format!("cannot reach the service: {e}")),
     }
 }

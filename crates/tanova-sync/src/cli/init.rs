@@ -60,7 +60,9 @@ async fn ask_and_write(target: &Path) -> Result<(), String> {
     };
     let api = ApiClient::new(&url, &key, timeouts)?;
     let health = api.health().await.map_err(|e| match e {
-        ApiError::Rejected { .. } => format!("{e}; nothing was written"),
+        ApiError::Rejected { .. } | ApiError::Misdirected { .. } => {
+            format!("{e}; nothing was written")
+        }
         other => format!("cannot check the key with {url}: {other}; nothing was written"),
     })?;
     let agency = health.agency.map_or_else(

@@ -20,6 +20,7 @@ impl Listening {
     pub async fn start(
         global: &GlobalArgs,
         addr: SocketAddr,
+        listen_hosts: &[String],
         metrics: Arc<Metrics>,
         engine: &Engine,
         folder: &Path,
@@ -36,7 +37,7 @@ impl Listening {
                 }
             }),
         };
-        let server = StatusServer::start(addr, sources)
+        let server = StatusServer::start(addr, sources, listen_hosts)
             .await
             .map_err(|e| format!("cannot listen on {addr} (--listen): {e}"))?;
         if !global.quiet {

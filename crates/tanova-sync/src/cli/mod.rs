@@ -27,7 +27,7 @@ use crate::config::{self, Config, Overrides};
 use crate::engine::{Engine, EngineError};
 use crate::report::Summary;
 use crate::state::lock::{self, InstanceLock};
-use crate::state::{legacy, Ledger, SqliteStore, Store};
+use crate::state::{Ledger, SqliteStore, Store};
 
 /// Parse the command line and run it.
 pub fn main() -> ExitCode {
@@ -126,6 +126,7 @@ fn global_overrides(global: &GlobalArgs) -> Overrides {
         listen: global.listen.clone(),
         log_format: global.log_format.clone(),
         log_file: global.log_file.clone(),
+        legacy_history: global.legacy_history.clone(),
         ..Overrides::default()
     }
 }
@@ -219,9 +220,16 @@ async fn start_agent(
     }
     let listening = match (config.listen, metrics) {
         (Some(addr), Some(metrics)) => Some(
-            listen::Listening::start(global, addr, metrics, &engine, &config.folder)
-                .await
-                .map_err(|m| fail(m, Exit::Usage))?,
+            listen::Listening::start(
+                global,
+                addr,
+                &config.listen_hosts,
+                metrics,
+                &engine,
+                &config.folder,
+            )
+            .await
+            .map_err(|m| fail(m, Exit::Usage))?,
         ),
         _ => None,
     };
@@ -351,14 +359,25 @@ fn open_state(config: &Config) -> Result<(Arc<dyn Store>, Option<InstanceLock>),
     }
     let store = SqliteStore::open(&config.state_dir).map_err(|e| format!("state error: {e}"))?;
     let lock = lock::acquire(&config.state_dir).map_err(|e| e.to_string())?;
-    let history = config.state_dir.join(legacy::HISTORY_FILE);
-    match store.import_legacy_once(&history) {
-        Ok(Some(n)) => tracing::info!("imported {n} synced checksums from {}", history.display()),
-        Ok(None) => {}
-        // A broken history must not stop the agent: the server's duplicate check still prevents re-uploads.
-        Err(e) => tracing::warn!("legacy history not imported: {e}"),
-    }
+    import_histories(&store, config);
     Ok((Arc::new(store), Some(lock)))
+}
+
+/// Import every history file of the script that is new, or changed since it was imported.
+fn import_histories(store: &SqliteStore, config: &Config) {
+    for history in &config.legacy_histories {
+        match store.import_legacy(history) {
+            Ok(Some(done)) => tracing::info!(
+                "imported {} synced checksums from {} ({} in the file, the others were known)",
+                done.added,
+                done.path.display(),
+                done.in_file
+            ),
+            Ok(None) => {}
+            // A broken history must not stop the agent: the server's duplicate check still prevents re-uploads.
+            Err(e) => tracing::warn!("legacy history not imported: {e}"),
+        }
+    }
 }
 
 /// The shared ledger when `state_url` is set, once Redis answers; else this machine's state alone.
@@ -401,12 +420,7 @@ async fn state_push(global: &GlobalArgs, config: &Config, cancel: &CancellationT
         Ok(store) => store,
         Err(e) => return fail(format!("state error: {e}"), Exit::Usage),
     };
-    let history = config.state_dir.join(legacy::HISTORY_FILE);
-    match store.import_legacy_once(&history) {
-        Ok(Some(n)) => tracing::info!("imported {n} synced checksums from {}", history.display()),
-        Ok(None) => {}
-        Err(e) => tracing::warn!("legacy history not imported: {e}"),
-    }
+    import_histories(&store, config);
     let records = match store.synced_records() {
         Ok(records) => records,
         Err(e) => return fail(format!("state error: {e}"), Exit::SomeFailed),
@@ -444,9 +458,10 @@ async fn state_push(global: &GlobalArgs, config: &Config, cancel: &CancellationT
 fn exit_for_error(e: &EngineError) -> Exit {
     match e {
         EngineError::KeyRejected(_) | EngineError::NoUploadPermission { .. } => Exit::Usage,
-        EngineError::Unreachable(_) | EngineError::State(_) | EngineError::Ledger(_) => {
-            Exit::SomeFailed
-        }
+        EngineError::Unreachable(_)
+        | EngineError::Misdirected(_)
+        | EngineError::State(_)
+        | EngineError::Ledger(_) => Exit::SomeFailed,
     }
 }
 

@@ -4,22 +4,29 @@ use std::path::{Path, PathBuf};
 
 use super::args::{GlobalArgs, ServiceInstallArgs};
 use super::{report_error, Exit};
-use crate::config::{self, Overrides, DEFAULT_CONFIG_FILE};
+use crate::config::{self, ApiKey, Overrides, DEFAULT_CONFIG_FILE};
 use crate::service::{self, ServiceSpec};
 
 pub fn install(global: &GlobalArgs, args: &ServiceInstallArgs) -> Exit {
-    let spec = match spec(global) {
-        Ok(spec) => spec,
+    let (spec, key) = match spec(global, args) {
+        Ok(found) => found,
         Err(message) => {
             report_error(global, &message);
             return Exit::Usage;
         }
     };
-    write_or_print(global, args, &spec)
+    write_or_print(global, args, &spec, &key)
 }
 
-/// What the service runs: this binary, `watch`, the config file and the state directory, all absolute.
-fn spec(global: &GlobalArgs) -> Result<ServiceSpec, String> {
+/// Where the key is kept for the systemd unit's `LoadCredential=`: readable by root only.
+pub const KEY_FILE: &str = "/etc/tanova-sync/api-key";
+
+/// Whether the service gets the key as a systemd credential (not launchd's way).
+const BY_CREDENTIAL: bool = cfg!(all(unix, not(target_os = "macos")));
+
+/// What the service runs: this binary, `watch`, the config file and the state
+/// directory, all absolute, as the account it runs as; and the key to store.
+fn spec(global: &GlobalArgs, args: &ServiceInstallArgs) -> Result<(ServiceSpec, ApiKey), String> {
     let file = match &global.config {
         Some(file) => file.clone(),
         None if Path::new(DEFAULT_CONFIG_FILE).is_file() => PathBuf::from(DEFAULT_CONFIG_FILE),
@@ -31,8 +38,29 @@ fn spec(global: &GlobalArgs) -> Result<ServiceSpec, String> {
         }
     };
     let file = absolute(&file)?;
-    // The settings as this command line sees them, for the state directory (its log
-    // settings are not applied: this command's messages belong on the terminal)…
+    let account = account::service_account(args.user.as_deref())?;
+    if let Some(a) = account.as_ref().filter(|a| a.uid == 0) {
+        tracing::warn!(
+            "the service will run as {}: a bug or a hostile file in the CV folder would then \
+             have the whole machine; prefer --user with an ordinary account",
+            a.name
+        );
+    }
+    if account.as_ref().is_some_and(|a| a.name == "nobody") {
+        tracing::warn!(
+            "nobody is meant to own nothing, and systemd calls a service running as it unsafe: \
+             prefer a dedicated account (useradd --system tanova)"
+        );
+    }
+    // The service's own home, for its default state directory (~NAME/.tanova).
+    let home = account.as_ref().map(|a| a.home.display().to_string());
+    let env_as_service_user = |name: &str| match (name, &home) {
+        ("HOME" | "USERPROFILE", Some(home)) => Some(home.clone()),
+        _ => std::env::var(name).ok(),
+    };
+    // The settings as this command line sees them, for the state directory and
+    // the key (its log settings are not applied: this command's messages
+    // belong on the terminal)…
     let here = Overrides {
         config_file: Some(file.clone()),
         folder: global.folder.clone(),
@@ -42,24 +70,27 @@ fn spec(global: &GlobalArgs) -> Result<ServiceSpec, String> {
         concurrency: global.concurrency,
         ..Overrides::default()
     };
-    let current = config::load(&here, &|name| std::env::var(name).ok())
-        .map_err(|e| format!("config error: {e}"))?;
+    let current =
+        config::load(&here, &env_as_service_user).map_err(|e| format!("config error: {e}"))?;
     for warning in &current.warnings {
         tracing::warn!("{warning}");
     }
     let state_dir = absolute(&current.config.state_dir)?;
-    // …and as the service will: the file alone, with no TANOVA_* variables and no other flags.
-    let home = |name: &str| {
-        matches!(name, "HOME" | "USERPROFILE")
-            .then(|| std::env::var(name).ok())
-            .flatten()
+    let key = current.config.api_key.clone();
+    // …and as the service will: the file alone, with no TANOVA_* variables
+    // and no other flags, but the key as the credential systemd hands it.
+    let key_for_service = key.expose().to_string();
+    let service_env = |name: &str| match name {
+        "HOME" | "USERPROFILE" => env_as_service_user(name),
+        "TANOVA_API_KEY" if BY_CREDENTIAL => Some(key_for_service.clone()),
+        _ => None,
     };
     let overrides = Overrides {
         config_file: Some(file.clone()),
         state_dir: Some(state_dir.clone()),
         ..Overrides::default()
     };
-    let seen = config::load(&overrides, &home).map_err(|e| {
+    let seen = config::load(&overrides, &service_env).map_err(|e| {
         format!(
             "service install: the service reads only {} (no TANOVA_* variables, no other flags), \
              and with that alone: {e}; put the setting in the file",
@@ -77,14 +108,42 @@ fn spec(global: &GlobalArgs) -> Result<ServiceSpec, String> {
     let binary = std::env::current_exe()
         .and_then(|p| p.canonicalize())
         .map_err(|e| format!("service install: cannot tell where this program is: {e}"))?;
-    Ok(ServiceSpec {
-        binary,
-        config_file: file,
-        state_dir,
-        folder: absolute(&seen.config.folder)?,
-        log_dir,
-        user: service_user(),
-    })
+    let key_file = if BY_CREDENTIAL {
+        Some(
+            std::path::absolute(args.key_file.as_deref().unwrap_or(Path::new(KEY_FILE)))
+                .map_err(|e| format!("--key-file: {e}"))?,
+        )
+    } else {
+        None
+    };
+    if key_file.is_some() && config_holds_key(&file) {
+        tracing::warn!(
+            "{} holds api_key too; the service gets the key from systemd instead, so remove \
+             it from the file, which the service's user can read",
+            file.display()
+        );
+    }
+    Ok((
+        ServiceSpec {
+            binary,
+            config_file: file,
+            state_dir,
+            folder: absolute(&seen.config.folder)?,
+            log_dir,
+            user: account.as_ref().map(|a| a.name.clone()),
+            group: account.as_ref().map(|a| a.group.clone()),
+            key_file,
+        },
+        key,
+    ))
+}
+
+/// Whether the config file itself names the key (not the environment).
+fn config_holds_key(file: &Path) -> bool {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v.get("api_key").is_some_and(|k| !k.is_null()))
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, String> {
@@ -92,24 +151,13 @@ fn absolute(path: &Path) -> Result<PathBuf, String> {
     Ok(path.canonicalize().unwrap_or(path))
 }
 
-/// The account the service runs as: the one installing it, unless that is root.
-fn service_user() -> Option<String> {
-    #[cfg(unix)]
-    {
-        // SAFETY: geteuid(2) has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } == 0 {
-            return None;
-        }
-    }
-    ["USER", "LOGNAME"].iter().find_map(|name| {
-        std::env::var(name)
-            .ok()
-            .filter(|u| !u.is_empty() && u != "root")
-    })
-}
-
 #[cfg(target_os = "macos")]
-fn write_or_print(global: &GlobalArgs, args: &ServiceInstallArgs, spec: &ServiceSpec) -> Exit {
+fn write_or_print(
+    global: &GlobalArgs,
+    args: &ServiceInstallArgs,
+    spec: &ServiceSpec,
+    _key: &ApiKey,
+) -> Exit {
     let home = PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".to_string()));
     let log = home.join("Library/Logs/tanova-sync.log");
     let plist = service::launchd_plist(spec, &log);
@@ -136,10 +184,27 @@ fn write_or_print(global: &GlobalArgs, args: &ServiceInstallArgs, spec: &Service
 }
 
 #[cfg(all(unix, not(target_os = "macos")))]
-fn write_or_print(global: &GlobalArgs, args: &ServiceInstallArgs, spec: &ServiceSpec) -> Exit {
+fn write_or_print(
+    global: &GlobalArgs,
+    args: &ServiceInstallArgs,
+    spec: &ServiceSpec,
+    key: &ApiKey,
+) -> Exit {
     let unit = service::systemd_unit(spec);
+    let key_file = spec
+        .key_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(KEY_FILE));
     if args.print {
         print!("{unit}");
+        // On stderr, so that stdout can go straight to `sudo tee`; the key itself is never printed.
+        eprintln!(
+            "The unit loads the API key from {file} (LoadCredential=), which only root should \
+             read. Create it with:\n  sudo install -d -m 700 {dir} && sudo sh -c 'umask 077; \
+             cat > {file}'   # paste the key, then Ctrl+D",
+            file = key_file.display(),
+            dir = key_file.parent().unwrap_or(Path::new("/")).display(),
+        );
         return Exit::Ok;
     }
     let dir = args
@@ -147,8 +212,8 @@ fn write_or_print(global: &GlobalArgs, args: &ServiceInstallArgs, spec: &Service
         .clone()
         .unwrap_or_else(|| PathBuf::from(service::SYSTEMD_DIR));
     let path = dir.join(service::UNIT_NAME);
-    if let Err(e) = std::fs::write(&path, &unit) {
-        let how = if e.kind() == std::io::ErrorKind::PermissionDenied {
+    let sudo_hint = |e: &std::io::Error| {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
             format!(
                 "; installing a system service takes root: run it with sudo, or \
                  `tanova-sync service install --print --config {} | sudo tee {}`",
@@ -157,30 +222,99 @@ fn write_or_print(global: &GlobalArgs, args: &ServiceInstallArgs, spec: &Service
             )
         } else {
             String::new()
-        };
+        }
+    };
+    if let Err(e) = write_key(&key_file, key) {
         report_error(
             global,
-            &format!("cannot write {}: {e}{how}", path.display()),
+            &format!(
+                "cannot write the key to {}: {e}{}",
+                key_file.display(),
+                sudo_hint(&e)
+            ),
+        );
+        return Exit::Usage;
+    }
+    if let Err(e) = std::fs::write(&path, &unit) {
+        report_error(
+            global,
+            &format!("cannot write {}: {e}{}", path.display(), sudo_hint(&e)),
         );
         return Exit::Usage;
     }
     // The unit may write only there, and systemd refuses to start it if it does not exist.
+    let owner = spec.user.as_deref().map(account::lookup).transpose();
+    let owner = match owner {
+        Ok(owner) => owner,
+        Err(e) => {
+            report_error(global, &e);
+            return Exit::Usage;
+        }
+    };
     for dir in std::iter::once(&spec.state_dir).chain(&spec.log_dir) {
-        if let Err(e) = std::fs::create_dir_all(dir) {
+        if let Err(e) = make_writable_dir(dir, owner.as_ref()) {
             report_error(global, &format!("cannot create {}: {e}", dir.display()));
             return Exit::Usage;
         }
     }
     println!(
-        "Wrote {}.\nNext: systemctl daemon-reload && systemctl enable --now tanova-sync\n\
+        "Wrote {} and the key to {} (readable by root only; systemd hands it to the service).\n\
+         Next: systemctl daemon-reload && systemctl enable --now tanova-sync\n\
          Then: systemctl status tanova-sync; its log: journalctl -u tanova-sync -f",
-        path.display()
+        path.display(),
+        key_file.display()
     );
     Exit::Ok
 }
 
+/// Write the key to `path`, mode 0600 in a 0700 folder: only its owner (root) reads it.
+#[cfg(all(unix, not(target_os = "macos")))]
+fn write_key(path: &Path, key: &ApiKey) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent() {
+        if !dir.is_dir() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode on open: narrow it before the key goes in.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    writeln!(file, "{}", key.expose())?;
+    file.sync_all()
+}
+
+/// Create `dir` and, when root installs for another account, give it to that
+/// account (a folder root made, or root still owns, would be read-only to it).
+#[cfg(all(unix, not(target_os = "macos")))]
+fn make_writable_dir(dir: &Path, owner: Option<&account::Account>) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::create_dir_all(dir)?;
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if let Some(owner) = owner.filter(|o| root && o.uid != 0) {
+        if std::fs::metadata(dir)?.uid() == 0 {
+            std::os::unix::fs::chown(dir, Some(owner.uid), Some(owner.gid))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(not(unix))]
-fn write_or_print(global: &GlobalArgs, _args: &ServiceInstallArgs, spec: &ServiceSpec) -> Exit {
+fn write_or_print(
+    global: &GlobalArgs,
+    _args: &ServiceInstallArgs,
+    spec: &ServiceSpec,
+    _key: &ApiKey,
+) -> Exit {
     let command = spec
         .args()
         .iter()
@@ -195,4 +329,141 @@ fn write_or_print(global: &GlobalArgs, _args: &ServiceInstallArgs, spec: &Servic
         ),
     );
     Exit::Usage
+}
+
+/// Accounts: who the service runs as, from the system's user database.
+mod account {
+    use std::path::PathBuf;
+
+    /// A user the service can run as.
+    #[derive(Debug, Clone)]
+    pub struct Account {
+        pub name: String,
+        pub group: String,
+        pub home: PathBuf,
+        pub uid: u32,
+        pub gid: u32,
+    }
+
+    /// The account the service runs as: `--user`; else, under sudo, the user
+    /// who ran sudo; else the user running this. Root only when named.
+    /// `None` where accounts do not apply (not Unix).
+    pub fn service_account(user: Option<&str>) -> Result<Option<Account>, String> {
+        if !cfg!(unix) {
+            return Ok(None);
+        }
+        if let Some(name) = user {
+            return lookup(name).map(Some);
+        }
+        let sudo_user = std::env::var("SUDO_USER")
+            .ok()
+            .filter(|u| !u.is_empty() && u != "root");
+        if is_root() {
+            return match sudo_user {
+                Some(name) => lookup(&name).map(Some),
+                None => Err(
+                    "service install: run as root with no SUDO_USER to say whose service \
+                     it is: pass --user NAME, the account it runs as (its home gets the state, \
+                     ~NAME/.tanova). `--user root` runs it as root, which is not recommended"
+                        .to_string(),
+                ),
+            };
+        }
+        current().map(Some)
+    }
+
+    #[cfg(unix)]
+    fn is_root() -> bool {
+        // SAFETY: geteuid(2) has no preconditions and cannot fail.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    #[cfg(not(unix))]
+    fn is_root() -> bool {
+        false
+    }
+
+    /// The user running this program.
+    #[cfg(unix)]
+    fn current() -> Result<Account, String> {
+        // SAFETY: as above.
+        let uid = unsafe { libc::geteuid() };
+        from_passwd(|pwd, buf, result| unsafe {
+            // SAFETY: every pointer is to a live local of the right size.
+            libc::getpwuid_r(uid, pwd, buf.as_mut_ptr(), buf.len(), result)
+        })
+        .ok_or_else(|| format!("service install: user id {uid} has no account; pass --user NAME"))
+    }
+
+    #[cfg(not(unix))]
+    fn current() -> Result<Account, String> {
+        Err("service install: accounts are a Unix matter".to_string())
+    }
+
+    /// The account named `name`.
+    #[cfg(unix)]
+    pub fn lookup(name: &str) -> Result<Account, String> {
+        let missing = || format!("--user {name}: there is no such user on this machine");
+        let c_name = std::ffi::CString::new(name).map_err(|_| missing())?;
+        from_passwd(|pwd, buf, result| unsafe {
+            // SAFETY: c_name is NUL-terminated; the other pointers are to live locals.
+            libc::getpwnam_r(c_name.as_ptr(), pwd, buf.as_mut_ptr(), buf.len(), result)
+        })
+        .ok_or_else(missing)
+    }
+
+    #[cfg(not(unix))]
+    pub fn lookup(name: &str) -> Result<Account, String> {
+        Err(format!("--user {name}: accounts are a Unix matter"))
+    }
+
+    /// Run a `getpw*_r` call and read its entry, with its primary group's name.
+    #[cfg(unix)]
+    fn from_passwd(
+        call: impl Fn(*mut libc::passwd, &mut Vec<libc::c_char>, *mut *mut libc::passwd) -> i32,
+    ) -> Option<Account> {
+        use std::ffi::CStr;
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        // SAFETY: passwd is plain old data; zeroed is a valid value to be overwritten.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result = std::ptr::null_mut();
+        let rc = call(&mut pwd, &mut buf, &mut result);
+        if rc != 0 || result.is_null() {
+            return None;
+        }
+        // SAFETY: on success the fields point into buf, NUL-terminated.
+        let (name, home) = unsafe {
+            (
+                CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned(),
+                CStr::from_ptr(pwd.pw_dir).to_string_lossy().into_owned(),
+            )
+        };
+        Some(Account {
+            group: group_name(pwd.pw_gid).unwrap_or_else(|| pwd.pw_gid.to_string()),
+            name,
+            home: PathBuf::from(home),
+            uid: pwd.pw_uid,
+            gid: pwd.pw_gid,
+        })
+    }
+
+    #[cfg(unix)]
+    fn group_name(gid: libc::gid_t) -> Option<String> {
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        // SAFETY: group is plain old data, overwritten by the call.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut result = std::ptr::null_mut();
+        // SAFETY: every pointer is to a live local of the right size.
+        let rc =
+            unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut result) };
+        if rc != 0 || result.is_null() {
+            return None;
+        }
+        // SAFETY: on success gr_name points into buf, NUL-terminated.
+        Some(
+            unsafe { std::ffi::CStr::from_ptr(grp.gr_name) }
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
 }

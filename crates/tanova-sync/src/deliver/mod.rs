@@ -54,7 +54,8 @@ pub enum Delivered {
     LeaseLost,
     /// The file is gone.
     Vanished,
-    /// A 401/403: the key may be rejected (confirm it with the health check).
+    /// A 401/403 (the key may be rejected: confirm it with the health check), or
+    /// `tanova_url` redirects where the agent will not follow ([`ApiError::Misdirected`]).
     Rejected(ApiError),
     Cancelled,
 }
@@ -226,7 +227,9 @@ impl Deliverer {
                     retry_after,
                     ..
                 }) => (message, retry_after),
-                Err(ApiError::Rejected { .. }) => return Delivered::Rejected(result.unwrap_err()),
+                Err(ApiError::Rejected { .. } | ApiError::Misdirected { .. }) => {
+                    return Delivered::Rejected(result.unwrap_err())
+                }
                 Err(ApiError::Permanent { status, message }) => {
                     return Delivered::Failed {
                         reason: format!("refused by the server ({status}): {message}"),
@@ -280,7 +283,7 @@ impl Deliverer {
                 })
             }
             Ok(_) => {}
-            Err(e @ ApiError::Rejected { .. }) => return Err(e),
+            Err(e @ (ApiError::Rejected { .. } | ApiError::Misdirected { .. })) => return Err(e),
             // A failing check never blocks the upload: the server dedupes anyway.
             Err(e) => {
                 tracing::debug!(path = %upload.path.display(), "duplicate check failed, uploading anyway: {e}")
@@ -317,7 +320,9 @@ impl Deliverer {
                 }))
             }
             Ok(_) => {}
-            Err(e @ ApiError::Rejected { .. }) => return Batched::Done(Err(e)),
+            Err(e @ (ApiError::Rejected { .. } | ApiError::Misdirected { .. })) => {
+                return Batched::Done(Err(e))
+            }
             Err(e) => {
                 tracing::debug!(path = %upload.path.display(), "duplicate check failed, uploading anyway: {e}")
             }

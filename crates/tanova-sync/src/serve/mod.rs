@@ -1,6 +1,7 @@
 //! The status server behind `--listen`: `/health`, `/metrics` and a status page, read from [`Metrics`] and never writing anything.
 
 mod health;
+mod host;
 mod page;
 mod prometheus;
 
@@ -19,6 +20,7 @@ use tokio::task::JoinHandle;
 use crate::metrics::{Gauges, Metrics, Problem, Snapshot};
 
 pub use health::health_body;
+pub use host::AllowedHosts;
 pub use page::{escape_html, status_page};
 pub use prometheus::render as prometheus_text;
 
@@ -56,12 +58,18 @@ pub struct StatusServer {
 }
 
 impl StatusServer {
-    /// Bind `addr` (port 0 picks a free one) and serve until dropped.
-    pub async fn start(addr: SocketAddr, sources: Sources) -> std::io::Result<Self> {
+    /// Bind `addr` (port 0 picks a free one) and serve until dropped,
+    /// answering only to loopback names, `addr` and `listen_hosts`.
+    pub async fn start(
+        addr: SocketAddr,
+        sources: Sources,
+        listen_hosts: &[String],
+    ) -> std::io::Result<Self> {
+        let hosts = AllowedHosts::new(addr, listen_hosts);
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router(sources)).await {
+            if let Err(e) = axum::serve(listener, router(sources, hosts)).await {
                 tracing::warn!("the status server on {addr} stopped: {e}");
             }
         });
@@ -81,12 +89,48 @@ impl Drop for StatusServer {
 }
 
 /// The routes, for tests that serve them on a listener of their own.
-pub fn router(sources: Sources) -> Router {
+pub fn router(sources: Sources, hosts: AllowedHosts) -> Router {
     Router::new()
         .route("/", get(page_handler))
         .route("/health", get(health_handler))
         .route("/metrics", get(metrics_handler))
         .with_state(sources)
+        .layer(axum::middleware::from_fn_with_state(Arc::new(hosts), guard))
+}
+
+/// Refuse a `Host` the server is not bound for (421, nothing else said), and
+/// give every answer, refusals and 404s too, the headers that keep browsers
+/// from sniffing, caching or leaking it.
+async fn guard(
+    State(hosts): State<Arc<AllowedHosts>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|v| v.to_str().unwrap_or(""));
+    let mut response = if hosts.allows(host) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected request: this status server answers only to its own host names \
+             (see listen_hosts)\n",
+        )
+            .into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 async fn health_handler(State(sources): State<Sources>) -> Response {
@@ -127,11 +171,6 @@ fn reply(code: StatusCode, content_type: &'static str, body: String) -> Response
     let mut response = (code, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
     response
 }
 

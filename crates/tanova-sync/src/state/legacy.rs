@@ -11,12 +11,27 @@ pub const HISTORY_FILE: &str = "sync_history.json";
 /// not SHA-256 hex are an error naming the file, since a wrong file would
 /// otherwise be taken for an empty history.
 pub fn read(path: &Path) -> Result<Vec<String>> {
+    read_hashed(path).map(|(sums, _)| sums)
+}
+
+/// [`read`], with the SHA-256 of the file's bytes: a file is imported again only when they change.
+pub fn read_hashed(path: &Path) -> Result<(Vec<String>, String)> {
     let err = |message: String| StateError::File {
         path: path.to_path_buf(),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let entries: Vec<serde_json::Value> = serde_json::from_str(&text)
+    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let hash = crate::hash::sha256_hex(&bytes);
+    let text = String::from_utf8(bytes).map_err(|_| err("is not UTF-8 text".to_string()))?;
+    parse(path, &text).map(|sums| (sums, hash))
+}
+
+fn parse(path: &Path, text: &str) -> Result<Vec<String>> {
+    let err = |message: String| StateError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let entries: Vec<serde_json::Value> = serde_json::from_str(text)
         .map_err(|e| err(format!("expected a JSON array of checksums: {e}")))?;
     entries
         .into_iter()

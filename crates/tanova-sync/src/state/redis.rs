@@ -28,28 +28,40 @@ const PREFIX: &str = "tanova:";
 /// Checksums sent to Redis per round trip by `state push`.
 const PUSH_BATCH: usize = 1000;
 
-/// A `redis://` URL that never prints its password.
+/// A `redis://` or `rediss://` URL that never prints its password, with the
+/// certificates a `rediss://` connection uses besides the URL.
 #[derive(Clone, PartialEq, Eq)]
-pub struct RedisUrl(Url);
+pub struct RedisUrl(Url, Option<RedisTls>);
+
+/// What a TLS connection to Redis trusts and shows, as PEM bytes.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// `redis_ca_file`: trusted instead of the system's roots (a private CA).
+    pub ca: Option<Vec<u8>>,
+    /// `redis_client_cert` and `redis_client_key`, for servers that ask for a client certificate.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
 
 impl RedisUrl {
-    /// Check a `redis://host[:port][/db]` URL. Errors never repeat the password.
+    /// Check a `redis[s]://[user:password@]host[:port][/db]` URL. Errors never repeat the password.
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
-        let shown = redact_text(text.trim());
-        let url =
-            Url::parse(text.trim()).map_err(|e| format!("{shown} is not a valid URL: {e}"))?;
+        // Text that does not parse is not repeated at all: it may be a
+        // password, or a key pasted into the wrong field.
+        let url = Url::parse(text.trim()).map_err(|e| {
+            format!("not a valid URL ({e}); expected redis://[user:password@]host:port/db")
+        })?;
+        let shown = RedisUrl(url.clone(), None).redacted();
         match url.scheme() {
-            "redis" => {}
-            "rediss" => {
+            "redis" | "rediss" => {}
+            other if other.len() <= 10 => {
                 return Err(format!(
-                    "{shown}: rediss:// (TLS) is not supported by this build; use redis:// on a \
-                     private network, or through a TLS tunnel such as stunnel"
+                    "{shown}: unsupported scheme {other:?} (expected redis:// or rediss://host:port/db)"
                 ))
             }
-            other => {
-                return Err(format!(
-                    "{shown}: unsupported scheme {other:?} (expected redis://host:port/db)"
-                ))
+            _ => {
+                return Err(
+                    "unsupported scheme (expected redis:// or rediss://host:port/db)".to_string(),
+                )
             }
         }
         if url.host_str().is_none_or(str::is_empty) {
@@ -61,7 +73,24 @@ impl RedisUrl {
                 "{shown}: the path must be a database number, like redis://host:6379/0"
             ));
         }
-        Ok(RedisUrl(url))
+        Ok(RedisUrl(url, None))
+    }
+
+    /// Connect with these certificates (`rediss://` only).
+    pub fn with_tls(mut self, tls: RedisTls) -> std::result::Result<Self, String> {
+        if !self.is_tls() {
+            return Err(format!(
+                "{}: certificates are for rediss:// (TLS) URLs; this one is plain redis://",
+                self.redacted()
+            ));
+        }
+        self.1 = Some(tls);
+        Ok(self)
+    }
+
+    /// Whether the connection is TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        self.0.scheme() == "rediss"
     }
 
     /// The URL with any password replaced by `***`: safe to print.
@@ -88,21 +117,6 @@ impl fmt::Debug for RedisUrl {
 impl fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
-    }
-}
-
-/// Hide a password in text that may not even parse as a URL: `scheme://user:secret@host` → `scheme://user:***@host`.
-fn redact_text(text: &str) -> String {
-    let Some(start) = text.find("://").map(|i| i + 3) else {
-        return text.to_string();
-    };
-    let rest = &text[start..];
-    let Some(at) = rest.rfind('@') else {
-        return text.to_string();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!("{}{}:***{}", &text[..start], &rest[..colon], &rest[at..]),
-        None => text.to_string(),
     }
 }
 
@@ -201,7 +215,23 @@ impl RedisLedger {
     /// Prepare the connection; nothing is sent until the first call (see [`RedisLedger::ping`]).
     pub fn new(url: &RedisUrl, lease: Duration, in_flight_grace: Duration) -> Result<Self> {
         let err = |e: RedisError| redis_error(url, &e);
-        let client = redis::Client::open(url.expose()).map_err(err)?;
+        let client = match &url.1 {
+            Some(tls) => redis::Client::build_with_tls(
+                url.expose(),
+                redis::TlsCertificates {
+                    client_tls: tls
+                        .client
+                        .as_ref()
+                        .map(|(cert, key)| redis::ClientTlsConfig {
+                            client_cert: cert.clone(),
+                            client_key: key.clone(),
+                        }),
+                    root_cert: tls.ca.clone(),
+                },
+            ),
+            None => redis::Client::open(url.expose()),
+        }
+        .map_err(err)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(3)))
             .set_response_timeout(Some(Duration::from_secs(5)))
@@ -452,9 +482,22 @@ fn claim_key(checksum: &str) -> String {
 }
 
 fn redis_error(url: &RedisUrl, e: &RedisError) -> StateError {
+    let mut message = e.to_string();
+    // What to change, for the failures a new TLS or ACL setup meets first.
+    let hint = if message.contains("UnknownIssuer") {
+        " (the server's certificate is not signed by a CA this machine trusts: set \
+         redis_ca_file to the CA that signed it)"
+    } else if message.contains("CertificateRequired") {
+        " (the server asks for a client certificate: set redis_client_cert and redis_client_key)"
+    } else if message.contains("AuthenticationFailed") || message.contains("WRONGPASS") {
+        " (check the user name and password in state_url: redis://user:password@host:port/db)"
+    } else {
+        ""
+    };
+    message.push_str(hint);
     StateError::Redis {
         url: url.redacted(),
-        message: e.to_string(),
+        message,
     }
 }
 
@@ -498,8 +541,15 @@ mod tests {
         assert_eq!(ok.expose(), "redis://:s3cret@cache.local:6380/2");
         RedisUrl::parse("redis://127.0.0.1").unwrap();
         RedisUrl::parse("redis://10.0.0.5:6379/").unwrap();
+        let tls = RedisUrl::parse("rediss://user:pw@cache.local:6380/0").unwrap();
+        assert!(tls.is_tls());
+        assert_eq!(tls.redacted(), "rediss://user:***@cache.local:6380/0");
+        let plain = RedisUrl::parse("redis://user:pw@cache.local/0").unwrap();
+        assert!(plain
+            .with_tls(RedisTls::default())
+            .unwrap_err()
+            .contains("rediss://"));
         let table = [
-            ("rediss://:pw@host/0", "TLS"),
             ("http://host:6379", "unsupported scheme"),
             ("redis://:pw@host:6379/cache", "database number"),
             ("redis:///0", "no host"),
@@ -509,20 +559,6 @@ mod tests {
             let err = RedisUrl::parse(text).unwrap_err();
             assert!(err.contains(want), "{text}: {err}");
             assert!(!err.contains("pw@"), "{text}: the password is shown: {err}");
-        }
-    }
-
-    #[test]
-    fn redacting_text_that_is_not_a_url() {
-        let table = [
-            ("redis://user:pw@h:1/0", "redis://user:***@h:1/0"),
-            ("redis://:pw@h", "redis://:***@h"),
-            ("redis://h:1/0", "redis://h:1/0"),
-            ("redis://user@h", "redis://user@h"),
-            ("nonsense", "nonsense"),
-        ];
-        for (text, want) in table {
-            assert_eq!(redact_text(text), want);
         }
     }
 

@@ -46,6 +46,17 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 ";
 
+/// What importing a legacy history did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    /// The file, canonical.
+    pub path: PathBuf,
+    /// Checksums in the file.
+    pub in_file: usize,
+    /// Of those, how many the state did not have yet.
+    pub added: usize,
+}
+
 /// The SQLite store. One connection behind a mutex: every call is a short
 /// indexed statement, and each write is its own committed transaction.
 pub struct SqliteStore {
@@ -113,40 +124,52 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Import the legacy history once, on the first start that finds it.
-    /// Returns how many checksums were imported, or `None` when there was nothing to do.
-    pub fn import_legacy_once(&self, history: &Path) -> Result<Option<usize>> {
-        let done: Option<String> = self.with(|c| {
-            c.query_row(
-                "SELECT value FROM meta WHERE key = 'legacy_imported'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-        })?;
-        if done.is_some() || !history.exists() {
+    /// Import a legacy history file unless this very file, with these very
+    /// bytes, was imported before (recorded by its canonical path and the
+    /// SHA-256 of its content: a file the script kept writing is imported
+    /// again). `None` when there was nothing to do.
+    pub fn import_legacy(&self, history: &Path) -> Result<Option<Imported>> {
+        if !history.is_file() {
             return Ok(None);
         }
-        let checksums = legacy::read(history)?;
+        let path = history
+            .canonicalize()
+            .unwrap_or_else(|_| history.to_path_buf());
+        let key = format!("legacy_imported:{}", path.display());
+        let (checksums, hash) = legacy::read_hashed(&path)?;
+        let done: Option<String> = self.with(|c| {
+            c.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+        })?;
+        if done.as_deref() == Some(hash.as_str()) {
+            return Ok(None);
+        }
         let now = unix_now();
-        let origin = history.display().to_string();
-        self.with(|c| {
+        let added = self.with(|c| {
             let tx = c.transaction()?;
+            let mut added = 0;
             {
                 let mut insert = tx.prepare(
                     "INSERT OR IGNORE INTO synced (checksum, candidate_id, path, synced_at) VALUES (?1, NULL, NULL, ?2)",
                 )?;
                 for sum in &checksums {
-                    insert.execute(params![sum, now])?;
+                    added += insert.execute(params![sum, now])?;
                 }
             }
             tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('legacy_imported', ?1)",
-                params![origin],
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, hash],
             )?;
-            tx.commit()
+            tx.commit()?;
+            Ok(added)
         })?;
-        Ok(Some(checksums.len()))
+        Ok(Some(Imported {
+            path,
+            in_file: checksums.len(),
+            added,
+        }))
     }
 
     /// When the last file was synced by this agent (not imported), in Unix seconds.
@@ -473,15 +496,23 @@ mod tests {
         legacy::write(&history, &["b".repeat(64)]).unwrap();
         {
             let store = SqliteStore::open(dir.path()).unwrap();
-            assert_eq!(store.import_legacy_once(&history).unwrap(), Some(1));
+            assert_eq!(
+                store.import_legacy(&history).unwrap().map(|i| i.added),
+                Some(1)
+            );
             store.record_synced("c", None, "c.pdf").unwrap();
         }
         let store = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(store.import_legacy_once(&history).unwrap(), None);
+        assert_eq!(store.import_legacy(&history).unwrap(), None);
+        // Changed since: imported again, counting only what is new.
+        legacy::write(&history, &["b".repeat(64), "c".repeat(64)]).unwrap();
+        let again = store.import_legacy(&history).unwrap().unwrap();
+        assert_eq!((again.in_file, again.added), (2, 1));
+        assert_eq!(store.import_legacy(&history).unwrap(), None);
         assert!(store.is_synced(&"b".repeat(64)).unwrap());
         assert_eq!(
             store.synced_checksums().unwrap(),
-            vec!["b".repeat(64), "c".into()]
+            vec!["b".repeat(64), "c".into(), "c".repeat(64)]
         );
     }
 

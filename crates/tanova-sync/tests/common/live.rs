@@ -13,7 +13,7 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// A running agent with `--listen 127.0.0.1:0`, and the address it printed.
 pub struct LiveAgent {
     pub child: Child,
-    base: String,
+    pub base: String,
     pub stderr: Arc<Mutex<String>>,
 }
 
