@@ -698,13 +698,6 @@ impl Inner {
             // Stopped while waiting for the ledger.
             Err(None) => return Step::Done,
         };
-        // Recorded before the first byte goes out: after a crash, these bytes wait
-        // until this request can no longer be in progress before the server is asked again.
-        if let Err(e) = self.store.record_intent(sum, &path.display().to_string()) {
-            self.release(sum).await;
-            self.stop(run, e.into());
-            return Step::Done;
-        }
         let delivered = self
             .deliver_claimed(run, path, stamp, sum, fence, earlier)
             .await;
@@ -715,15 +708,15 @@ impl Inner {
             Delivered::AlreadyOnServer { .. } => self.share_synced(run, sum, None).await,
             _ => self.release(sum).await,
         }
-        // Cut short before the last byte, or refused: the server has nothing to finish.
-        // (A cancelled upload keeps its intent: the server may still be processing it.)
-        if matches!(
-            delivered,
-            Delivered::Changed
-                | Delivered::LeaseLost
-                | Delivered::Vanished
-                | Delivered::Rejected(_)
-        ) {
+        // Cut short before the last byte, or answered: the server has nothing to finish.
+        // (A cancelled or timed-out upload keeps its intent: the server may still be processing it.)
+        let answered = match &delivered {
+            Delivered::Failed { kind, .. } => *kind != FailKind::Transient,
+            Delivered::Changed | Delivered::LeaseLost | Delivered::Vanished => true,
+            Delivered::Rejected(_) => true,
+            _ => false,
+        };
+        if answered {
             if let Err(e) = self.store.clear_intent(sum) {
                 tracing::warn!("{e}");
             }
@@ -758,6 +751,10 @@ impl Inner {
             } if self.pausing => self.wait_out(run, path, &reason, round).await,
             Delivered::Failed { reason, kind } => Step::Record(Outcome::Failed { reason, kind }),
             Delivered::Changed => self.changed(run, path).await,
+            // A one-shot run waits for the agent that took the claim over.
+            Delivered::LeaseLost if !self.pausing && self.await_other_agent(run, sum).await => {
+                Step::Again
+            }
             Delivered::LeaseLost => {
                 let reason = "the claim on its bytes lapsed during the upload (is lease_ms long \
                               enough?); the upload was stopped before its last byte"
@@ -1104,12 +1101,20 @@ impl Inner {
         };
         let reporter = &self.reporter;
         let started = Instant::now();
+        // Recorded before the bytes go out: after a crash, they wait until this
+        // request can no longer be in progress before the server is asked again.
+        let shown = path.display().to_string();
+        let intent = || {
+            if let Err(e) = self.store.record_intent(sum, &shown) {
+                tracing::warn!("{e}");
+            }
+        };
         let delivered = self
             .deliverer
             .deliver(&job, &run.cancel, |attempt, reason, delay| {
                 tracing::debug!(path = %path.display(), attempt, "retrying in {:.1}s: {reason}", delay.as_secs_f64());
                 reporter.retrying(path, attempt, reason, delay);
-            })
+            }, intent)
             .await;
         if matches!(delivered, Delivered::Uploaded { .. }) {
             reporter.upload_timed(path, started.elapsed());

@@ -138,18 +138,19 @@ fn transient_failures_of_single_files_in_a_batch_are_retried() {
 
 #[test]
 fn a_dropped_batch_is_retried_without_double_uploads() {
+    // About 12 batches at a drop rate of one in two: a run without a drop is 1 in 4,000.
     let env = TestEnv::with_knobs(Knobs {
-        drop_rate: 0.3,
+        drop_rate: 0.5,
         ..batching(4)
     });
-    env.write_many(24);
-    env.config(json!({ "retry_count": 30, "retry_delay": 0.01 }));
+    env.write_many(48);
+    env.config(json!({ "retry_count": 40, "retry_delay": 0.01 }));
     let run = env.run(&["sync", "--json"]);
     run.assert_code(0);
-    assert_eq!(run.count("synced") + run.count("duplicates"), 24);
+    assert_eq!(run.count("synced") + run.count("duplicates"), 48);
     let stats = env.emulator.stats();
     assert!(stats.dropped > 0, "{stats:?}");
-    assert_eq!((stats.unique_checksums, stats.duplicate_uploads), (24, 0));
+    assert_eq!((stats.unique_checksums, stats.duplicate_uploads), (48, 0));
 }
 
 #[test]

@@ -366,3 +366,76 @@ fn a_frozen_agent_whose_lease_lapsed_never_completes_its_uploads() {
     // body) or synced by the other agent: nothing is left deferred.
     frozen.assert_code(0);
 }
+
+/// A one-shot `sync` that loses Redis mid-run stops after `ledger_timeout`,
+/// exit 1, naming Redis (it used to wait for it forever).
+#[test]
+fn sync_gives_up_on_a_lost_ledger_after_ledger_timeout_naming_it() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let env = TestEnv::with_knobs(Knobs {
+        upload_latency_ms: 200,
+        ..Knobs::default()
+    });
+    env.write_many(60);
+    env.config(json!({ "ledger_timeout": 2, "retry_delay": 0.05, "settle_ms": 50 }));
+    let child = spawn(agent(&env, &redis, "a", &["sync", "--max-workers", "4"]));
+    assert!(wait_until(WAIT, || env.emulator.stats().uploads >= 4));
+    redis.kill();
+    let started = std::time::Instant::now();
+    let run = Run::from(child.wait_with_output().unwrap());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("cannot reach the shared ledger")
+            && run.stderr.contains("Redis at redis://127.0.0.1:"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.emulator.stats().duplicate_uploads, 0);
+}
+
+/// Redis answering with an error (here READONLY, a replica) is an ERROR naming
+/// its class, not a debug line; files wait and go out once Redis accepts writes.
+#[test]
+fn redis_error_replies_are_logged_with_their_class_and_files_wait() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let env = TestEnv::new();
+    env.write("first.pdf", "first");
+    env.config(json!({ "settle_ms": 50, "retry_delay": 0.05 }));
+    let child = spawn(agent(&env, &redis, "a", &["watch"]));
+    assert!(wait_for_uploads(&env, 1, WAIT));
+    let mut conn = redis.connection().unwrap();
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(1)
+        .query::<()>(&mut conn)
+        .unwrap();
+    env.write("second.pdf", "second");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        env.emulator.stats().unique_checksums,
+        1,
+        "uploaded without a claim"
+    );
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query::<()>(&mut conn)
+        .unwrap();
+    assert!(wait_for_uploads(&env, 2, WAIT), "the file never went out");
+    let run = stop(child, Duration::from_secs(10));
+    assert!(
+        run.stderr.contains("ERROR") && run.stderr.contains("refused a command (READONLY)"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("use the primary"), "{}", run.stderr);
+}

@@ -196,8 +196,10 @@ fn a_key_revoked_mid_run_stops_the_run_at_once() {
     );
     assert!(j["synced"].as_u64().unwrap() < 60);
     assert_eq!(j["failed"], 0, "files are not failed one by one");
+    // The requests in flight when the key was revoked, and the one health check
+    // that confirms it: not one refusal per file.
     assert!(
-        env.emulator.stats().rejected_auth <= 4,
+        env.emulator.stats().rejected_auth <= 8,
         "{:?}",
         env.emulator.stats()
     );

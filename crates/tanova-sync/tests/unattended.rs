@@ -196,16 +196,21 @@ fn a_file_that_grows_during_its_upload_is_sent_again_whole() {
     run.assert_code(0);
 }
 
-#[test]
-fn an_outage_in_poll_mode_parks_nothing_and_everything_goes_out_after() {
+/// A watching agent in poll mode meets an outage of `kind`: files written
+/// meanwhile wait, `/health` says why, and all of them go out when it ends.
+fn outage_parks_nothing(kind: Outage) {
     let env = TestEnv::new();
     env.write("before.pdf", "before the outage");
-    let agent = watching_with_config_key(
+    let mut agent = watching_with_config_key(
         &env,
-        json!({ "watch_mode": "poll", "poll_interval": 0.3, "max_attempts": 1, "retry_count": 0 }),
+        json!({
+            "watch_mode": "poll", "poll_interval": 0.3, "max_attempts": 1, "retry_count": 0,
+            // A stalled server is given up on after this long.
+            "request_timeout": 1,
+        }),
     );
     assert!(wait_for_uploads(&env, 1, WAIT));
-    env.emulator.set_knobs(|k| k.outage = Some(Outage::Drop));
+    env.emulator.set_knobs(|k| k.outage = Some(kind));
     for i in 0..5 {
         env.write(
             &format!("during/cv{i}.pdf"),
@@ -213,7 +218,7 @@ fn an_outage_in_poll_mode_parks_nothing_and_everything_goes_out_after() {
         );
     }
     assert!(
-        wait_until(Duration::from_secs(10), || {
+        wait_until(Duration::from_secs(15), || {
             let (status, body) = agent.health();
             status == 503 && body["status"] == "service_unreachable"
         }),
@@ -222,6 +227,7 @@ fn an_outage_in_poll_mode_parks_nothing_and_everything_goes_out_after() {
     );
     // Many poll rescans (and max_attempts 1) pass while the service is down.
     std::thread::sleep(Duration::from_secs(4));
+    assert!(agent.child_alive());
     env.emulator.set_knobs(|k| k.outage = None);
     assert!(
         wait_for_uploads(&env, 6, Duration::from_secs(90)),
@@ -231,9 +237,25 @@ fn an_outage_in_poll_mode_parks_nothing_and_everything_goes_out_after() {
     assert!(wait_until(WAIT, || agent.health().0 == 200));
     let (code, log) = agent.stop();
     assert_eq!(code, 0, "{log}");
+    assert!(log.contains("answers again; resuming uploads"), "{log}");
     let status = env.run(&["status", "--json"]);
     status.assert_code(0);
     assert_eq!(status.json()["failed"], 0, "{}", status.stdout);
+}
+
+#[test]
+fn an_outage_that_drops_connections_parks_nothing() {
+    outage_parks_nothing(Outage::Drop);
+}
+
+#[test]
+fn a_stalled_server_parks_nothing() {
+    outage_parks_nothing(Outage::Hang);
+}
+
+#[test]
+fn a_proxy_answering_502_pages_parks_nothing() {
+    outage_parks_nothing(Outage::Html502);
 }
 
 /// Every file of the state directory with its bytes.

@@ -156,12 +156,15 @@ impl Deliverer {
         &self.limiter
     }
 
-    /// Deliver one file. `on_retry(attempt, reason, delay)` hears of each transient failure.
+    /// Deliver one file. `on_retry(attempt, reason, delay)` hears of each
+    /// transient failure; `on_send()` hears, before each upload request, that
+    /// the file's bytes are about to go out.
     pub async fn deliver(
         &self,
         job: &Job<'_>,
         cancel: &CancellationToken,
         on_retry: impl Fn(u32, &str, Duration),
+        on_send: impl Fn(),
     ) -> Delivered {
         let upload = Upload {
             path: job.path,
@@ -191,7 +194,10 @@ impl Deliverer {
                 }
             }
             let result = match self.batcher() {
-                Some(batcher) => match self.attempt_batched(batcher, &upload, cancel).await {
+                Some(batcher) => match self
+                    .attempt_batched(batcher, &upload, cancel, &on_send)
+                    .await
+                {
                     Batched::Done(result) => result,
                     Batched::Cancelled => return Delivered::Cancelled,
                     Batched::Resend if resends < MAX_RESENDS => {
@@ -214,7 +220,7 @@ impl Deliverer {
                         if cancel.is_cancelled() {
                             return Delivered::Cancelled;
                         }
-                        let result = self.attempt(&upload).await;
+                        let result = self.attempt(&upload, &on_send).await;
                         permit.done(signal_of(&result));
                         result
                     }
@@ -275,7 +281,12 @@ impl Deliverer {
 
     /// One attempt. The duplicate check runs every time: after a lost answer
     /// the bytes may be on the server already, and then there is nothing to send.
-    async fn attempt(&self, upload: &Upload<'_>) -> Result<Delivered, ApiError> {
+    /// `on_send` hears that the bytes are about to go out.
+    async fn attempt(
+        &self,
+        upload: &Upload<'_>,
+        on_send: &impl Fn(),
+    ) -> Result<Delivered, ApiError> {
         match self.api.check_duplicate(upload.checksum).await {
             Ok(answer) if answer.exists => {
                 return Ok(Delivered::AlreadyOnServer {
@@ -289,6 +300,7 @@ impl Deliverer {
                 tracing::debug!(path = %upload.path.display(), "duplicate check failed, uploading anyway: {e}")
             }
         }
+        on_send();
         let candidate_id = self.api.upload(upload).await?;
         Ok(Delivered::Uploaded { candidate_id })
     }
@@ -300,6 +312,7 @@ impl Deliverer {
         batcher: &Batcher,
         upload: &Upload<'_>,
         cancel: &CancellationToken,
+        on_send: &impl Fn(),
     ) -> Batched {
         let check = tokio::select! {
             _ = cancel.cancelled() => return Batched::Cancelled,
@@ -327,6 +340,7 @@ impl Deliverer {
                 tracing::debug!(path = %upload.path.display(), "duplicate check failed, uploading anyway: {e}")
             }
         }
+        on_send();
         let Some(pending) = batcher.submit(OwnedUpload::of(upload)) else {
             return Batched::Unavailable("the batcher stopped".to_string());
         };
