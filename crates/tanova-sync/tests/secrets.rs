@@ -243,6 +243,11 @@ fn config_errors_never_repeat_a_secret_field_of_any_type() {
         "unknown://:SECRETSECRET@127.0.0.1".to_string(),
         "redis://:SECRETSECRET@ho st:6379/0".to_string(),
         format!("{SECRET_KEY}://host"),
+        // Found by the fuzz target: schemes with no `//` are opaque, so the
+        // "password" is not where a URL parser looks for one.
+        "redisuser:SECRETSECRET://user:SECRETSECRET@host:6379/0".to_string(),
+        "redis:user:SECRETSECRET@host".to_string(),
+        "redis://host/user:SECRETSECRET@db".to_string(),
     ];
     for field in tanova_sync::config::SECRET_FIELDS {
         let mut cases = any_type.clone();

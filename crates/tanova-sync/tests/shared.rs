@@ -294,7 +294,7 @@ fn shared_state_settings_are_validated_naming_the_field() {
         (json!({ "state_url": "http://:pw@cache:6379" }), "state_url"),
         (
             json!({ "state_url": "rediss://user:pw@cache:6379/x" }),
-            "rediss://user:***@cache:6379/x",
+            "rediss://user:***@cache:6379: the path must be a database number",
         ),
         (
             json!({ "state_url": "redis://cache:6379/x" }),

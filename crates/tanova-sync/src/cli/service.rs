@@ -337,6 +337,8 @@ mod account {
 
     /// A user the service can run as.
     #[derive(Debug, Clone)]
+    // launchd agents run as the logged-in user: macOS reads only the name.
+    #[cfg_attr(target_os = "macos", allow(dead_code))]
     pub struct Account {
         pub name: String,
         pub group: String,
@@ -402,6 +404,7 @@ mod account {
 
     /// The account named `name`.
     #[cfg(unix)]
+    #[cfg_attr(target_os = "macos", allow(dead_code))]
     pub fn lookup(name: &str) -> Result<Account, String> {
         let missing = || format!("--user {name}: there is no such user on this machine");
         let c_name = std::ffi::CString::new(name).map_err(|_| missing())?;

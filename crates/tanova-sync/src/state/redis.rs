@@ -50,27 +50,35 @@ impl RedisUrl {
         let url = Url::parse(text.trim()).map_err(|e| {
             format!("not a valid URL ({e}); expected redis://[user:password@]host:port/db")
         })?;
-        let shown = RedisUrl(url.clone(), None).redacted();
-        match url.scheme() {
-            "redis" | "rediss" => {}
-            other if other.len() <= 10 => {
-                return Err(format!(
-                    "{shown}: unsupported scheme {other:?} (expected redis:// or rediss://host:port/db)"
-                ))
-            }
-            _ => {
-                return Err(
-                    "unsupported scheme (expected redis:// or rediss://host:port/db)".to_string(),
+        let scheme = url.scheme();
+        if !matches!(scheme, "redis" | "rediss") {
+            // Only the scheme: with another scheme the rest need not even be
+            // split into host and password, so none of it is safe to show.
+            return Err(if scheme.len() <= 10 {
+                format!(
+                    "unsupported scheme {scheme:?} (expected redis:// or rediss://host:port/db)"
                 )
-            }
+            } else {
+                "unsupported scheme (expected redis:// or rediss://host:port/db)".to_string()
+            });
         }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(format!("{shown}: no host (expected redis://host:port/db)"));
-        }
+        let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+            return Err(format!(
+                "{scheme}: no host (expected {scheme}://host:port/db)"
+            ));
+        };
         let db = url.path().trim_start_matches('/');
         if !db.is_empty() && db.parse::<u32>().is_err() {
+            // The URL up to its port, the password hidden: the path itself is not repeated.
+            let user = match (url.username(), url.password()) {
+                ("", None) => String::new(),
+                (name, None) => format!("{name}@"),
+                (name, Some(_)) => format!("{name}:***@"),
+            };
+            let port = url.port().map_or(String::new(), |p| format!(":{p}"));
             return Err(format!(
-                "{shown}: the path must be a database number, like redis://host:6379/0"
+                "{scheme}://{user}{host}{port}: the path must be a database number, like \
+                 redis://host:6379/0"
             ));
         }
         Ok(RedisUrl(url, None))
