@@ -8,11 +8,12 @@ use std::time::Duration;
 use reqwest::Url;
 use serde_json::{Map, Value};
 
+pub use crate::api::ApiKey;
 use crate::filter::DEFAULT_MAX_FILE_SIZE;
-use crate::state::redis::{RedisUrl, DEFAULT_LEASE, MAX_LEASE, MIN_LEASE};
-use crate::watch::{
+use crate::settings::{
     WatchMode, WatchSettings, DEFAULT_POLL_EVERY, DEFAULT_RESCAN_EVERY, DEFAULT_SETTLE,
 };
+use crate::state::redis::{RedisUrl, DEFAULT_LEASE, MAX_LEASE, MIN_LEASE};
 
 /// The config file read from the current directory when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "tanova-config.json";
@@ -162,31 +163,6 @@ impl fmt::Display for Concurrency {
             }
             Concurrency::Fixed(n) => write!(f, "{n} uploads at once"),
         }
-    }
-}
-
-/// An API key that prints only its first 15 characters.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    pub fn new(key: impl Into<String>) -> Self {
-        ApiKey(key.into())
-    }
-    /// The full key, for the request header only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    /// The first 15 characters followed by an ellipsis: safe to print.
-    pub fn redacted(&self) -> String {
-        let shown: String = self.0.chars().take(15).collect();
-        format!("{shown}…")
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
     }
 }
 

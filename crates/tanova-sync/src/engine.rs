@@ -13,12 +13,13 @@ use tokio_util::sync::CancellationToken;
 use crate::access::{Access, Blocked, KeySource, Verdict};
 use crate::api::{ApiClient, ApiError, Timeouts};
 use crate::config::{Concurrency, Config};
-use crate::deliver::{backoff, Delivered, Deliverer, Job};
+use crate::deliver::{Delivered, Deliverer, Job};
 use crate::fence::Fence;
 use crate::filter;
 use crate::hash::{self, HashError};
 use crate::plan::{plan, Plan};
 use crate::report::{FailKind, Outcome, Problem, Reporter, Summary};
+use crate::retry;
 use crate::scan::{self, stamp_of, Found};
 use crate::state::redis::Claim;
 use crate::state::{Cached, FileStamp, Ledger, StateError, Store};
@@ -134,7 +135,7 @@ impl Engine {
         };
         let rate = config
             .max_requests_per_minute
-            .map(|n| Arc::new(crate::deliver::rate::RateLimiter::per_minute(n)));
+            .map(|n| Arc::new(crate::api::rate::RateLimiter::per_minute(n)));
         let api = Arc::new(
             ApiClient::with_extra_roots(
                 &config.url,
@@ -266,7 +267,7 @@ impl Engine {
                 ApiError::Transient { retry_after, .. } => *retry_after,
                 _ => None,
             };
-            let delay = backoff::delay(
+            let delay = retry::delay(
                 attempt,
                 inner.retry_delay,
                 retry_after,
@@ -781,7 +782,7 @@ impl Inner {
         let started = Instant::now();
         let mut attempt = 0;
         while started.elapsed() < self.ledger_timeout {
-            let wait = backoff::delay(attempt, LEDGER_RETRY, None, 1.0).min(Duration::from_secs(2));
+            let wait = retry::delay(attempt, LEDGER_RETRY, None, 1.0).min(Duration::from_secs(2));
             tokio::select! {
                 _ = run.cancel.cancelled() => return false,
                 _ = tokio::time::sleep(wait) => {}
@@ -850,7 +851,7 @@ impl Inner {
         let resumed = if self.access.confirm_outage().await {
             self.access.wait_open(&run.cancel).await
         } else {
-            let wait = backoff::delay(
+            let wait = retry::delay(
                 round,
                 self.retry_delay.max(Duration::from_secs(1)),
                 None,
@@ -1031,7 +1032,7 @@ impl Inner {
     }
 
     fn ledger_wait(&self, attempt: u32) -> Duration {
-        backoff::delay(attempt, LEDGER_RETRY, None, rand::random::<f64>()).min(LEDGER_MAX_WAIT)
+        retry::delay(attempt, LEDGER_RETRY, None, rand::random::<f64>()).min(LEDGER_MAX_WAIT)
     }
 
     /// Another agent synced these bytes: mirror that here, so this machine never asks again.

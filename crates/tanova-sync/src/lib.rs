@@ -1,6 +1,7 @@
 //! tanova-sync: gets every CV in a folder into a Tanova account, exactly once, and keeps doing so.
 
 pub mod access;
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -15,8 +16,10 @@ pub mod meta;
 pub mod metrics;
 pub mod plan;
 pub mod report;
+pub mod retry;
 pub mod scan;
 pub mod serve;
 pub mod service;
+pub mod settings;
 pub mod state;
 pub mod watch;

@@ -219,6 +219,9 @@ pub trait Reporter: Send + Sync {
     fn finished(&self, _path: &Path, _outcome: &Outcome, _tally: &Summary) {}
     /// A transient failure; the file is retried after `delay`.
     fn retrying(&self, _path: &Path, _attempt: u32, _reason: &str, _delay: Duration) {}
+    /// The initial pass of a watching agent is over (`initial` is its summary):
+    /// from now on it watches the folder as `how` says.
+    fn watching(&self, _initial: &Summary, _how: &crate::settings::WatchSettings) {}
     /// A problem that stops every upload started (`active`) or ended.
     fn problem(&self, _problem: Problem, _active: bool) {}
     /// A delivery that ended in an upload took `took`, from its start to the server's answer
@@ -246,6 +249,9 @@ impl Reporter for Fanout {
     }
     fn problem(&self, problem: Problem, active: bool) {
         self.0.iter().for_each(|r| r.problem(problem, active));
+    }
+    fn watching(&self, initial: &Summary, how: &crate::settings::WatchSettings) {
+        self.0.iter().for_each(|r| r.watching(initial, how));
     }
 }
 

@@ -15,38 +15,7 @@ use crate::engine::{Engine, Item, ITEM_QUEUE};
 use crate::filter;
 use crate::scan::Found;
 
-/// How changes are discovered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WatchMode {
-    /// File-system events, with a rescan every `rescan_every`.
-    Events,
-    /// Only rescans, every `poll_every`: for SMB/NFS shares that deliver no events.
-    Poll,
-}
-
-#[derive(Debug, Clone)]
-pub struct WatchSettings {
-    pub mode: WatchMode,
-    /// How long a file must be left alone before it counts as complete (where there is no close event).
-    pub settle: Duration,
-    pub rescan_every: Duration,
-    pub poll_every: Duration,
-}
-
-impl Default for WatchSettings {
-    fn default() -> Self {
-        WatchSettings {
-            mode: WatchMode::Events,
-            settle: DEFAULT_SETTLE,
-            rescan_every: DEFAULT_RESCAN_EVERY,
-            poll_every: DEFAULT_POLL_EVERY,
-        }
-    }
-}
-
-pub const DEFAULT_SETTLE: Duration = Duration::from_millis(300);
-pub const DEFAULT_RESCAN_EVERY: Duration = Duration::from_secs(600);
-pub const DEFAULT_POLL_EVERY: Duration = Duration::from_secs(10);
+pub use crate::settings::{WatchMode, WatchSettings};
 
 /// What to tell the user when inotify runs out of watches.
 pub fn inotify_limit_message() -> String {

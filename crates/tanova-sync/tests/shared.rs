@@ -56,13 +56,14 @@ fn three_agents_upload_each_file_once_and_share_the_work() {
         .map(|child| Run::from(child.wait_with_output().unwrap()))
         .collect();
     let mut uploaded = 0;
+    let mut working = 0;
     for run in &runs {
         run.assert_code(0);
         let j = run.json();
         assert_eq!(j["found"], 1000);
         assert_eq!(j["failed"], 0);
         let synced = run.count("synced");
-        assert!(synced > 0, "every agent did some of the work: {j}");
+        working += u32::from(synced > 0);
         assert_eq!(
             synced + run.count("skipped") + run.count("duplicates") + run.count("deferred"),
             1000,
@@ -74,6 +75,8 @@ fn three_agents_upload_each_file_once_and_share_the_work() {
     assert_eq!(stats.unique_checksums, 1000, "{stats:?}");
     assert_eq!(stats.duplicate_uploads, 0, "{stats:?}");
     assert_eq!(uploaded, 1000, "each file uploaded by exactly one agent");
+    // On a loaded machine one agent may start late and find the work done.
+    assert!(working >= 2, "the agents shared the work");
     assert_eq!(redis.synced_count(), 1000);
 
     // Every agent now knows every file: those it did not see synced learn it from Redis once.

@@ -1,6 +1,8 @@
 //! The HTTP client for the sync API: one pooled keep-alive client, typed answers, typed errors.
 
 pub mod batch;
+mod key;
+pub mod rate;
 pub mod status;
 pub mod wire;
 
@@ -18,9 +20,9 @@ use reqwest::{Method, Response, Url};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
-use crate::config::ApiKey;
-use crate::deliver::rate::RateLimiter;
 use crate::fence::Fence;
+pub use key::ApiKey;
+use rate::RateLimiter;
 use status::{classify, Disposition};
 use wire::{CheckDuplicate, DuplicateAnswer, ErrorBody, Health, UploadAnswer};
 

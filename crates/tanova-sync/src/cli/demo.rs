@@ -75,7 +75,7 @@ async fn demo(
         ledger_timeout: config::DEFAULT_LEDGER_TIMEOUT,
         max_requests_per_minute: None,
         batch_size: config::DEFAULT_BATCH_SIZE,
-        watch: crate::watch::WatchSettings::default(),
+        watch: crate::settings::WatchSettings::default(),
         listen: global
             .listen
             .as_deref()

@@ -147,7 +147,7 @@ async fn ledger(config: &Config) -> Check {
 
 /// On Linux, each watched folder takes one inotify watch.
 fn watching(config: &Config) -> Check {
-    if config.watch.mode == crate::watch::WatchMode::Poll {
+    if config.watch.mode == crate::settings::WatchMode::Poll {
         return Check::Ok("poll mode: no file-system events needed".to_string());
     }
     let Ok(limit) = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches") else {

@@ -7,12 +7,10 @@ mod doctor;
 mod exit;
 mod init;
 mod inspect;
-mod listen;
 mod progress;
 pub mod samples;
 mod service;
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -23,11 +21,9 @@ pub use args::{Cli, Command, GlobalArgs, StateCommand, WatchArgs};
 pub use exit::Exit;
 use progress::{TerminalReporter, Verbosity};
 
+use crate::agent::{Agent, AgentError, Mode, PushError};
 use crate::config::{self, Config, Overrides};
 use crate::engine::{Engine, EngineError};
-use crate::report::Summary;
-use crate::state::lock::{self, InstanceLock};
-use crate::state::{Ledger, SqliteStore, Store};
 
 /// Parse the command line and run it.
 pub fn main() -> ExitCode {
@@ -161,119 +157,40 @@ fn reload_on_hangup(engine: Engine, cancel: CancellationToken) {
     let _ = (engine, cancel);
 }
 
-/// Everything a run needs, set up and checked.
-struct Agent {
-    engine: Engine,
-    reporter: Arc<TerminalReporter>,
-    /// The status server and its figures, with `--listen`.
-    listening: Option<listen::Listening>,
-    _lock: Option<InstanceLock>,
-}
-
-impl Agent {
-    /// The run stopped for `e`: log it, tell the status server, and pick the exit code.
-    fn stopped_by(&self, e: &EngineError) -> Exit {
-        if let Some(listening) = &self.listening {
-            listening.stopped_by(e);
-        }
-        // Logged by the engine when it stopped.
-        exit_for_error(e)
-    }
-}
-
-/// Lock and open the state, build the engine, and check the key with the service.
-/// A watching agent (`pausing`) starts even when the key is rejected or the
-/// service is down: it pauses, says so, and resumes by itself.
+/// Open the agent, say where its status server listens, and check the key.
 async fn start_agent(
     global: &GlobalArgs,
     config: &Config,
+    mode: Mode,
+    reporter: Arc<TerminalReporter>,
     cancel: &CancellationToken,
-    pausing: bool,
 ) -> Result<Agent, Exit> {
-    let fail = |message: String, exit: Exit| {
-        report_error(global, &message);
-        exit
+    let fail = |e: AgentError| {
+        report_error(global, &e.to_string());
+        exit_for_agent_error(&e)
     };
-    let (store, lock) = open_state(config).map_err(|m| fail(m, Exit::Usage))?;
-    let reporter = Arc::new(TerminalReporter::new(verbosity(global)));
-    let ledger = open_ledger(config, cancel)
+    let agent = Agent::open(config, mode, reporter, cancel)
         .await
-        .map_err(|m| fail(m, Exit::SomeFailed))?;
-    // With --listen, every report also feeds the status server's figures.
-    let metrics = config
-        .listen
-        .map(|_| Arc::new(crate::metrics::Metrics::new(&config.folder)));
-    let reports: Arc<dyn crate::report::Reporter> = match &metrics {
-        Some(metrics) => Arc::new(crate::report::Fanout(vec![
-            reporter.clone(),
-            metrics.clone(),
-        ])),
-        None => reporter.clone(),
-    };
-    let mut engine = Engine::new(config, store, reports)
-        .map_err(|m| fail(m, Exit::Usage))?
-        .with_ledger(ledger);
-    if pausing {
-        engine = engine.pausing();
-        let overrides = global_overrides(global);
-        engine.set_key_source(Arc::new(move || reload_key(&overrides)));
+        .map_err(fail)?;
+    if let (Some(addr), false) = (agent.status_addr(), global.quiet) {
+        // Tests and scripts read the port from this line when they asked for port 0.
+        eprintln!("listening on http://{addr} (status page; /health, /metrics)");
     }
-    let listening = match (config.listen, metrics) {
-        (Some(addr), Some(metrics)) => Some(
-            listen::Listening::start(
-                global,
-                addr,
-                &config.listen_hosts,
-                metrics,
-                &engine,
-                &config.folder,
-            )
-            .await
-            .map_err(|m| fail(m, Exit::Usage))?,
-        ),
-        _ => None,
-    };
-    tracing::info!(
-        "syncing {} to {} (key {}, {})",
-        config.folder.display(),
-        config.url,
-        config.api_key.redacted(),
-        engine.concurrency()
-    );
-    // A dry run sends nothing, not even the key.
-    if config.dry_run {
-        return Ok(Agent {
-            engine,
-            reporter,
-            listening,
-            _lock: lock,
-        });
-    }
-    if let Err(e) = engine.check_access(cancel).await {
-        if let Some(listening) = &listening {
-            listening.stopped_by(&e);
-        }
-        return Err(fail(e.to_string(), exit_for_error(&e)));
-    }
-    Ok(Agent {
-        engine,
-        reporter,
-        listening,
-        _lock: lock,
-    })
+    agent.connect(cancel).await.map_err(fail)?;
+    Ok(agent)
 }
 
 /// `tanova-sync sync`: one pass over the folder.
 pub async fn sync(global: &GlobalArgs, config: &Config, cancel: &CancellationToken) -> Exit {
-    let agent = match start_agent(global, config, cancel, false).await {
+    let reporter = Arc::new(TerminalReporter::new(verbosity(global), global.json));
+    let agent = match start_agent(global, config, Mode::Once, reporter.clone(), cancel).await {
         Ok(agent) => agent,
         Err(exit) => return exit,
     };
-    let (summary, fatal) = agent.engine.sync_once(cancel).await;
-    agent.reporter.done(&summary);
-    print_summary(global, &summary);
+    let (summary, fatal) = agent.sync(cancel).await;
+    reporter.summary(&summary);
     match fatal {
-        Some(e) => agent.stopped_by(&e),
+        Some(e) => exit_for_error(&e),
         None if cancel.is_cancelled() => Exit::Interrupted,
         None if summary.failed > 0 => Exit::SomeFailed,
         None if summary.deferred > 0 => {
@@ -292,167 +209,71 @@ pub async fn sync(global: &GlobalArgs, config: &Config, cancel: &CancellationTok
 
 /// `tanova-sync watch`: the initial sync, then events and rescans until a signal.
 pub async fn watch(global: &GlobalArgs, config: &Config, cancel: &CancellationToken) -> Exit {
-    let agent = match start_agent(global, config, cancel, true).await {
+    let reporter = Arc::new(TerminalReporter::new(verbosity(global), global.json));
+    let agent = match start_agent(global, config, Mode::Watch, reporter.clone(), cancel).await {
         Ok(agent) => agent,
         Err(exit) => return exit,
     };
-    // While the key is rejected or the service is down, probe it until it works again.
-    let prober = {
-        let (engine, cancel) = (agent.engine.clone(), cancel.clone());
-        tokio::spawn(async move { engine.keep_probing(&cancel).await })
-    };
-    reload_on_hangup(agent.engine.clone(), cancel.clone());
-    // Watch from before the initial scan, so nothing written meanwhile is missed;
-    // what it finds waits in the channel until the initial sync is done.
-    let (tx, rx) = tokio::sync::mpsc::channel(crate::engine::ITEM_QUEUE);
-    let discovery = tokio::spawn(crate::watch::run(
-        agent.engine.clone(),
-        config.folder.clone(),
-        config.watch.clone(),
-        tx,
-        cancel.clone(),
-    ));
-    let (initial, fatal) = agent.engine.sync_once(cancel).await;
-    agent.reporter.done(&initial);
-    print_summary(global, &initial);
-    if let Some(e) = fatal {
-        cancel.cancel();
-        let _ = discovery.await;
-        prober.abort();
-        return agent.stopped_by(&e);
-    }
-    if !cancel.is_cancelled() {
-        let how = match config.watch.mode {
-            crate::watch::WatchMode::Events => "file-system events".to_string(),
-            crate::watch::WatchMode::Poll => {
-                format!("polling every {}s", config.watch.poll_every.as_secs_f64())
-            }
-        };
-        eprintln!(
-            "Watching {} for new CVs ({how}); press Ctrl+C to stop.",
-            config.folder.display()
-        );
-    }
-    agent.reporter.go_live();
-    let (session, fatal) = agent.engine.pipeline(rx, cancel).await;
-    let _ = discovery.await;
-    prober.abort();
-    if !global.quiet {
-        eprintln!(
+    let overrides = global_overrides(global);
+    agent.set_key_source(Arc::new(move || reload_key(&overrides)));
+    reload_on_hangup(agent.engine().clone(), cancel.clone());
+    let watched = agent.watch(cancel).await;
+    match &watched.session {
+        // It never began watching: the initial pass is all there is to say.
+        None => reporter.summary(&watched.initial),
+        Some(session) if !global.quiet => eprintln!(
             "Stopped. While watching: {} synced, {} duplicates, {} failed.",
             session.synced, session.duplicates, session.failed
-        );
+        ),
+        Some(_) => {}
     }
-    match fatal {
-        Some(e) => agent.stopped_by(&e),
+    match &watched.fatal {
+        Some(e) => exit_for_error(e),
         None => Exit::Ok,
     }
 }
 
-/// Lock and open the state, and import the Python script's history on first start.
-fn open_state(config: &Config) -> Result<(Arc<dyn Store>, Option<InstanceLock>), String> {
-    // A dry run changes nothing in the state directory: no lock, no journal, no import.
-    if config.dry_run {
-        let store = SqliteStore::open_read_only(&config.state_dir)
-            .map_err(|e| format!("state error: {e}"))?;
-        return Ok((Arc::new(store), None));
-    }
-    let store = SqliteStore::open(&config.state_dir).map_err(|e| format!("state error: {e}"))?;
-    let lock = lock::acquire(&config.state_dir).map_err(|e| e.to_string())?;
-    import_histories(&store, config);
-    Ok((Arc::new(store), Some(lock)))
-}
-
-/// Import every history file of the script that is new, or changed since it was imported.
-fn import_histories(store: &SqliteStore, config: &Config) {
-    for history in &config.legacy_histories {
-        match store.import_legacy(history) {
-            Ok(Some(done)) => tracing::info!(
-                "imported {} synced checksums from {} ({} in the file, the others were known)",
-                done.added,
-                done.path.display(),
-                done.in_file
-            ),
-            Ok(None) => {}
-            // A broken history must not stop the agent: the server's duplicate check still prevents re-uploads.
-            Err(e) => tracing::warn!("legacy history not imported: {e}"),
-        }
-    }
-}
-
-/// The shared ledger when `state_url` is set, once Redis answers; else this machine's state alone.
-async fn open_ledger(config: &Config, cancel: &CancellationToken) -> Result<Ledger, String> {
-    let ledger = Ledger::connect(
-        config.state_url.as_ref(),
-        config.lease,
-        config.inflight_grace,
-        config.retry_count,
-        config.retry_delay,
-        cancel,
-    )
-    .await
-    .map_err(|e| format!("cannot reach the shared state: {e}"))?;
-    if let Ledger::Redis(redis) = &ledger {
-        tracing::info!(
-            "sharing the synced set with other agents in Redis at {} (this agent is {}; claims last {} ms unrenewed)",
-            redis.url(),
-            redis.agent(),
-            redis.lease().as_millis()
-        );
-    }
-    Ok(ledger)
-}
-
 /// `tanova-sync state push`: copy this machine's synced set into the shared ledger.
 async fn state_push(global: &GlobalArgs, config: &Config, cancel: &CancellationToken) -> Exit {
-    let fail = |message: String, exit: Exit| {
-        report_error(global, &message);
-        exit
+    let pushed = match crate::agent::push_state(config, cancel).await {
+        Ok(pushed) => pushed,
+        Err(e) => {
+            report_error(global, &e.to_string());
+            return match e {
+                PushError::NoLedger => Exit::Usage,
+                _ => Exit::SomeFailed,
+            };
+        }
     };
-    if config.state_url.is_none() {
-        return fail(
-            "state push: no shared state to push to: set state_url, TANOVA_STATE_URL or --state-url"
-                .to_string(),
-            Exit::Usage,
-        );
-    }
-    let store = match SqliteStore::open(&config.state_dir) {
-        Ok(store) => store,
-        Err(e) => return fail(format!("state error: {e}"), Exit::Usage),
-    };
-    import_histories(&store, config);
-    let records = match store.synced_records() {
-        Ok(records) => records,
-        Err(e) => return fail(format!("state error: {e}"), Exit::SomeFailed),
-    };
-    let ledger = match open_ledger(config, cancel).await {
-        Ok(Ledger::Redis(redis)) => redis,
-        Ok(Ledger::Local) => unreachable!("state_url is set"),
-        Err(m) => return fail(m, Exit::SomeFailed),
-    };
-    let added = match ledger.push(&records).await {
-        Ok(added) => added,
-        Err(e) => return fail(format!("state push: {e}"), Exit::SomeFailed),
-    };
-    let total = ledger.synced_count().await.ok();
     if global.json {
-        let out = serde_json::json!({
-            "pushed": records.len(),
-            "new": added,
-            "ledger_synced": total,
-            "state_url": ledger.url().redacted(),
-        });
-        println!("{out}");
+        match serde_json::to_string(&pushed) {
+            Ok(out) => println!("{out}"),
+            Err(e) => tracing::error!("cannot print the result: {e}"),
+        }
     } else if !global.quiet {
         println!(
-            "Pushed {} synced checksums from {} to Redis at {}: {added} were new to it{}.",
-            records.len(),
-            store.path().display(),
-            ledger.url(),
-            total.map_or(String::new(), |n| format!(", which now holds {n}"))
+            "Pushed {} synced checksums from {} to Redis at {}: {} were new to it{}.",
+            pushed.pushed,
+            pushed.state_file.display(),
+            pushed.state_url,
+            pushed.new,
+            pushed
+                .ledger_synced
+                .map_or(String::new(), |n| format!(", which now holds {n}"))
         );
     }
     Exit::Ok
+}
+
+fn exit_for_agent_error(e: &AgentError) -> Exit {
+    match e {
+        AgentError::Access(e) => exit_for_error(e),
+        AgentError::Ledger(_) => Exit::SomeFailed,
+        AgentError::State(_)
+        | AgentError::Lock(_)
+        | AgentError::Client(_)
+        | AgentError::Listen { .. } => Exit::Usage,
+    }
 }
 
 fn exit_for_error(e: &EngineError) -> Exit {
@@ -462,22 +283,6 @@ fn exit_for_error(e: &EngineError) -> Exit {
         | EngineError::Misdirected(_)
         | EngineError::State(_)
         | EngineError::Ledger(_) => Exit::SomeFailed,
-    }
-}
-
-fn print_summary(global: &GlobalArgs, summary: &Summary) {
-    let mut out = std::io::stdout().lock();
-    let written = if global.json {
-        serde_json::to_writer(&mut out, summary)
-            .map_err(std::io::Error::from)
-            .and_then(|()| writeln!(out))
-    } else if global.quiet {
-        Ok(())
-    } else {
-        progress::write_summary(&mut out, summary)
-    };
-    if let Err(e) = written {
-        tracing::error!("cannot print the summary: {e}");
     }
 }
 

@@ -31,6 +31,8 @@ pub struct TerminalReporter {
     live: AtomicBool,
     verbosity: Verbosity,
     lines: Mutex<LineClock>,
+    /// `--json`: summaries go to stdout as JSON.
+    json: bool,
     /// Watching: the failure or note last printed per file, so a rescan that
     /// finds the same problem again prints nothing new.
     printed: Mutex<HashMap<PathBuf, String>>,
@@ -44,7 +46,7 @@ struct LineClock {
 }
 
 impl TerminalReporter {
-    pub fn new(verbosity: Verbosity) -> Self {
+    pub fn new(verbosity: Verbosity, json: bool) -> Self {
         let bar = (verbosity != Verbosity::Quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             bar.set_style(
@@ -65,7 +67,26 @@ impl TerminalReporter {
                 last_processed: 0,
                 worked_since: 0,
             }),
+            json,
             printed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The run is over: finish the progress and print its summary on stdout.
+    pub fn summary(&self, summary: &Summary) {
+        self.done(summary);
+        let mut out = std::io::stdout().lock();
+        let written = if self.json {
+            serde_json::to_writer(&mut out, summary)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(out))
+        } else if self.verbosity == Verbosity::Quiet {
+            Ok(())
+        } else {
+            write_summary(&mut out, summary)
+        };
+        if let Err(e) = written {
+            tracing::error!("cannot print the summary: {e}");
         }
     }
 
@@ -97,6 +118,18 @@ impl TerminalReporter {
 }
 
 impl Reporter for TerminalReporter {
+    fn watching(&self, initial: &Summary, how: &crate::settings::WatchSettings) {
+        self.summary(initial);
+        let how = match how.mode {
+            crate::settings::WatchMode::Events => "file-system events".to_string(),
+            crate::settings::WatchMode::Poll => {
+                format!("polling every {}s", how.poll_every.as_secs_f64())
+            }
+        };
+        eprintln!("Watching for new CVs ({how}); press Ctrl+C to stop.");
+        self.go_live();
+    }
+
     fn found(&self, tally: &Summary) {
         if let Some(bar) = &self.bar {
             bar.set_length(tally.found);

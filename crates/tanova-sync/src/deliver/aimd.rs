@@ -95,15 +95,16 @@ const SPIKE_DEVIATIONS: f64 = 4.0;
 /// instant 429s seen so far) do not turn every response into a decision.
 const MIN_WINDOW: Duration = Duration::from_millis(10);
 
-/// How one request ended, as far as concurrency is concerned.
+/// What one finished request tells the controller about the service's capacity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Signal {
     /// Served: its round trip measures the server.
-    Ok,
+    Accepted,
     /// Refused or too slow for load (429, 503, timeout): shrink.
-    BackPressure,
-    /// Any other error, or abandoned: says nothing about load, neither grow nor shrink.
-    Failed,
+    Refused,
+    /// Anything else (an error, a quick duplicate check, abandoned): says nothing
+    /// about load, neither grow nor shrink.
+    Neutral,
 }
 
 /// One finished request, as the controller sees it.
@@ -111,7 +112,7 @@ pub enum Outcome {
 pub struct Response {
     /// From the request's start to its end.
     pub rtt: Duration,
-    pub outcome: Outcome,
+    pub outcome: Signal,
     /// Requests in flight when it ended, itself included.
     pub in_flight: usize,
     /// Requests in flight when it was sent, itself included. A request
@@ -270,7 +271,7 @@ impl Aimd {
             in_flight,
             sent_with,
         } = response;
-        if outcome == Outcome::Failed {
+        if outcome == Signal::Neutral {
             return;
         }
         let started = now.checked_sub(rtt).unwrap_or(now);
@@ -278,11 +279,11 @@ impl Aimd {
         match outcome {
             // Only served requests measure the server: an instant 429 or a
             // timeout would drag the average down or up for no reason.
-            Outcome::Ok => {
+            Signal::Accepted => {
                 self.window_rtt_sum += rtt.as_secs_f64();
                 self.window_rtt_count = self.window_rtt_count.saturating_add(1);
             }
-            Outcome::BackPressure => {
+            Signal::Refused => {
                 // Sent before the last cut (at the same instant counts as
                 // before): that cut already answered it.
                 let stale = self
@@ -293,7 +294,7 @@ impl Aimd {
                 }
                 return;
             }
-            Outcome::Failed => {}
+            Signal::Neutral => {}
         }
         if in_flight >= self.limit {
             self.window_reached_limit = true;
@@ -432,10 +433,11 @@ impl Aimd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Outcome::{BackPressure as Bp, Failed, Ok};
+    // Short names keep the tables readable: accepted, refused, neutral.
+    use Signal::{Accepted as Acc, Neutral as Neu, Refused as Ref};
 
     /// (now ms, rtt ms, outcome, in flight, sent with, limit expected after it)
-    type Step = (u64, u64, Outcome, usize, usize, usize);
+    type Step = (u64, u64, Signal, usize, usize, usize);
 
     fn run(config: AimdConfig, steps: &[Step]) -> Result<(), String> {
         let t0 = Instant::now();
@@ -469,7 +471,7 @@ mod tests {
         n: usize,
         now: u64,
         rtt: u64,
-        outcome: Outcome,
+        outcome: Signal,
         in_flight: usize,
         want: usize,
     ) -> Vec<Step> {
@@ -483,10 +485,10 @@ mod tests {
                 "slow start doubles once per round trip, up to the ceiling",
                 cfg(4, 1, 20),
                 [
-                    burst(4, 100, 100, Ok, 4, 8),
-                    burst(8, 200, 100, Ok, 8, 16),
-                    burst(16, 300, 100, Ok, 16, 20),
-                    burst(20, 400, 100, Ok, 20, 20),
+                    burst(4, 100, 100, Acc, 4, 8),
+                    burst(8, 200, 100, Acc, 8, 16),
+                    burst(16, 300, 100, Acc, 16, 20),
+                    burst(20, 400, 100, Acc, 20, 20),
                 ]
                 .concat(),
             ),
@@ -494,9 +496,9 @@ mod tests {
                 "the first doubling happens on the first response, the rest of its burst waits",
                 cfg(4, 1, 64),
                 vec![
-                    (100, 100, Ok, 4, 4, 8),
-                    (100, 100, Ok, 8, 4, 8),
-                    (150, 100, Ok, 8, 8, 8),
+                    (100, 100, Acc, 4, 4, 8),
+                    (100, 100, Acc, 8, 4, 8),
+                    (150, 100, Acc, 8, 8, 8),
                 ],
             ),
             (
@@ -505,21 +507,21 @@ mod tests {
                  probes upwards by 1, 2, 4… until refused, and holds one below the refusal",
                 cfg(4, 1, 64),
                 [
-                    burst(4, 100, 100, Ok, 4, 8),
+                    burst(4, 100, 100, Acc, 4, 8),
                     // Limit 8 was too much: the service took 6, refused the 7th and 8th at once.
-                    vec![(150, 0, Bp, 8, 7, 4), (150, 0, Bp, 8, 8, 4)],
+                    vec![(150, 0, Ref, 8, 7, 4), (150, 0, Ref, 8, 8, 4)],
                     // Refusals of requests sent before the cut are old news.
-                    vec![(180, 40, Bp, 6, 8, 4), (180, 40, Bp, 6, 8, 4)],
+                    vec![(180, 40, Ref, 6, 8, 4), (180, 40, Ref, 6, 8, 4)],
                     // A round trip at 4 went through: probe at 5, then 7.
-                    burst(4, 250, 100, Ok, 6, 5),
-                    burst(5, 350, 100, Ok, 6, 7),
+                    burst(4, 250, 100, Acc, 6, 5),
+                    burst(5, 350, 100, Acc, 6, 7),
                     // 7 is refused (sent with 7 in flight: the service took 6): a tenth off.
-                    vec![(360, 0, Bp, 7, 7, 6)],
+                    vec![(360, 0, Ref, 7, 7, 6)],
                     // 6 went through: probe 7 once more; refused again, so 6 it is.
-                    burst(6, 460, 100, Ok, 6, 7),
-                    vec![(470, 0, Bp, 7, 7, 6)],
-                    burst(6, 570, 100, Ok, 6, 6),
-                    burst(6, 670, 100, Ok, 6, 6),
+                    burst(6, 460, 100, Acc, 6, 7),
+                    vec![(470, 0, Ref, 7, 7, 6)],
+                    burst(6, 570, 100, Acc, 6, 6),
+                    burst(6, 670, 100, Acc, 6, 6),
                 ]
                 .concat(),
             ),
@@ -527,12 +529,12 @@ mod tests {
                 "a refused request's count deepens a cut after slow start, but never below half",
                 cfg(30, 1, 64),
                 [
-                    vec![(100, 100, Bp, 30, 30, 15)],
-                    burst(15, 200, 100, Ok, 15, 16),
+                    vec![(100, 100, Ref, 30, 30, 15)],
+                    burst(15, 200, 100, Acc, 15, 16),
                     // Sent with 12 in flight: the service took 11.
-                    vec![(210, 0, Bp, 16, 12, 11)],
+                    vec![(210, 0, Ref, 16, 12, 11)],
                     // Sent with 2: the count would say 1; half is the floor.
-                    vec![(220, 0, Bp, 11, 2, 5)],
+                    vec![(220, 0, Ref, 11, 2, 5)],
                 ]
                 .concat(),
             ),
@@ -541,12 +543,12 @@ mod tests {
                 cfg(32, 1, 64),
                 [
                     // 32 sent at once, the service takes 8; they come back in any order.
-                    vec![(10, 1, Bp, 32, 20, 16)],
-                    (9..=32).map(|n| (10, 1, Bp, 32, n, 16)).collect(),
+                    vec![(10, 1, Ref, 32, 20, 16)],
+                    (9..=32).map(|n| (10, 1, Ref, 32, n, 16)).collect(),
                     // Sent after that cut, with 12 in flight: 11, then 8.
-                    vec![(12, 1, Bp, 16, 12, 11), (14, 1, Bp, 11, 9, 8)],
+                    vec![(12, 1, Ref, 16, 12, 11), (14, 1, Ref, 11, 9, 8)],
                     // A round trip at 8 went through: probe at 9.
-                    burst(8, 114, 100, Ok, 8, 9),
+                    burst(8, 114, 100, Acc, 8, 9),
                 ]
                 .concat(),
             ),
@@ -554,11 +556,11 @@ mod tests {
                 "a refused probe cuts by a tenth, and the limit climbs straight back",
                 cfg(30, 1, 64),
                 [
-                    burst(30, 100, 100, Ok, 30, 60),
-                    vec![(150, 0, Bp, 60, 60, 30)],
-                    burst(30, 250, 100, Ok, 30, 31),
-                    vec![(260, 0, Bp, 31, 31, 27)],
-                    burst(30, 360, 100, Ok, 30, 30),
+                    burst(30, 100, 100, Acc, 30, 60),
+                    vec![(150, 0, Ref, 60, 60, 30)],
+                    burst(30, 250, 100, Acc, 30, 31),
+                    vec![(260, 0, Ref, 31, 31, 27)],
+                    burst(30, 360, 100, Acc, 30, 30),
                 ]
                 .concat(),
             ),
@@ -566,10 +568,10 @@ mod tests {
                 "no growth unless the limit was used in full",
                 cfg(4, 1, 64),
                 [
-                    burst(2, 100, 100, Ok, 2, 4),
-                    burst(3, 200, 100, Ok, 3, 4),
-                    burst(3, 300, 100, Ok, 3, 4),
-                    vec![(400, 100, Ok, 4, 4, 8)],
+                    burst(2, 100, 100, Acc, 2, 4),
+                    burst(3, 200, 100, Acc, 3, 4),
+                    burst(3, 300, 100, Acc, 3, 4),
+                    vec![(400, 100, Acc, 4, 4, 8)],
                 ]
                 .concat(),
             ),
@@ -577,41 +579,41 @@ mod tests {
                 "growth when the limit was used, even if the response that closes the window saw less",
                 cfg(4, 1, 64),
                 vec![
-                    (100, 100, Ok, 4, 4, 8),
-                    (150, 100, Ok, 8, 8, 8),
-                    (200, 100, Ok, 1, 1, 16),
+                    (100, 100, Acc, 4, 4, 8),
+                    (150, 100, Acc, 8, 8, 8),
+                    (200, 100, Acc, 1, 1, 16),
                 ],
             ),
             (
                 "the floor holds",
                 cfg(2, 1, 64),
                 vec![
-                    (100, 100, Bp, 2, 2, 1),
-                    (200, 0, Bp, 1, 1, 1),
-                    (300, 0, Bp, 1, 1, 1),
-                    (400, 0, Bp, 1, 1, 1),
+                    (100, 100, Ref, 2, 2, 1),
+                    (200, 0, Ref, 1, 1, 1),
+                    (300, 0, Ref, 1, 1, 1),
+                    (400, 0, Ref, 1, 1, 1),
                 ],
             ),
             (
                 "a floor above one holds too",
                 cfg(8, 3, 64),
                 vec![
-                    (100, 100, Bp, 8, 8, 4),
-                    (200, 0, Bp, 4, 4, 3),
-                    (300, 0, Bp, 3, 3, 3),
+                    (100, 100, Ref, 8, 8, 4),
+                    (200, 0, Ref, 4, 4, 3),
+                    (300, 0, Ref, 3, 3, 3),
                 ],
             ),
             (
                 "the ceiling holds in slow start and when probing",
                 cfg(8, 1, 10),
                 [
-                    burst(8, 100, 100, Ok, 8, 10),
-                    burst(10, 200, 100, Ok, 10, 10),
-                    vec![(250, 0, Bp, 10, 10, 5)],
-                    burst(5, 350, 100, Ok, 5, 6),
-                    burst(6, 450, 100, Ok, 6, 8),
-                    burst(8, 550, 100, Ok, 8, 10),
-                    burst(10, 650, 100, Ok, 10, 10),
+                    burst(8, 100, 100, Acc, 8, 10),
+                    burst(10, 200, 100, Acc, 10, 10),
+                    vec![(250, 0, Ref, 10, 10, 5)],
+                    burst(5, 350, 100, Acc, 5, 6),
+                    burst(6, 450, 100, Acc, 6, 8),
+                    burst(8, 550, 100, Acc, 8, 10),
+                    burst(10, 650, 100, Acc, 10, 10),
                 ]
                 .concat(),
             ),
@@ -620,48 +622,48 @@ mod tests {
                 cfg(8, 1, 64),
                 // The limit is never used, so it neither grows nor, at first, shrinks.
                 vec![
-                    (100, 100, Ok, 2, 2, 8),
-                    (200, 100, Ok, 2, 2, 8),
-                    (300, 100, Ok, 2, 2, 8),
-                    (400, 100, Ok, 2, 2, 8),
-                    (500, 100, Ok, 2, 2, 8),
+                    (100, 100, Acc, 2, 2, 8),
+                    (200, 100, Acc, 2, 2, 8),
+                    (300, 100, Acc, 2, 2, 8),
+                    (400, 100, Acc, 2, 2, 8),
+                    (500, 100, Acc, 2, 2, 8),
                     // 100ms has become the norm; now the server takes 350ms.
-                    (850, 350, Ok, 2, 2, 4),
+                    (850, 350, Acc, 2, 2, 4),
                 ],
             ),
             (
                 "ordinary noise does not shrink, and a high-variance server is not cut for one slow window",
                 cfg(8, 1, 64),
                 vec![
-                    (100, 100, Ok, 2, 2, 8),
-                    (200, 60, Ok, 2, 2, 8),
-                    (300, 140, Ok, 2, 2, 8),
-                    (400, 70, Ok, 2, 2, 8),
-                    (500, 150, Ok, 2, 2, 8),
+                    (100, 100, Acc, 2, 2, 8),
+                    (200, 60, Acc, 2, 2, 8),
+                    (300, 140, Acc, 2, 2, 8),
+                    (400, 70, Acc, 2, 2, 8),
+                    (500, 150, Acc, 2, 2, 8),
                     // Over twice the average, but within four deviations of it.
-                    (730, 230, Ok, 2, 2, 8),
-                    (800, 90, Ok, 2, 2, 8),
+                    (730, 230, Acc, 2, 2, 8),
+                    (800, 90, Acc, 2, 2, 8),
                 ],
             ),
             (
                 "a rising RTT holds growth back",
                 cfg(4, 1, 64),
                 vec![
-                    (100, 100, Ok, 4, 4, 8),
-                    (200, 100, Ok, 8, 8, 16),
-                    (300, 100, Ok, 16, 16, 32),
+                    (100, 100, Acc, 4, 4, 8),
+                    (200, 100, Acc, 8, 8, 16),
+                    (300, 100, Acc, 16, 16, 32),
                     // 170% of the norm: rising, not yet a spike.
-                    (470, 170, Ok, 32, 32, 32),
+                    (470, 170, Acc, 32, 32, 32),
                 ],
             ),
             (
-                "Failed neither grows nor shrinks, whatever its timing",
+                "Neu neither grows nor shrinks, whatever its timing",
                 cfg(4, 1, 64),
                 [
-                    burst(4, 100, 100, Failed, 4, 4),
-                    burst(4, 200, 100, Failed, 4, 4),
-                    burst(4, 300, 5_000, Failed, 4, 4),
-                    burst(4, 400, 0, Failed, 9, 4),
+                    burst(4, 100, 100, Neu, 4, 4),
+                    burst(4, 200, 100, Neu, 4, 4),
+                    burst(4, 300, 5_000, Neu, 4, 4),
+                    burst(4, 400, 0, Neu, 9, 4),
                 ]
                 .concat(),
             ),
@@ -669,11 +671,11 @@ mod tests {
                 "a timeout sent before the last cut does not cut again",
                 cfg(8, 1, 64),
                 [
-                    vec![(100, 100, Bp, 8, 8, 4)],
-                    burst(4, 200, 100, Ok, 4, 5),
+                    vec![(100, 100, Ref, 8, 8, 4)],
+                    burst(4, 200, 100, Acc, 4, 5),
                     // Sent at 50ms, before the cut at 100ms.
-                    vec![(350, 300, Bp, 4, 8, 5)],
-                    burst(5, 400, 100, Ok, 5, 7),
+                    vec![(350, 300, Ref, 4, 8, 5)],
+                    burst(5, 400, 100, Acc, 5, 7),
                 ]
                 .concat(),
             ),
@@ -699,7 +701,7 @@ mod tests {
                         *now,
                         Response {
                             rtt: Duration::ZERO,
-                            outcome: Bp,
+                            outcome: Ref,
                             in_flight: limit,
                             sent_with,
                         },
@@ -712,7 +714,7 @@ mod tests {
                         *now,
                         Response {
                             rtt,
-                            outcome: Ok,
+                            outcome: Acc,
                             in_flight: served - i,
                             sent_with: served,
                         },
@@ -814,10 +816,10 @@ mod tests {
             in_flight: n,
             sent_with: n,
         };
-        aimd.on_response(t0 + ms(100), response(ms(100), Ok, 32));
+        aimd.on_response(t0 + ms(100), response(ms(100), Acc, 32));
         assert!(aimd.in_slow_start());
         assert_eq!((aimd.limit(), aimd.target()), (64, None));
-        aimd.on_response(t0 + ms(200), response(ms(1), Bp, 64));
+        aimd.on_response(t0 + ms(200), response(ms(1), Ref, 64));
         assert!(!aimd.in_slow_start());
         assert_eq!((aimd.limit(), aimd.target()), (32, Some(32)));
     }

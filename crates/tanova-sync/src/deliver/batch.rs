@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::aimd::Outcome as Signal;
+use super::aimd::Signal;
 use super::limiter::{Limiter, Permit};
 use crate::api::batch::BatchFile;
 use crate::api::{ApiClient, ApiError, Upload};
@@ -290,17 +290,17 @@ fn signal_of(result: &Result<Vec<BatchFile>, ApiError>) -> Signal {
         )
     };
     match result {
-        Err(e) if pushed_back(e) => Signal::BackPressure,
-        Err(_) => Signal::Failed,
+        Err(e) if pushed_back(e) => Signal::Refused,
+        Err(_) => Signal::Neutral,
         Ok(files)
             if files
                 .iter()
                 .any(|f| matches!(f, BatchFile::Failed(e) if pushed_back(e))) =>
         {
-            Signal::BackPressure
+            Signal::Refused
         }
-        Ok(files) if files.iter().any(|f| matches!(f, BatchFile::Uploaded(_))) => Signal::Ok,
-        Ok(_) => Signal::Failed,
+        Ok(files) if files.iter().any(|f| matches!(f, BatchFile::Uploaded(_))) => Signal::Accepted,
+        Ok(_) => Signal::Neutral,
     }
 }
 
@@ -421,24 +421,24 @@ mod tests {
         };
         let up = || BatchFile::Uploaded(None);
         let table = [
-            (Ok(vec![up(), up()]), Signal::Ok),
+            (Ok(vec![up(), up()]), Signal::Accepted),
             (
                 Ok(vec![up(), BatchFile::Failed(transient(true))]),
-                Signal::BackPressure,
+                Signal::Refused,
             ),
             (
                 Ok(vec![up(), BatchFile::Failed(transient(false))]),
-                Signal::Ok,
+                Signal::Accepted,
             ),
-            (Ok(vec![BatchFile::NotSent]), Signal::Failed),
-            (Err(transient(true)), Signal::BackPressure),
-            (Err(transient(false)), Signal::Failed),
+            (Ok(vec![BatchFile::NotSent]), Signal::Neutral),
+            (Err(transient(true)), Signal::Refused),
+            (Err(transient(false)), Signal::Neutral),
             (
                 Err(ApiError::Permanent {
                     status: 404,
                     message: String::new(),
                 }),
-                Signal::Failed,
+                Signal::Neutral,
             ),
         ];
         for (result, want) in table {

@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::aimd::{Aimd, AimdConfig, Outcome, Response};
+use super::aimd::{Aimd, AimdConfig, Response, Signal};
 
 /// Decides how many requests may be in flight. Share it behind an `Arc`.
 #[derive(Debug)]
@@ -103,7 +103,7 @@ impl Limiter {
         })
     }
 
-    fn release(&self, now: Instant, permit: &Permit<'_>, outcome: Outcome) {
+    fn release(&self, now: Instant, permit: &Permit<'_>, outcome: Signal) {
         {
             let mut state = self.lock();
             let in_flight = state.in_flight;
@@ -143,7 +143,7 @@ impl Limiter {
 }
 
 /// One request's slot. Report how it went with [`Permit::done`]; dropping it
-/// instead frees the slot and counts as [`Outcome::Failed`], which teaches
+/// instead frees the slot and counts as [`Signal::Neutral`], which teaches
 /// the controller nothing.
 #[derive(Debug)]
 #[must_use = "a permit frees its slot when done or dropped"]
@@ -157,11 +157,11 @@ pub struct Permit<'a> {
 
 impl Permit<'_> {
     /// The request ended: its round trip (from acquisition) and outcome feed the controller.
-    pub fn done(self, outcome: Outcome) {
+    pub fn done(self, outcome: Signal) {
         self.done_at(Instant::now(), outcome);
     }
 
-    fn done_at(mut self, now: Instant, outcome: Outcome) {
+    fn done_at(mut self, now: Instant, outcome: Signal) {
         self.finished = true;
         self.limiter.release(now, &self, outcome);
     }
@@ -170,7 +170,7 @@ impl Permit<'_> {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            self.limiter.release(Instant::now(), self, Outcome::Failed);
+            self.limiter.release(Instant::now(), self, Signal::Neutral);
         }
     }
 }
@@ -186,7 +186,7 @@ mod tests {
 
     use crate::config::{DEFAULT_RETRY_COUNT, DEFAULT_RETRY_DELAY};
     use crate::deliver::aimd::BASE_HOLD;
-    use crate::deliver::backoff;
+    use crate::retry;
 
     /// The benchmarks' service: 300 ms per upload, `Retry-After: 1` with a 429.
     const LATENCY: Duration = Duration::from_millis(300);
@@ -293,11 +293,11 @@ mod tests {
                     Some(Event::Served { worker, permit }) => {
                         sim.server_in_flight -= 1;
                         sim.done += 1;
-                        permit.done_at(sim.at(), Outcome::Ok);
+                        permit.done_at(sim.at(), Signal::Accepted);
                         sim.take_job(worker);
                     }
                     Some(Event::Refused { worker, permit }) => {
-                        permit.done_at(sim.at(), Outcome::BackPressure);
+                        permit.done_at(sim.at(), Signal::Refused);
                         sim.refused(worker);
                     }
                     Some(Event::Retry { worker }) => sim.waiting.push_back(worker),
@@ -366,7 +366,7 @@ mod tests {
                 self.done += 1;
                 self.take_job(worker);
             } else {
-                let wait = backoff::delay(
+                let wait = retry::delay(
                     attempt,
                     DEFAULT_RETRY_DELAY,
                     Some(RETRY_AFTER),
@@ -500,7 +500,7 @@ mod tests {
                     for _ in 0..5 {
                         tokio::task::yield_now().await;
                     }
-                    permit.done(Outcome::Ok);
+                    permit.done(Signal::Accepted);
                 })
             })
             .collect();
@@ -533,7 +533,7 @@ mod tests {
         let permit = limiter.acquire().await;
         let waiter = {
             let limiter = limiter.clone();
-            tokio::spawn(async move { limiter.acquire().await.done(Outcome::Ok) })
+            tokio::spawn(async move { limiter.acquire().await.done(Signal::Accepted) })
         };
         for _ in 0..10 {
             tokio::task::yield_now().await;
@@ -565,8 +565,8 @@ mod tests {
         let done = Limiter::adaptive(config);
         let (a, b) = (done.acquire().await, done.acquire().await);
         tokio::time::sleep(rtt).await;
-        a.done(Outcome::Ok);
-        b.done(Outcome::Ok);
+        a.done(Signal::Accepted);
+        b.done(Signal::Accepted);
         assert_eq!((done.limit(), done.in_flight()), (4, 0));
     }
 
@@ -585,13 +585,13 @@ mod tests {
                 tokio::spawn(async move {
                     let permit = limiter.acquire().await;
                     let _open = gate.acquire().await.expect("gate");
-                    permit.done(Outcome::Failed);
+                    permit.done(Signal::Neutral);
                 })
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert_eq!(limiter.in_flight(), 1);
-        permit.done(Outcome::Ok);
+        permit.done(Signal::Accepted);
         assert_eq!(limiter.limit(), 2);
         tokio::time::timeout(PATIENCE, async {
             while limiter.in_flight() < 2 {
@@ -620,7 +620,7 @@ mod tests {
         let permit = limiter.acquire().await;
         let waited = tokio::time::timeout(Duration::from_millis(10), limiter.acquire()).await;
         assert!(waited.is_err(), "the only slot is taken");
-        permit.done(Outcome::Ok);
+        permit.done(Signal::Accepted);
         assert_eq!(limiter.in_flight(), 0);
         assert!(futures_util::FutureExt::now_or_never(limiter.acquire()).is_some());
     }

@@ -8,10 +8,11 @@
 //! exactly as for single uploads.
 
 pub mod aimd;
-pub mod backoff;
 pub mod batch;
 pub mod limiter;
-pub mod rate;
+
+/// The rate limit lives with the API client that waits for it; re-exported for its old path.
+pub use crate::api::rate;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,9 +26,10 @@ use crate::config::Concurrency;
 use crate::fence::Fence;
 use crate::meta;
 use crate::report::FailKind;
+use crate::retry;
 use crate::scan::stamp_of;
 use crate::state::FileStamp;
-use aimd::{AimdConfig, Outcome as Signal};
+use aimd::{AimdConfig, Signal};
 use batch::{Answer, Batcher, OwnedUpload};
 use limiter::Limiter;
 
@@ -257,7 +259,7 @@ impl Deliverer {
             if attempt == self.retry_count {
                 break message;
             }
-            let delay = backoff::delay(
+            let delay = retry::delay(
                 attempt,
                 self.retry_delay,
                 retry_after,
@@ -322,7 +324,7 @@ impl Deliverer {
                 }
                 let check = self.api.check_duplicate(upload.checksum).await;
                 // A quick check says nothing about how many uploads the service takes.
-                permit.done(Signal::Failed);
+                permit.done(Signal::Neutral);
                 check
             }
         };
@@ -372,11 +374,11 @@ enum Batched {
 /// skew it, and errors that are not overload say nothing about capacity.
 fn signal_of(result: &Result<Delivered, ApiError>) -> Signal {
     match result {
-        Ok(Delivered::Uploaded { .. }) => Signal::Ok,
+        Ok(Delivered::Uploaded { .. }) => Signal::Accepted,
         Err(ApiError::Transient {
             back_pressure: true,
             ..
-        }) => Signal::BackPressure,
-        _ => Signal::Failed,
+        }) => Signal::Refused,
+        _ => Signal::Neutral,
     }
 }

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::redis::{Claim, RedisLedger, RedisUrl, Renewal};
 use super::Result;
-use crate::deliver::backoff;
 use crate::fence::Fence;
+use crate::retry;
 
 /// How long to wait between renewals of a lease, and before trying a failed renewal again.
 pub fn renewal_waits(lease: Duration) -> (Duration, Duration) {
@@ -53,7 +53,7 @@ impl Ledger {
                 Err(e) if attempt >= retries || cancel.is_cancelled() => return Err(e),
                 Err(_) => {}
             }
-            let delay = backoff::delay(attempt, base, None, rand::random::<f64>());
+            let delay = retry::delay(attempt, base, None, rand::random::<f64>());
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 _ = tokio::time::sleep(delay) => {}

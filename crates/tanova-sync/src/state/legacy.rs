@@ -1,5 +1,6 @@
 //! The Python script's history file: a JSON array of checksum strings.
 
+use sha2::Digest;
 use std::path::Path;
 
 use super::{Result, StateError};
@@ -21,7 +22,8 @@ pub fn read_hashed(path: &Path) -> Result<(Vec<String>, String)> {
         message,
     };
     let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let hash = crate::hash::sha256_hex(&bytes);
+    // Not crate::hash: the state stays a leaf that the pipeline depends on.
+    let hash = hex::encode(sha2::Sha256::digest(&bytes));
     let text = String::from_utf8(bytes).map_err(|_| err("is not UTF-8 text".to_string()))?;
     parse(path, &text).map(|sums| (sums, hash))
 }

@@ -1,0 +1,337 @@
+//! The agent: one folder's state, ledger, engine and status server, assembled
+//! and checked; it syncs once or watches until shut down. The CLI, `demo` and
+//! tests drive it; it never prints (progress goes to its [`Reporter`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::access::KeySource;
+use crate::config::Config;
+use crate::engine::{Engine, EngineError, ITEM_QUEUE};
+use crate::metrics::{Gauges, Metrics};
+use crate::report::{Reporter, Summary};
+use crate::serve::{Sources, StatusServer};
+use crate::state::lock::{self, InstanceLock};
+use crate::state::redis::RedisLedger;
+use crate::state::{Ledger, SqliteStore, StateError, Store};
+
+/// How the agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One pass over the folder: a rejected key or an outage ends it.
+    Once,
+    /// Initial pass, then events and rescans: a rejected key or an outage pauses it.
+    Watch,
+}
+
+/// Why an agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The state cannot be opened, or another agent holds it.
+    #[error("state error: {0}")]
+    State(StateError),
+    #[error("{0}")]
+    Lock(StateError),
+    /// The shared ledger does not answer.
+    #[error("cannot reach the shared state: {0}")]
+    Ledger(StateError),
+    /// The HTTP client cannot be built (a key that is not a header value, a TLS setup).
+    #[error("{0}")]
+    Client(String),
+    #[error("cannot listen on {addr} (--listen): {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The service refused the key or could not be reached (one-shot runs only).
+    #[error(transparent)]
+    Access(EngineError),
+}
+
+/// A running agent: drop it to release the state and stop the status server.
+pub struct Agent {
+    engine: Engine,
+    config: Config,
+    reporter: Arc<dyn Reporter>,
+    status: Option<StatusServer>,
+    _lock: Option<InstanceLock>,
+}
+
+impl Agent {
+    /// Lock and open the state (importing the script's history), connect the
+    /// ledger, build the engine, and start the status server with `listen`.
+    /// Nothing is sent to the service yet: see [`Agent::connect`].
+    pub async fn open(
+        config: &Config,
+        mode: Mode,
+        reporter: Arc<dyn Reporter>,
+        shutdown: &CancellationToken,
+    ) -> Result<Agent, AgentError> {
+        let (store, lock) = open_state(config)?;
+        let ledger = open_ledger(config, shutdown)
+            .await
+            .map_err(AgentError::Ledger)?;
+        // With --listen, every report also feeds the status server's figures.
+        let metrics = config
+            .listen
+            .map(|_| Arc::new(Metrics::new(&config.folder)));
+        let reports: Arc<dyn Reporter> = match &metrics {
+            Some(metrics) => Arc::new(crate::report::Fanout(vec![
+                reporter.clone(),
+                metrics.clone(),
+            ])),
+            None => reporter.clone(),
+        };
+        let mut engine = Engine::new(config, store, reports)
+            .map_err(AgentError::Client)?
+            .with_ledger(ledger);
+        if mode == Mode::Watch {
+            engine = engine.pausing();
+        }
+        let status = match (config.listen, metrics) {
+            (Some(addr), Some(metrics)) => {
+                Some(serve_status(addr, config, metrics, &engine).await?)
+            }
+            _ => None,
+        };
+        tracing::info!(
+            "syncing {} to {} (key {}, {})",
+            config.folder.display(),
+            config.url,
+            config.api_key.redacted(),
+            engine.concurrency()
+        );
+        Ok(Agent {
+            engine,
+            config: config.clone(),
+            reporter,
+            status,
+            _lock: lock,
+        })
+    }
+
+    /// Check the key with the service. A watching agent starts even when it is
+    /// rejected or the service is down: it pauses, says so, and resumes by itself.
+    /// A dry run sends nothing, not even the key.
+    pub async fn connect(&self, shutdown: &CancellationToken) -> Result<(), AgentError> {
+        if self.config.dry_run {
+            return Ok(());
+        }
+        self.engine
+            .check_access(shutdown)
+            .await
+            .map_err(AgentError::Access)
+    }
+
+    /// Where the status server listens, with `listen`.
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        self.status.as_ref().map(StatusServer::addr)
+    }
+
+    /// Where a paused agent reads a new key (the config file, `api_key_file`).
+    pub fn set_key_source(&self, source: KeySource) {
+        self.engine.set_key_source(source);
+    }
+
+    /// Read the key again and ask the service at once (SIGHUP).
+    pub fn reload_key(&self) {
+        self.engine.reload_key();
+    }
+
+    /// One pass over the folder. Returns the summary, and why the run stopped
+    /// early if it did.
+    pub async fn sync(&self, shutdown: &CancellationToken) -> (Summary, Option<EngineError>) {
+        self.engine.sync_once(shutdown).await
+    }
+
+    /// The initial pass, then events and rescans until `shutdown`. The reporter
+    /// hears the initial summary through [`Reporter::watching`] when watching begins.
+    pub async fn watch(&self, shutdown: &CancellationToken) -> Watched {
+        // While the key is rejected or the service is down, probe it until it works again.
+        let prober = {
+            let (engine, shutdown) = (self.engine.clone(), shutdown.clone());
+            tokio::spawn(async move { engine.keep_probing(&shutdown).await })
+        };
+        // Watch from before the initial scan, so nothing written meanwhile is missed;
+        // what it finds waits in the channel until the initial sync is done.
+        let (tx, rx) = tokio::sync::mpsc::channel(ITEM_QUEUE);
+        let discovery = tokio::spawn(crate::watch::run(
+            self.engine.clone(),
+            self.config.folder.clone(),
+            self.config.watch.clone(),
+            tx,
+            shutdown.clone(),
+        ));
+        let (initial, fatal) = self.engine.sync_once(shutdown).await;
+        let watched = if fatal.is_some() || shutdown.is_cancelled() {
+            shutdown.cancel();
+            Watched {
+                initial,
+                session: None,
+                fatal,
+            }
+        } else {
+            self.reporter.watching(&initial, &self.config.watch);
+            let (session, fatal) = self.engine.pipeline(rx, shutdown).await;
+            Watched {
+                initial,
+                session: Some(session),
+                fatal,
+            }
+        };
+        let _ = discovery.await;
+        prober.abort();
+        watched
+    }
+
+    /// The engine, for what drives it from outside (a SIGHUP handler).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+/// How a watch ended.
+#[derive(Debug)]
+pub struct Watched {
+    /// The initial pass over the folder.
+    pub initial: Summary,
+    /// What was done while watching; `None` when watching never began.
+    pub session: Option<Summary>,
+    /// Why it stopped, if not by shutdown.
+    pub fatal: Option<EngineError>,
+}
+
+/// Serve the figures and the engine's limiter at `addr`.
+async fn serve_status(
+    addr: SocketAddr,
+    config: &Config,
+    metrics: Arc<Metrics>,
+    engine: &Engine,
+) -> Result<StatusServer, AgentError> {
+    let limiter_of = engine.clone();
+    let sources = Sources {
+        metrics,
+        folder: config.folder.clone(),
+        gauges: Arc::new(move || {
+            let limiter = limiter_of.limiter();
+            Gauges {
+                in_flight: limiter.in_flight(),
+                limit: limiter.limit(),
+            }
+        }),
+    };
+    StatusServer::start(addr, sources, &config.listen_hosts)
+        .await
+        .map_err(|source| AgentError::Listen { addr, source })
+}
+
+/// Lock and open the state, and import the Python script's history on first start.
+/// A dry run changes nothing in the state directory: no lock, no journal, no import.
+fn open_state(config: &Config) -> Result<(Arc<dyn Store>, Option<InstanceLock>), AgentError> {
+    if config.dry_run {
+        let store = SqliteStore::open_read_only(&config.state_dir).map_err(AgentError::State)?;
+        return Ok((Arc::new(store), None));
+    }
+    let store = SqliteStore::open(&config.state_dir).map_err(AgentError::State)?;
+    let lock = lock::acquire(&config.state_dir).map_err(AgentError::Lock)?;
+    import_histories(&store, config);
+    Ok((Arc::new(store), Some(lock)))
+}
+
+/// Import every history file of the script that is new, or changed since it was imported.
+pub fn import_histories(store: &SqliteStore, config: &Config) {
+    for history in &config.legacy_histories {
+        match store.import_legacy(history) {
+            Ok(Some(done)) => tracing::info!(
+                "imported {} synced checksums from {} ({} in the file, the others were known)",
+                done.added,
+                done.path.display(),
+                done.in_file
+            ),
+            Ok(None) => {}
+            // A broken history must not stop the agent: the server's duplicate check still prevents re-uploads.
+            Err(e) => tracing::warn!("legacy history not imported: {e}"),
+        }
+    }
+}
+
+/// The shared ledger when `state_url` is set, once Redis answers; else this machine's state alone.
+async fn open_ledger(config: &Config, shutdown: &CancellationToken) -> Result<Ledger, StateError> {
+    let ledger = Ledger::connect(
+        config.state_url.as_ref(),
+        config.lease,
+        config.inflight_grace,
+        config.retry_count,
+        config.retry_delay,
+        shutdown,
+    )
+    .await?;
+    if let Ledger::Redis(redis) = &ledger {
+        tracing::info!(
+            "sharing the synced set with other agents in Redis at {} (this agent is {}; claims last {} ms unrenewed)",
+            redis.url(),
+            redis.agent(),
+            redis.lease().as_millis()
+        );
+    }
+    Ok(ledger)
+}
+
+/// What `state push` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pushed {
+    /// Synced checksums this machine knows.
+    pub pushed: usize,
+    /// How many of them were new to the ledger.
+    pub new: u64,
+    /// How many the ledger holds now, if it said.
+    pub ledger_synced: Option<u64>,
+    /// The ledger's URL, without its password.
+    pub state_url: String,
+    #[serde(skip)]
+    pub state_file: std::path::PathBuf,
+}
+
+/// Why `state push` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(
+        "state push: no shared state to push to: set state_url, TANOVA_STATE_URL or --state-url"
+    )]
+    NoLedger,
+    #[error("state error: {0}")]
+    State(StateError),
+    #[error("cannot reach the shared state: {0}")]
+    Ledger(StateError),
+    #[error("state push: {0}")]
+    Push(StateError),
+}
+
+/// `state push`: copy this machine's synced set into the shared ledger, keeping what it has.
+pub async fn push_state(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<Pushed, PushError> {
+    if config.state_url.is_none() {
+        return Err(PushError::NoLedger);
+    }
+    let store = SqliteStore::open(&config.state_dir).map_err(PushError::State)?;
+    import_histories(&store, config);
+    let records = store.synced_records().map_err(PushError::State)?;
+    let ledger: Box<RedisLedger> = match open_ledger(config, shutdown).await {
+        Ok(Ledger::Redis(redis)) => redis,
+        Ok(Ledger::Local) => return Err(PushError::NoLedger),
+        Err(e) => return Err(PushError::Ledger(e)),
+    };
+    let new = ledger.push(&records).await.map_err(PushError::Push)?;
+    Ok(Pushed {
+        pushed: records.len(),
+        new,
+        ledger_synced: ledger.synced_count().await.ok(),
+        state_url: ledger.url().redacted(),
+        state_file: store.path().to_path_buf(),
+    })
+}
