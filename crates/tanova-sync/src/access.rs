@@ -70,7 +70,8 @@ pub const KEY_PROBE_FIRST: Duration = Duration::from_secs(5);
 pub const KEY_PROBE_MAX: Duration = Duration::from_secs(300);
 /// The same for a service that does not answer.
 pub const DOWN_PROBE_FIRST: Duration = Duration::from_secs(1);
-pub const DOWN_PROBE_MAX: Duration = Duration::from_secs(60);
+/// Short: a probe is one cheap health call, and a passing outage should cost little delay.
+pub const DOWN_PROBE_MAX: Duration = Duration::from_secs(15);
 /// How often a paused agent reads its key source for a new key.
 pub const KEY_RELOAD_EVERY: Duration = Duration::from_secs(2);
 
@@ -302,9 +303,9 @@ mod tests {
             (&key, 6, s(300)),
             (&key, 1000, s(300)),
             (&down, 0, s(1)),
-            (&down, 5, s(32)),
-            (&down, 6, s(60)),
-            (&down, u32::MAX, s(60)),
+            (&down, 3, s(8)),
+            (&down, 4, s(15)),
+            (&down, u32::MAX, s(15)),
         ];
         for (blocked, attempt, want) in table {
             assert_eq!(probe_delay(blocked, attempt), want, "{blocked:?} {attempt}");

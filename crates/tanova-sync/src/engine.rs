@@ -385,6 +385,10 @@ impl Engine {
                 self.inner.reporter.found(&tally);
             }
             match found {
+                // Gone between the listing and the look at it (renamed, deleted).
+                Found::Unreadable { path, .. } if !path.exists() && path != self.inner.root => {
+                    self.inner.vanished(&run, &path);
+                }
                 Found::Unreadable { path, reason } => {
                     let outcome = Outcome::Failed {
                         reason: format!("cannot read: {reason}"),
@@ -647,6 +651,11 @@ impl Inner {
                 Ok(sum)
             }
             Err(HashError::Changed) => Err(self.changed(run, path).await),
+            // Deleted or renamed between its discovery and its reading: not a failure.
+            Err(HashError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.vanished(run, path);
+                Err(Step::Done)
+            }
             Err(HashError::Io(e)) => {
                 let outcome = Outcome::Failed {
                     reason: format!("cannot read: {e}"),
