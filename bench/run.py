@@ -1391,6 +1391,19 @@ def soak_scenario(ctx: Ctx, scenario: str, use_redis: bool) -> list:
         vals = [s[key] for s in window]
         return max(vals) / min(vals) - 1 if vals and min(vals) else float("nan")
 
+    # How long the agent took to deliver again after each fault was lifted: the
+    # first 5-s sample at or after the event with /health ok and more uploads
+    # than the emulator had at the event (an upper bound, to within a sample).
+    resumed = {}
+    for e in events:
+        if e["event"] in ("config file gets key 2", "outage ends", "emulator key restored to key 2"):
+            before = max((s["uploads"] for s in samples if s["t_s"] <= e["t_s"]), default=0)
+            ok = next((s for s in samples if s["t_s"] >= e["t_s"] and s["health"] == "ok" and s["uploads"] > before), None)
+            resumed[e["event"]] = round(ok["t_s"] - e["t_s"], 1) if ok else None
+    def verdict(key: str) -> str:
+        d = drift(key)
+        return "flat" if abs(d) <= 0.10 else ("GREW" if d > 0 else "fell")
+
     slope = slope_per_min([(s["t_s"], s["rss_kib"]) for s in window])
     rss_flat, fds_flat = abs(drift("rss_kib")) <= 0.10, abs(drift("fds")) <= 0.10
     health_states = [h["health"] for h in health_log]
@@ -1400,7 +1413,7 @@ def soak_scenario(ctx: Ctx, scenario: str, use_redis: bool) -> list:
     row.extra = {
         "minutes": ctx.minutes, "wall_s": wall, "final_files": len(final), "lost": lost,
         "emulator": st, "agent_counts": counts, "churn": churn.counts, "events": events,
-        "health_log": health_log, "catch_up_s": caught_up, "idle_cpu_pct": idle_cpu_pct,
+        "health_log": health_log, "resumed_after_s": resumed, "catch_up_s": caught_up, "idle_cpu_pct": idle_cpu_pct,
         "rss_start_kib": start["rss_kib"], "rss_end_kib": end["rss_kib"], "fds_start": start["fds"],
         "fds_end": end["fds"], "threads_start": start["threads"], "threads_end": end["threads"],
         "window_from_s": window_from, "rss_slope_kib_per_min": slope,
@@ -1412,12 +1425,14 @@ def soak_scenario(ctx: Ctx, scenario: str, use_redis: bool) -> list:
         "rss_flat": rss_flat, "fds_flat": fds_flat, "samples": samples,
     }
     row.notes = (f"RSS {start['rss_kib'] / 1024:.1f}→{end['rss_kib'] / 1024:.1f} MiB, slope from {window_from / 60:g} min "
-                 f"{slope:+.0f} KiB/min ({'flat' if rss_flat else 'NOT flat'}: trend {drift('rss_kib') * 100:+.1f}%, "
+                 f"{slope:+.0f} KiB/min ({verdict('rss_kib')}: trend {drift('rss_kib') * 100:+.1f}%, "
                  f"min–max {row.extra['rss_window_kib'][0] / 1024:.1f}–{row.extra['rss_window_kib'][1] / 1024:.1f} MiB); "
-                 f"fds {start['fds']}→{end['fds']} ({'flat' if fds_flat else 'NOT flat'}: trend {drift('fds') * 100:+.1f}%, "
+                 f"fds {start['fds']}→{end['fds']} ({verdict('fds')}: trend {drift('fds') * 100:+.1f}%, "
                  f"min–max {row.extra['fds_window'][0]}–{row.extra['fds_window'][1]}); "
                  f"threads {start['threads']}→{end['threads']}; idle CPU {idle_cpu_pct:.2f}%; "
-                 f"lost {len(lost)} of {len(final)}; duplicates {st['duplicate_uploads']}; uploads {st['uploads']}")
+                 f"lost {len(lost)} of {len(final)}; agent's own tally {counts}; duplicates {st['duplicate_uploads']}; uploads {st['uploads']}; "
+                 f"delivering again (≤, 5-s samples) " + ", ".join(f"{v if v is not None else 'never'} s after {k}"
+                                                             for k, v in resumed.items()))
     log(f"  {scenario}: {row.notes}")
     (LOGS / f"{scenario}-samples.json").write_text(json.dumps(row.extra, indent=1) + "\n")
     problems = []
