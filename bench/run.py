@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark harness for tanova-sync (stdlib only).
 
-    python3 bench/run.py [SCENARIO ...] [--runs N] [--rev REV]   # no SCENARIO: all of them
+    python3 bench/run.py [SCENARIO ...] [--runs N] [--rev REV]   # no SCENARIO: all but the soaks
+    python3 bench/run.py soak [--minutes N]                       # the long watch under churn and faults
     python3 bench/run.py --prepare [SCENARIO ...]                 # only generate the corpora
     python3 bench/run.py --report [SCENARIO ...]                  # the latest results as Markdown
 
@@ -24,6 +25,9 @@ Scenarios (see BENCHMARKS.md for what each measures and why):
   watch-latency  issue 3: close-to-receipt latency of 100 files written one at a time
   watch-burst    issue 3: 1,000 files copied into a watched folder, capacity 32
   ledger         issue 6: 2,000-file sync with the Redis ledger against SQLite
+  soak           issue 10: watch for --minutes (default 10) under churn, key revocations and an outage;
+                 RSS, fds, threads, CPU every 5 s; no file lost, no duplicate (only when named)
+  soak-ledger    issue 10: the same with the Redis ledger and a redis-server restart (only when named)
 
 Add a scenario by writing a function `scenario(ctx) -> list[Row]` and
 registering it in SCENARIOS.
@@ -47,6 +51,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -357,6 +362,13 @@ class Emulator:
                     raise
         raise AssertionError("unreachable")
 
+    def set_knobs(self, patch: dict) -> dict:
+        """POST /_emulator/knobs with a partial knobs object."""
+        req = urllib.request.Request(self.url + "/_emulator/knobs", method="POST", data=json.dumps(patch).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
     def reset(self) -> None:
         self._call("POST", "/_emulator/reset")
         stats = self.stats()
@@ -369,6 +381,7 @@ class Ctx:
     agent: Path
     emulator: Path
     runs: int
+    minutes: float = 10.0  # soak only
     adaptive: bool = False  # the agent has adaptive concurrency (`--concurrency N` pins it)
 
     def __post_init__(self) -> None:
@@ -973,11 +986,13 @@ class Redis:
         if shutil.which("redis-server") is None:
             raise BenchError("redis-server is not installed (apt-get install redis-server)")
         self.port = free_port()
-        self.proc = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(workdir),
-             "--logfile", str(workdir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                     "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(workdir),
+                     "--logfile", str(workdir / "redis.log")]
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -1006,6 +1021,11 @@ class Redis:
         if kind == ":":
             return int(rest)
         raise BenchError(f"redis answered {line!r} to {args[0]}")
+
+    def restart(self) -> None:
+        """SIGTERM (redis-server flushes its append-only file), then start again on the same port."""
+        self.stop()
+        self.start()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -1065,6 +1085,381 @@ def ledger(ctx: Ctx) -> list:
     return [rows["sqlite", "cold"], rows["redis", "cold"], rows["sqlite", "noop"], rows["redis", "noop"]]
 
 
+# --------------------------------------------------------------------------
+# Scenario: a long unattended watch with churn and faults (issue 10)
+
+SOAK_KEY2 = "tanova_sk_emulator_rotated_000000002"
+SOAK_KEY3 = "tanova_sk_emulator_revoked_000000003"
+SOAK_SAMPLE_S = 5.0
+SOAK_QUIET_S = 60.0
+
+
+def proc_sample(pid: int) -> dict:
+    """RSS (KiB), threads, open fds and CPU seconds of a live process, from /proc."""
+    rss = threads = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1])
+        elif line.startswith("Threads:"):
+            threads = int(line.split()[1])
+    return {"rss_kib": rss, "threads": threads, "fds": len(os.listdir(f"/proc/{pid}/fd")), "cpu_s": proc_cpu_s(pid)}
+
+
+def slope_per_min(points: list) -> float:
+    """Least-squares slope of (t seconds, y) points, in y per minute."""
+    if len(points) < 2:
+        return 0.0
+    mt = statistics.fmean(t for t, _ in points)
+    my = statistics.fmean(y for _, y in points)
+    den = sum((t - mt) ** 2 for t, _ in points)
+    return sum((t - mt) * (y - my) for t, y in points) / den * 60 if den else 0.0
+
+
+class SoakAgent:
+    """`tanova-sync watch --config FILE` with a status listener; the key lives
+    in the config file only, so that rewriting the file is how a person gives
+    it a new one."""
+
+    def __init__(self, ctx: Ctx, config: Path, log_name: str):
+        self.config = config
+        self.argv = [str(ctx.agent), "watch", "--config", str(config)]
+        self.err_path = LOGS / f"{log_name}.err"
+        self.out_path = LOGS / f"{log_name}.out"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TANOVA_")}
+        env.setdefault("RUST_LOG", "info")
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(self.argv, env=env, cwd=OUT, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        self.repro = f"see {self.err_path}; config {config}; {' '.join(self.argv)}"
+        self.health_url = ""
+        deadline = time.monotonic() + 60
+        while True:
+            text = self.err_path.read_text(errors="replace")
+            if not self.health_url and "listening on http://" in text:
+                addr = text.split("listening on http://", 1)[1].split()[0]
+                self.health_url = f"http://{addr}/health"
+            if self.health_url and "Watching " in text:
+                break
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise BenchError(f"the agent did not start watching; {self.repro}")
+            time.sleep(0.05)
+
+    def health(self) -> str:
+        try:
+            with urllib.request.urlopen(self.health_url, timeout=3) as resp:
+                return json.loads(resp.read()).get("status", "?")
+        except urllib.error.HTTPError as e:
+            try:
+                return json.loads(e.read()).get("status", f"http {e.code}")
+            except ValueError:
+                return f"http {e.code}"
+        except (OSError, ValueError) as e:
+            return f"unreachable ({e.__class__.__name__})"
+
+    def stop(self) -> dict:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise BenchError(f"the agent did not stop within 10 s of SIGTERM; {self.repro}")
+        if code != 0:
+            raise BenchError(f"the agent exited {code} after SIGTERM; {self.repro}")
+        err = self.err_path.read_text(errors="replace")
+        line = next((l for l in err.splitlines() if "While watching:" in l), "")
+        try:
+            counts = line.split("While watching:", 1)[1].strip().rstrip(".").split(",")
+            return {kind: int(n) for n, kind in (part.split()[:2] for part in counts)}
+        except (IndexError, ValueError):
+            return {"unparsed": line}
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Churn:
+    """What people do to a CV folder: new CVs, rewrites of existing ones (new
+    bytes), renames, deletes, and now and then a whole subfolder copied in.
+    Every content is distinct (a counter in its header), so the emulator's
+    duplicate_uploads counts only the agent's double sends."""
+
+    def __init__(self, folder: Path, seed: int):
+        self.folder, self.rng, self.n = folder, random.Random(seed), 0
+        self.counts = {"new": 0, "rewrite": 0, "rename": 0, "delete": 0, "subfolder": 0, "subfolder_files": 0}
+
+    def body(self, ext: str) -> bytes:
+        self.n += 1
+        return file_body(self.rng, ext, f"soak content {self.n}", self.rng.randint(5_000, 60_000))
+
+    def files(self) -> list:
+        return sorted(p for p in self.folder.rglob("*") if p.is_file())
+
+    def new(self, folder: Path | None = None) -> Path:
+        ext = self.rng.choice(EXTENSIONS)
+        folder = folder or self.folder / self.rng.choice(ROLES)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.n += 1
+        path = folder / cv_name(self.rng, self.n, ext)
+        path.write_bytes(self.body(ext))
+        return path
+
+    def step(self) -> None:
+        files = self.files()
+        r = self.rng.random()
+        if r < 0.30 or len(files) < 50:
+            self.new()
+            self.counts["new"] += 1
+        elif r < 0.55:
+            p = self.rng.choice(files)
+            p.write_bytes(self.body(p.suffix.lstrip(".")))  # in place: truncate, write, close
+            self.counts["rewrite"] += 1
+        elif r < 0.75:
+            p = self.rng.choice(files)
+            target = self.folder / self.rng.choice(ROLES) / f"renamed_{self.n}_{p.name}"
+            self.n += 1
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(p, target)
+            self.counts["rename"] += 1
+        else:
+            self.rng.choice(files).unlink()
+            self.counts["delete"] += 1
+
+    def subfolder(self, staging: Path, files: int) -> None:
+        """A folder written elsewhere, then copied in with `cp -r` (as from a USB stick or an email client)."""
+        name = f"Imported {self.counts['subfolder']:02d}"
+        src = fresh_dir(staging / name)
+        for _ in range(files):
+            self.new(src)
+        cp = subprocess.run(["cp", "-r", str(src), str(self.folder / name)])
+        if cp.returncode != 0:
+            raise BenchError(f"cp -r exited {cp.returncode}")
+        self.counts["subfolder"] += 1
+        self.counts["subfolder_files"] += files
+
+
+def sha256_file(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def soak_scenario(ctx: Ctx, scenario: str, use_redis: bool) -> list:
+    """`tanova-sync watch` for --minutes (default 10) under constant churn,
+    with faults at fixed fractions of the run: a key revocation answered by a
+    new key in the config file (10%), a service outage, dropped connections
+    (20% of the run, from 25%: 2 minutes of 10), a second revocation answered
+    by restoring the emulator's key (60%), subfolders copied in (35%, during
+    the outage, and 75%), and with the Redis ledger a redis-server restart
+    (85%). Then a quiet phase: wait until every file in the folder is on the
+    emulator, and measure the agent's idle CPU over 60 s. Samples RSS, fds,
+    threads and CPU every 5 s."""
+    duration = ctx.minutes * 60
+    row = Row(scenario, f"watch {ctx.minutes:g} min with churn and faults", [], extra={})
+    base = fresh_dir(STATE / scenario)
+    folder, staging, state = base / "folder", base / "staging", base / "state"
+    for d in (folder, staging, state):
+        d.mkdir()
+    churn = Churn(folder, seed=10)
+    for _ in range(200):  # the folder as the agent finds it: the initial sync
+        churn.new()
+    redis = Redis(fresh_dir(base / "redis")) if use_redis else None
+    config = base / "tanova-config.json"
+    cfg = {"folder_path": str(folder), "api_key": API_KEY, "state_dir": str(state), "settle_ms": 500,
+           "rescan_interval": 30, "retry_delay": 1, "listen": "127.0.0.1:0"}
+    if redis:
+        cfg["state_url"] = redis.url
+    events, samples, health_log = [], [], []
+    agent = None
+    try:
+        with Emulator(ctx.emulator, LOGS / f"{scenario}-emulator.log", latency_ms=200, capacity=8) as emu:
+            cfg["tanova_url"] = emu.url
+            config.write_text(json.dumps(cfg, indent=1))
+            config.chmod(0o600)  # it holds the key
+            emu.set_knobs({"error_rate": 0.02})
+            agent = SoakAgent(ctx, config, f"{scenario}-run0")
+            t0 = time.monotonic()
+
+            def note(what: str) -> None:
+                events.append({"t_s": round(time.monotonic() - t0, 1), "event": what})
+                log(f"  [{time.monotonic() - t0:6.1f} s] {what}")
+
+            def write_key(key: str) -> None:
+                tmp = config.with_suffix(".tmp")
+                tmp.write_text(json.dumps({**cfg, "api_key": key}, indent=1))
+                tmp.chmod(0o600)
+                os.replace(tmp, config)  # as an editor saves it
+
+            schedule = sorted([
+                (0.10, "revoke: emulator key -> key 2", lambda: emu.set_knobs({"api_key": SOAK_KEY2})),
+                (0.15, "config file gets key 2", lambda: write_key(SOAK_KEY2)),
+                (0.25, "outage: drop", lambda: emu.set_knobs({"outage": "drop"})),
+                (0.35, "subfolder of 40 copied in (during the outage)", lambda: churn.subfolder(staging, 40)),
+                (0.45, "outage ends", lambda: emu.set_knobs({"outage": None})),
+                (0.60, "revoke: emulator key -> key 3", lambda: emu.set_knobs({"api_key": SOAK_KEY3})),
+                (0.65, "emulator key restored to key 2", lambda: emu.set_knobs({"api_key": SOAK_KEY2})),
+                (0.75, "subfolder of 40 copied in", lambda: churn.subfolder(staging, 40)),
+                *([(0.85, "redis-server restart", redis.restart)] if redis else []),
+            ], key=lambda e: e[0])
+            next_sample = 0.0
+            last_health = None
+
+            def sample(phase: str) -> None:
+                nonlocal last_health
+                if agent.proc.poll() is not None:
+                    raise BenchError(f"the agent exited {agent.proc.returncode} during the soak; {agent.repro}")
+                s = {"t_s": round(time.monotonic() - t0, 1), "phase": phase, **proc_sample(agent.proc.pid),
+                     "health": agent.health(), "uploads": emu.stats()["uploads"]}
+                samples.append(s)
+                if s["health"] != last_health:
+                    health_log.append({"t_s": s["t_s"], "health": s["health"]})
+                    log(f"  [{s['t_s']:6.1f} s] /health: {s['health']}")
+                    last_health = s["health"]
+
+            while True:
+                now = time.monotonic() - t0
+                if now >= next_sample:
+                    sample("churn")
+                    next_sample += SOAK_SAMPLE_S
+                while schedule and now >= schedule[0][0] * duration:
+                    _, what, act = schedule.pop(0)
+                    act()
+                    note(what)
+                if now >= duration:
+                    break
+                churn.step()
+                time.sleep(churn.rng.uniform(0.1, 0.9))  # about 2 changes a second
+            note(f"churn stops: {churn.counts}")
+            # Quiet: wait until every file in the folder is on the emulator.
+            caught_up = None
+            while caught_up is None:
+                now = time.monotonic() - t0
+                if now >= next_sample:
+                    sample("catch-up")
+                    next_sample += SOAK_SAMPLE_S
+                uploaded = {u["checksum"] for u in emu._call("GET", "/_emulator/uploads")}
+                missing = [p for p in churn.files() if sha256_file(p) not in uploaded]
+                if not missing:
+                    caught_up = now - duration
+                    note(f"every file in the folder is on the emulator, {caught_up:.1f} s after the churn stopped")
+                elif now - duration > 300:
+                    note(f"{len(missing)} files still missing 300 s after the churn stopped")
+                    break
+                else:
+                    time.sleep(1)
+            cpu0, q0 = proc_cpu_s(agent.proc.pid), time.monotonic()
+            while time.monotonic() - q0 < SOAK_QUIET_S:
+                now = time.monotonic() - t0
+                if now >= next_sample:
+                    sample("quiet")
+                    next_sample += SOAK_SAMPLE_S
+                time.sleep(0.2)
+            idle_cpu_pct = (proc_cpu_s(agent.proc.pid) - cpu0) / (time.monotonic() - q0) * 100
+            sample("end")
+            wall = time.monotonic() - t0
+            # The final check, after the quiet phase.
+            uploads = emu._call("GET", "/_emulator/uploads")
+            uploaded = {u["checksum"] for u in uploads}
+            final = churn.files()
+            lost = [str(p.relative_to(folder)) for p in final if sha256_file(p) not in uploaded]
+            st = emu.stats()
+            counts = agent.stop()
+            agent = None
+    finally:
+        if agent:
+            agent.kill()
+        if redis:
+            redis.stop()
+    start = samples[0]
+    end = samples[-1]
+    window_from = min(300.0, duration / 2)
+    window = [s for s in samples if s["t_s"] >= window_from]
+
+    # Flat: over the churn from the window's start (like with like: the quiet
+    # phase holds no connections), the least-squares trend moves the value by
+    # at most 10% of its mean over the window's length. Noise (connections
+    # opening and closing) does not count; growth does.
+    busy = [s for s in window if s["phase"] != "quiet" and s["phase"] != "end"]
+
+    def drift(key: str) -> float:
+        if len(busy) < 2:
+            return float("nan")
+        span = busy[-1]["t_s"] - busy[0]["t_s"]
+        return slope_per_min([(s["t_s"], s[key]) for s in busy]) * span / 60 / statistics.fmean(s[key] for s in busy)
+
+    def spread(key: str) -> float:
+        vals = [s[key] for s in window]
+        return max(vals) / min(vals) - 1 if vals and min(vals) else float("nan")
+
+    # How long the agent took to deliver again after each fault was lifted: the
+    # first 5-s sample at or after the event with /health ok and more uploads
+    # than the emulator had at the event (an upper bound, to within a sample).
+    resumed = {}
+    for e in events:
+        if e["event"] in ("config file gets key 2", "outage ends", "emulator key restored to key 2"):
+            before = max((s["uploads"] for s in samples if s["t_s"] <= e["t_s"]), default=0)
+            ok = next((s for s in samples if s["t_s"] >= e["t_s"] and s["health"] == "ok" and s["uploads"] > before), None)
+            resumed[e["event"]] = round(ok["t_s"] - e["t_s"], 1) if ok else None
+    def verdict(key: str) -> str:
+        d = drift(key)
+        return "flat" if abs(d) <= 0.10 else ("GREW" if d > 0 else "fell")
+
+    slope = slope_per_min([(s["t_s"], s["rss_kib"]) for s in window])
+    rss_flat, fds_flat = abs(drift("rss_kib")) <= 0.10, abs(drift("fds")) <= 0.10
+    health_states = [h["health"] for h in health_log]
+    row.samples_s.append(wall)
+    row.rss_kib.append(max(s["rss_kib"] for s in samples))
+    row.cpu_s.append(end["cpu_s"])
+    row.extra = {
+        "minutes": ctx.minutes, "wall_s": wall, "final_files": len(final), "lost": lost,
+        "emulator": st, "agent_counts": counts, "churn": churn.counts, "events": events,
+        "health_log": health_log, "resumed_after_s": resumed, "catch_up_s": caught_up, "idle_cpu_pct": idle_cpu_pct,
+        "rss_start_kib": start["rss_kib"], "rss_end_kib": end["rss_kib"], "fds_start": start["fds"],
+        "fds_end": end["fds"], "threads_start": start["threads"], "threads_end": end["threads"],
+        "window_from_s": window_from, "rss_slope_kib_per_min": slope,
+        "rss_window_spread": spread("rss_kib"), "fds_window_spread": spread("fds"),
+        "rss_drift": drift("rss_kib"), "fds_drift": drift("fds"),
+        "fds_slope_per_min": slope_per_min([(s["t_s"], s["fds"]) for s in busy]),
+        "rss_window_kib": [min(s["rss_kib"] for s in window), max(s["rss_kib"] for s in window)],
+        "fds_window": [min(s["fds"] for s in window), max(s["fds"] for s in window)],
+        "rss_flat": rss_flat, "fds_flat": fds_flat, "samples": samples,
+    }
+    row.notes = (f"RSS {start['rss_kib'] / 1024:.1f}→{end['rss_kib'] / 1024:.1f} MiB, slope from {window_from / 60:g} min "
+                 f"{slope:+.0f} KiB/min ({verdict('rss_kib')}: trend {drift('rss_kib') * 100:+.1f}%, "
+                 f"min–max {row.extra['rss_window_kib'][0] / 1024:.1f}–{row.extra['rss_window_kib'][1] / 1024:.1f} MiB); "
+                 f"fds {start['fds']}→{end['fds']} ({verdict('fds')}: trend {drift('fds') * 100:+.1f}%, "
+                 f"min–max {row.extra['fds_window'][0]}–{row.extra['fds_window'][1]}); "
+                 f"threads {start['threads']}→{end['threads']}; idle CPU {idle_cpu_pct:.2f}%; "
+                 f"lost {len(lost)} of {len(final)}; agent's own tally {counts}; duplicates {st['duplicate_uploads']}; uploads {st['uploads']}; "
+                 f"delivering again (≤, 5-s samples) " + ", ".join(f"{v if v is not None else 'never'} s after {k}"
+                                                             for k, v in resumed.items()))
+    log(f"  {scenario}: {row.notes}")
+    (LOGS / f"{scenario}-samples.json").write_text(json.dumps(row.extra, indent=1) + "\n")
+    problems = []
+    if lost:
+        problems.append(f"{len(lost)} files never reached the emulator, e.g. {lost[:3]}")
+    if st["duplicate_uploads"]:
+        problems.append(f"emulator duplicate_uploads = {st['duplicate_uploads']} (want 0)")
+    for bad in ("key_rejected", "service_unreachable"):
+        if health_states and health_states[-1] == bad:
+            problems.append(f"/health still says {bad} at the end")
+    if problems:
+        row.error = "; ".join(problems) + f"; {agent_repro(config)}"
+    return [row]
+
+
+def agent_repro(config: Path) -> str:
+    return f"see {LOGS}/soak*-run0.err and {LOGS}/soak*-samples.json; config {config}"
+
+
+def soak(ctx: Ctx) -> list:
+    return soak_scenario(ctx, "soak", use_redis=False)
+
+
+def soak_ledger(ctx: Ctx) -> list:
+    return soak_scenario(ctx, "soak-ledger", use_redis=True)
+
+
 SCENARIOS = {
     "bulk500": bulk500,
     "bulk500-cap8": bulk500_cap8,
@@ -1075,13 +1470,18 @@ SCENARIOS = {
     "watch-latency": watch_latency,
     "watch-burst": watch_burst,
     "ledger": ledger,
+    "soak": soak,
+    "soak-ledger": soak_ledger,
 }
+# Long scenarios, run only when named.
+NOT_BY_DEFAULT = {"soak", "soak-ledger"}
 
 # The corpora each scenario needs, for --prepare.
 SCENARIO_CORPORA = {
     "bulk500": ["bulk500"], "bulk500-cap8": ["bulk500"], "bulk2000-cap128": ["bulk2000"],
     "bulk20k": ["bulk20k"], "noop20k": ["noop20k"], "noop1m": ["noop1m"],
     "watch-latency": [], "watch-burst": ["burst1000"], "ledger": ["ledger2000"],
+    "soak": [], "soak-ledger": [],
 }
 
 
@@ -1090,6 +1490,8 @@ def main() -> int:
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=f"default: all of {', '.join(SCENARIOS)}")
     parser.add_argument("--rev", metavar="REV", help="benchmark this git revision instead of the working tree")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per measurement (default 3; medians reported)")
+    parser.add_argument("--minutes", type=float, default=10.0,
+                        help="how long soak and soak-ledger watch under churn (default 10)")
     parser.add_argument("--prepare", action="store_true", help="only generate the corpora the scenarios need")
     parser.add_argument("--report", action="store_true",
                         help="print the latest results of the scenarios (bench/out/results/) as a Markdown table; run nothing")
@@ -1097,7 +1499,7 @@ def main() -> int:
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown or args.runs < 1:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}" if unknown else "--runs must be at least 1")
-    names = args.scenarios or list(SCENARIOS)
+    names = args.scenarios or [s for s in SCENARIOS if s not in NOT_BY_DEFAULT]
     if args.report:
         print(markdown_report(names, args.rev))
         return 0
@@ -1117,7 +1519,7 @@ def main() -> int:
     except BenchError as e:
         log(f"\nBENCHMARK FAILED: {e}")
         return 1
-    ctx = Ctx(agent, emulator, args.runs)
+    ctx = Ctx(agent, emulator, args.runs, minutes=args.minutes)
     info = machine()
     info["built_from"] = built
     info["agent_concurrency"] = "adaptive (--concurrency pins)" if ctx.adaptive else f"fixed, default {DEFAULT_WORKERS}"
