@@ -242,43 +242,42 @@ impl Engine {
     /// unreachable. A pausing engine never fails here: it starts paused.
     pub async fn check_access(&self, cancel: &CancellationToken) -> Result<(), EngineError> {
         let inner = &self.inner;
-        let mut attempt = 0;
-        loop {
-            let e = match inner.access.check().await {
-                Ok(_) if inner.access.blocked().is_some() && !inner.pausing => {
-                    return Err(EngineError::NoUploadPermission {
-                        url: inner.api.endpoint("").to_string(),
-                    });
+        let policy = retry::Policy::retries(inner.retry_count, inner.retry_delay);
+        let checked = retry::with_backoff(
+            &policy,
+            cancel,
+            |_| async {
+                match inner.access.check().await {
+                    Ok(health) => Ok(Ok(health)),
+                    // A watching agent starts paused at once: its prober takes over.
+                    Err(e) if inner.pausing => Ok(Err(e)),
+                    Err(e @ ApiError::Rejected { .. }) => Ok(Err(e)),
+                    Err(e) => Err(retry::Again {
+                        after: match &e {
+                            ApiError::Transient { retry_after, .. } => *retry_after,
+                            _ => None,
+                        },
+                        error: e,
+                    }),
                 }
-                Ok(health) => {
-                    inner.deliverer.use_batches(health.batch_max_files());
-                    return Ok(());
-                }
-                Err(_) if inner.pausing => return Ok(()),
-                Err(e @ ApiError::Rejected { .. }) => return Err(EngineError::KeyRejected(e)),
-                // Retrying cannot help: the address itself is wrong.
-                Err(e @ ApiError::Misdirected { .. }) => return Err(EngineError::Misdirected(e)),
-                Err(e) if attempt >= inner.retry_count => {
-                    return Err(EngineError::Unreachable(e.to_string()))
-                }
-                Err(e) => e,
-            };
-            let retry_after = match &e {
-                ApiError::Transient { retry_after, .. } => *retry_after,
-                _ => None,
-            };
-            let delay = retry::delay(
-                attempt,
-                inner.retry_delay,
-                retry_after,
-                rand::random::<f64>(),
-            );
-            tracing::warn!("{e}; retrying in {:.1}s", delay.as_secs_f64());
-            tokio::select! {
-                _ = cancel.cancelled() => return Err(EngineError::Unreachable(e.to_string())),
-                _ = tokio::time::sleep(delay) => {}
+            },
+            |_, e, delay| tracing::warn!("{e}; retrying in {:.1}s", delay.as_secs_f64()),
+        )
+        .await;
+        match checked {
+            // Starts paused, and resumes by itself (see `keep_probing`).
+            _ if inner.pausing && inner.access.blocked().is_some() => Ok(()),
+            Ok(Ok(health)) if inner.access.blocked().is_none() => {
+                inner.deliverer.use_batches(health.batch_max_files());
+                Ok(())
             }
-            attempt += 1;
+            Ok(Ok(_)) => Err(EngineError::NoUploadPermission {
+                url: inner.api.endpoint("").to_string(),
+            }),
+            Ok(Err(rejected)) => Err(EngineError::KeyRejected(rejected)),
+            Err(retry::Ended::GaveUp(e) | retry::Ended::Stopped(e)) => {
+                Err(EngineError::Unreachable(e.to_string()))
+            }
         }
     }
 
@@ -788,30 +787,38 @@ impl Inner {
     /// One-shot run: wait (at most `ledger_timeout`) for another agent's claim
     /// on these bytes to end, synced or lapsed. True when it did: plan them again.
     async fn await_other_agent(&self, run: &Run, sum: &str) -> bool {
-        let started = Instant::now();
-        let mut attempt = 0;
-        while started.elapsed() < self.ledger_timeout {
-            let wait = retry::delay(attempt, LEDGER_RETRY, None, 1.0).min(Duration::from_secs(2));
-            tokio::select! {
-                _ = run.cancel.cancelled() => return false,
-                _ = tokio::time::sleep(wait) => {}
-            }
-            match self.ledger.claim(sum).await {
-                Ok(Claim::Busy { .. }) => {}
-                // Taken over from a lapsed claim: its request may still be in flight.
-                Ok(Claim::Claimed { wait }) if !wait.is_zero() => {
-                    tokio::select! {
-                        _ = run.cancel.cancelled() => return false,
-                        _ = tokio::time::sleep(wait) => return true,
-                    }
+        let policy = retry::Policy {
+            jitter: false,
+            ..retry::Policy::forever(LEDGER_RETRY, Duration::from_secs(2))
+                .within(Some(self.ledger_timeout))
+        };
+        let ended = retry::with_backoff(
+            &policy,
+            &run.cancel,
+            |attempt| async move {
+                if attempt == 0 {
+                    // Only just found busy: give the other agent a moment first.
+                    return Err(retry::Again::new(()));
                 }
-                // Taken here; the next pass claims it again (extending this same claim).
-                Ok(_) => return true,
-                Err(_) => return false,
-            }
-            attempt += 1;
+                match self.ledger.claim(sum).await {
+                    Ok(Claim::Busy { .. }) => Err(retry::Again::new(())),
+                    // Taken here (the next pass claims it again, extending this claim);
+                    // when taken over from a lapsed claim, its request may still be in flight.
+                    Ok(Claim::Claimed { wait }) => Ok(Some(wait)),
+                    Ok(Claim::Synced { .. }) => Ok(Some(Duration::ZERO)),
+                    Err(_) => Ok(None),
+                }
+            },
+            |_, _, _| {},
+        )
+        .await;
+        let Ok(Some(wait)) = ended else {
+            return false;
+        };
+        tokio::select! {
+            _ = run.cancel.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
         }
-        false
     }
 
     /// A 401/403: the health check says whether the key is rejected or only this request.
@@ -956,33 +963,37 @@ impl Inner {
         sum: &str,
     ) -> Result<(Claim, Option<Arc<Fence>>), Option<StateError>> {
         let started = Instant::now();
-        let mut attempt = 0;
-        loop {
-            let sent = Instant::now();
-            match self.ledger.claim(sum).await {
-                Ok(claim) => {
-                    self.ledger_answered();
-                    let fence = self
-                        .ledger
-                        .lease()
-                        .filter(|_| matches!(claim, Claim::Claimed { .. }))
-                        .map(|lease| Arc::new(Fence::new(sent + lease)));
-                    return Ok((claim, fence));
-                }
-                Err(e) => {
-                    // Logged by the ledger when an outage starts and ends.
-                    tracing::debug!("claiming {sum}: {e}");
-                    self.ledger_failing(&e, started.elapsed());
-                    if !self.pausing && started.elapsed() >= self.ledger_timeout {
-                        return Err(Some(e));
-                    }
-                }
+        let claimed = retry::with_backoff(
+            &self.ledger_policy(),
+            &run.cancel,
+            |_| async {
+                let sent = Instant::now();
+                self.ledger
+                    .claim(sum)
+                    .await
+                    .map(|claim| (claim, sent))
+                    .map_err(|e| {
+                        // Logged by the ledger when an outage starts and ends.
+                        tracing::debug!("claiming {sum}: {e}");
+                        self.ledger_failing(&e, started.elapsed());
+                        retry::Again::new(e)
+                    })
+            },
+            |_, _, _| {},
+        )
+        .await;
+        match claimed {
+            Ok((claim, sent)) => {
+                self.ledger_answered();
+                let fence = self
+                    .ledger
+                    .lease()
+                    .filter(|_| matches!(claim, Claim::Claimed { .. }))
+                    .map(|lease| Arc::new(Fence::new(sent + lease)));
+                Ok((claim, fence))
             }
-            tokio::select! {
-                _ = run.cancel.cancelled() => return Err(None),
-                _ = tokio::time::sleep(self.ledger_wait(attempt)) => {}
-            }
-            attempt += 1;
+            Err(retry::Ended::GaveUp(e)) => Err(Some(e)),
+            Err(retry::Ended::Stopped(_)) => Err(None),
         }
     }
 
@@ -992,28 +1003,36 @@ impl Inner {
     /// duplicate check tells other agents.
     async fn share_synced(&self, run: &Run, sum: &str, candidate: Option<&str>) {
         let started = Instant::now();
-        let mut attempt = 0;
-        loop {
-            let error = match self.ledger.record_synced(sum, candidate).await {
-                Ok(()) => return self.ledger_answered(),
-                Err(e) => e,
-            };
-            self.ledger_failing(&error, started.elapsed());
-            let out_of_time = !self.pausing && started.elapsed() >= self.ledger_timeout;
-            if run.cancel.is_cancelled() || out_of_time {
-                tracing::warn!(
-                    "{error}: {sum} is recorded as synced on this machine only; \
-                     another agent will find it on the server"
-                );
-                return;
-            }
-            tracing::debug!("recording {sum}: {error}");
-            tokio::select! {
-                _ = run.cancel.cancelled() => {}
-                _ = tokio::time::sleep(self.ledger_wait(attempt)) => {}
-            }
-            attempt += 1;
+        let shared = retry::with_backoff(
+            &self.ledger_policy(),
+            &run.cancel,
+            |_| async {
+                self.ledger
+                    .record_synced(sum, candidate)
+                    .await
+                    .map_err(|e| {
+                        tracing::debug!("recording {sum}: {e}");
+                        self.ledger_failing(&e, started.elapsed());
+                        retry::Again::new(e)
+                    })
+            },
+            |_, _, _| {},
+        )
+        .await;
+        match shared {
+            Ok(()) => self.ledger_answered(),
+            Err(retry::Ended::GaveUp(e) | retry::Ended::Stopped(e)) => tracing::warn!(
+                "{e}: {sum} is recorded as synced on this machine only; \
+                 another agent will find it on the server"
+            ),
         }
+    }
+
+    /// Waits for an unreachable ledger: from 200 ms up to 10 s apart; a one-shot
+    /// run gives up after `ledger_timeout`, a watching one waits as long as it takes.
+    fn ledger_policy(&self) -> retry::Policy {
+        retry::Policy::forever(LEDGER_RETRY, LEDGER_MAX_WAIT)
+            .within((!self.pausing).then_some(self.ledger_timeout))
     }
 
     /// The ledger has failed for `waited`: past [`LEDGER_PROBLEM_AFTER`], say so once.
@@ -1038,10 +1057,6 @@ impl Inner {
         if let Err(e) = self.ledger.release(sum).await {
             tracing::debug!("releasing {sum}: {e}");
         }
-    }
-
-    fn ledger_wait(&self, attempt: u32) -> Duration {
-        retry::delay(attempt, LEDGER_RETRY, None, rand::random::<f64>()).min(LEDGER_MAX_WAIT)
     }
 
     /// Another agent synced these bytes: mirror that here, so this machine never asks again.

@@ -177,107 +177,122 @@ impl Deliverer {
             email: meta::email(job.path),
             fence: job.fence.clone(),
         };
-        let mut attempt = 0;
+        let policy = retry::Policy::retries(self.retry_count, self.retry_delay);
+        let delivered = retry::with_backoff(
+            &policy,
+            cancel,
+            |_| self.try_once(job, &upload, cancel, &on_send),
+            |attempt, message: &String, delay| on_retry(attempt, message, delay),
+        )
+        .await;
+        match delivered {
+            Ok(done) => done,
+            Err(retry::Ended::Stopped(_)) => Delivered::Cancelled,
+            Err(retry::Ended::GaveUp(last_error)) => Delivered::Failed {
+                reason: format!(
+                    "gave up after {} attempts: {last_error}",
+                    self.retry_count + 1
+                ),
+                kind: FailKind::Transient,
+            },
+        }
+    }
+
+    /// One try at delivering the file: its outcome, or the transient error to retry after.
+    /// The file is reopened and re-checked on every try, like uv-publish.
+    async fn try_once(
+        &self,
+        job: &Job<'_>,
+        upload: &Upload<'_>,
+        cancel: &CancellationToken,
+        on_send: &impl Fn(),
+    ) -> Result<Delivered, retry::Again<String>> {
+        if job.fence.as_ref().is_some_and(|f| !f.holds()) {
+            return Ok(Delivered::LeaseLost);
+        }
+        match tokio::fs::metadata(job.path).await {
+            Ok(m) if stamp_of(job.path, &m) != job.stamp => return Ok(Delivered::Changed),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Delivered::Vanished),
+            Err(e) => {
+                return Ok(Delivered::Failed {
+                    reason: format!("cannot read: {e}"),
+                    kind: FailKind::Counted,
+                })
+            }
+        }
+        let result = match self.send(upload, cancel, on_send).await {
+            Some(result) => result,
+            None => return Ok(Delivered::Cancelled),
+        };
+        Ok(match result {
+            Err(ApiError::Transient {
+                message,
+                retry_after,
+                ..
+            }) => {
+                return Err(retry::Again {
+                    error: message,
+                    after: retry_after,
+                })
+            }
+            Err(e @ (ApiError::Rejected { .. } | ApiError::Misdirected { .. })) => {
+                Delivered::Rejected(e)
+            }
+            Err(ApiError::Permanent { status, message }) => Delivered::Failed {
+                reason: format!("refused by the server ({status}): {message}"),
+                kind: FailKind::Refused,
+            },
+            Err(ApiError::FileChanged) if job.fence.as_ref().is_some_and(|f| !f.holds()) => {
+                Delivered::LeaseLost
+            }
+            Err(ApiError::FileChanged) => Delivered::Changed,
+            Err(ApiError::File(e)) => Delivered::Failed {
+                reason: format!("cannot read: {e}"),
+                kind: FailKind::Counted,
+            },
+            Ok(done) => done,
+        })
+    }
+
+    /// Send the file once, through the batcher when batches are on, else on its
+    /// own under a limiter slot. `None` when cancelled first. A file whose
+    /// batch was cut short by another file is sent again at once, a few times,
+    /// without counting a try.
+    async fn send(
+        &self,
+        upload: &Upload<'_>,
+        cancel: &CancellationToken,
+        on_send: &impl Fn(),
+    ) -> Option<Result<Delivered, ApiError>> {
         let mut resends = 0;
-        let last_error = loop {
-            if job.fence.as_ref().is_some_and(|f| !f.holds()) {
-                return Delivered::LeaseLost;
-            }
-            // Reopened and re-checked on every attempt, like uv-publish.
-            match tokio::fs::metadata(job.path).await {
-                Ok(m) if stamp_of(job.path, &m) != job.stamp => return Delivered::Changed,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Delivered::Vanished,
-                Err(e) => {
-                    return Delivered::Failed {
-                        reason: format!("cannot read: {e}"),
-                        kind: FailKind::Counted,
+        loop {
+            let Some(batcher) = self.batcher() else {
+                return tokio::select! {
+                    _ = cancel.cancelled() => None,
+                    permit = self.limiter.acquire() => {
+                        if cancel.is_cancelled() {
+                            return None;
+                        }
+                        let result = self.attempt(upload, on_send).await;
+                        permit.done(signal_of(&result));
+                        Some(result)
                     }
-                }
-            }
-            let result = match self.batcher() {
-                Some(batcher) => match self
-                    .attempt_batched(batcher, &upload, cancel, &on_send)
-                    .await
-                {
-                    Batched::Done(result) => result,
-                    Batched::Cancelled => return Delivered::Cancelled,
-                    Batched::Resend if resends < MAX_RESENDS => {
-                        resends += 1;
-                        continue;
-                    }
-                    Batched::Resend => Err(ApiError::Transient {
+                };
+            };
+            match self.attempt_batched(batcher, upload, cancel, on_send).await {
+                Batched::Done(result) => return Some(result),
+                Batched::Cancelled => return None,
+                Batched::Resend if resends < MAX_RESENDS => resends += 1,
+                Batched::Resend => {
+                    return Some(Err(ApiError::Transient {
                         message: "not sent: another file of its batch kept changing".to_string(),
                         retry_after: None,
                         back_pressure: false,
-                    }),
-                    Batched::Unavailable(reason) => {
-                        self.stop_batches(&reason);
-                        continue;
-                    }
-                },
-                None => tokio::select! {
-                    _ = cancel.cancelled() => return Delivered::Cancelled,
-                    permit = self.limiter.acquire() => {
-                        if cancel.is_cancelled() {
-                            return Delivered::Cancelled;
-                        }
-                        let result = self.attempt(&upload, &on_send).await;
-                        permit.done(signal_of(&result));
-                        result
-                    }
-                },
-            };
-            resends = 0;
-            let (message, retry_after) = match result {
-                Err(ApiError::Transient {
-                    message,
-                    retry_after,
-                    ..
-                }) => (message, retry_after),
-                Err(ApiError::Rejected { .. } | ApiError::Misdirected { .. }) => {
-                    return Delivered::Rejected(result.unwrap_err())
+                    }))
                 }
-                Err(ApiError::Permanent { status, message }) => {
-                    return Delivered::Failed {
-                        reason: format!("refused by the server ({status}): {message}"),
-                        kind: FailKind::Refused,
-                    }
-                }
-                Err(ApiError::FileChanged) if job.fence.as_ref().is_some_and(|f| !f.holds()) => {
-                    return Delivered::LeaseLost
-                }
-                Err(ApiError::FileChanged) => return Delivered::Changed,
-                Err(ApiError::File(e)) => {
-                    return Delivered::Failed {
-                        reason: format!("cannot read: {e}"),
-                        kind: FailKind::Counted,
-                    }
-                }
-                Ok(done) => return done,
-            };
-            if attempt == self.retry_count {
-                break message;
+                Batched::Unavailable(reason) => self.stop_batches(&reason),
             }
-            let delay = retry::delay(
-                attempt,
-                self.retry_delay,
-                retry_after,
-                rand::random::<f64>(),
-            );
-            on_retry(attempt + 1, &message, delay);
-            tokio::select! {
-                _ = cancel.cancelled() => return Delivered::Cancelled,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            attempt += 1;
-        };
-        Delivered::Failed {
-            reason: format!(
-                "gave up after {} attempts: {last_error}",
-                self.retry_count + 1
-            ),
-            kind: FailKind::Transient,
         }
     }
 

@@ -46,19 +46,17 @@ impl Ledger {
             return Ok(Ledger::Local);
         };
         let redis = RedisLedger::new(url, lease, in_flight_grace)?;
-        let mut attempt = 0;
-        loop {
-            match redis.ping().await {
-                Ok(()) => return Ok(Ledger::Redis(Box::new(redis))),
-                Err(e) if attempt >= retries || cancel.is_cancelled() => return Err(e),
-                Err(_) => {}
-            }
-            let delay = retry::delay(attempt, base, None, rand::random::<f64>());
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = tokio::time::sleep(delay) => {}
-            }
-            attempt += 1;
+        let policy = retry::Policy::retries(retries, base);
+        let answered = retry::with_backoff(
+            &policy,
+            cancel,
+            |_| async { redis.ping().await.map_err(retry::Again::new) },
+            |_, _, _| {},
+        )
+        .await;
+        match answered {
+            Ok(()) => Ok(Ledger::Redis(Box::new(redis))),
+            Err(retry::Ended::GaveUp(e) | retry::Ended::Stopped(e)) => Err(e),
         }
     }
 
