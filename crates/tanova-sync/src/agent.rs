@@ -38,8 +38,8 @@ pub enum AgentError {
     #[error("cannot reach the shared state: {0}")]
     Ledger(StateError),
     /// The HTTP client cannot be built (a key that is not a header value, a TLS setup).
-    #[error("{0}")]
-    Client(String),
+    #[error(transparent)]
+    Client(#[from] crate::api::ClientError),
     #[error("cannot listen on {addr} (--listen): {source}")]
     Listen {
         addr: SocketAddr,

@@ -9,6 +9,7 @@ use reqwest::Url;
 use serde_json::{Map, Value};
 
 pub use crate::api::ApiKey;
+use crate::error::Invalid;
 use crate::filter::DEFAULT_MAX_FILE_SIZE;
 use crate::settings::{
     WatchMode, WatchSettings, DEFAULT_POLL_EVERY, DEFAULT_RESCAN_EVERY, DEFAULT_SETTLE,
@@ -1065,7 +1066,11 @@ pub fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
 }
 
 /// Parse the service URL, refusing to send the key in the clear to another host.
-pub fn parse_url(text: &str, allow_insecure_http: bool) -> Result<Url, String> {
+pub fn parse_url(text: &str, allow_insecure_http: bool) -> Result<Url, Invalid> {
+    url_of(text, allow_insecure_http).map_err(Invalid)
+}
+
+fn url_of(text: &str, allow_insecure_http: bool) -> Result<Url, String> {
     // The text is never repeated: it may be a key pasted into the wrong
     // field, or hold a password. The parsed host and scheme are safe to show.
     let url = Url::parse(text.trim()).map_err(|e| format!("not a valid URL ({e})"))?;

@@ -128,7 +128,7 @@ impl Engine {
         config: &Config,
         store: Arc<dyn Store>,
         reporter: Arc<dyn Reporter>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, crate::api::ClientError> {
         let timeouts = Timeouts {
             connect: Duration::from_secs(10),
             read: config.request_timeout,

@@ -8,6 +8,7 @@ pub mod config;
 pub mod debounce;
 pub mod deliver;
 pub mod engine;
+pub mod error;
 pub mod fence;
 pub mod filter;
 pub mod hash;

@@ -4,6 +4,7 @@
 //! errors are logged as asked; once the config is loaded, [`apply`] switches to
 //! its `log_format` / `log_file` if they differ.
 
+use crate::error::Invalid;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -28,7 +29,11 @@ pub enum LogFormat {
 }
 
 impl LogFormat {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
+        Self::parse_text(text).map_err(Invalid)
+    }
+
+    fn parse_text(text: &str) -> Result<Self, String> {
         match text.trim().to_ascii_lowercase().as_str() {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
@@ -58,7 +63,11 @@ static INSTALLED: OnceLock<Installed> = OnceLock::new();
 
 /// Install the process's logger: `filter` decides what is logged, `settings` where and how.
 /// On an error (a log file that cannot be created) nothing is installed.
-pub fn init(filter: EnvFilter, settings: &LogSettings) -> Result<(), String> {
+pub fn init(filter: EnvFilter, settings: &LogSettings) -> Result<(), Invalid> {
+    install(filter, settings).map_err(Invalid)
+}
+
+fn install(filter: EnvFilter, settings: &LogSettings) -> Result<(), String> {
     let (layer, handle) = reload::Layer::new(output(settings)?);
     tracing_subscriber::registry()
         .with(filter)
@@ -73,7 +82,11 @@ pub fn init(filter: EnvFilter, settings: &LogSettings) -> Result<(), String> {
 }
 
 /// Switch to `settings` (from the config) if they differ from those in force.
-pub fn apply(settings: &LogSettings) -> Result<(), String> {
+pub fn apply(settings: &LogSettings) -> Result<(), Invalid> {
+    switch(settings).map_err(Invalid)
+}
+
+fn switch(settings: &LogSettings) -> Result<(), String> {
     let Some(installed) = INSTALLED.get() else {
         return Ok(());
     };

@@ -71,6 +71,26 @@ pub enum ApiError {
     },
 }
 
+/// Why the HTTP client could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("api_key: contains characters not allowed in an HTTP header")]
+    KeyNotAHeader,
+    #[error("cannot build the HTTP client: {0}")]
+    Build(String),
+}
+
+/// An error with its causes: reqwest's Display stops at the outermost layer.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    message
+}
+
 /// One file to upload, with its metadata.
 #[derive(Debug, Clone)]
 pub struct Upload<'a> {
@@ -103,7 +123,7 @@ pub struct Timeouts {
 }
 
 impl ApiClient {
-    pub fn new(base: &Url, key: &ApiKey, timeouts: Timeouts) -> Result<Self, String> {
+    pub fn new(base: &Url, key: &ApiKey, timeouts: Timeouts) -> Result<Self, ClientError> {
         Self::with_extra_roots(base, key, timeouts, &[])
     }
 
@@ -113,7 +133,7 @@ impl ApiClient {
         key: &ApiKey,
         timeouts: Timeouts,
         roots: &[reqwest::Certificate],
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ClientError> {
         let value = key_header(key)?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("tanova-sync/", env!("CARGO_PKG_VERSION")))
@@ -125,7 +145,7 @@ impl ApiClient {
             .redirect(reqwest::redirect::Policy::none())
             .tls_certs_merge(roots.iter().cloned())
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(|e| ClientError::Build(with_causes(&e)))?;
         // Joining relative paths onto "https://host/prefix" needs the trailing slash.
         let mut base = base.clone();
         if !base.path().ends_with('/') {
@@ -140,7 +160,7 @@ impl ApiClient {
     }
 
     /// Use `key` from the next request on (a paused agent given a new key).
-    pub fn set_key(&self, key: &ApiKey) -> Result<(), String> {
+    pub fn set_key(&self, key: &ApiKey) -> Result<(), ClientError> {
         let value = key_header(key)?;
         *self.key.write().unwrap_or_else(|p| p.into_inner()) = value;
         Ok(())
@@ -344,9 +364,8 @@ impl ApiClient {
 }
 
 /// The key as a header value that is never printed in debug output.
-fn key_header(key: &ApiKey) -> Result<HeaderValue, String> {
-    let mut value = HeaderValue::from_str(key.expose())
-        .map_err(|_| "api_key: contains characters not allowed in an HTTP header".to_string())?;
+fn key_header(key: &ApiKey) -> Result<HeaderValue, ClientError> {
+    let mut value = HeaderValue::from_str(key.expose()).map_err(|_| ClientError::KeyNotAHeader)?;
     value.set_sensitive(true);
     Ok(value)
 }

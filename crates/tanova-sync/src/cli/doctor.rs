@@ -95,7 +95,7 @@ async fn service(config: &Config) -> Check {
         &config.extra_roots,
     ) {
         Ok(api) => api,
-        Err(e) => return Check::Fail(e),
+        Err(e) => return Check::Fail(e.to_string()),
     };
     match api.health().await {
         Ok(health) => {

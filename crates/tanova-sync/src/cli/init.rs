@@ -58,7 +58,7 @@ async fn ask_and_write(target: &Path) -> Result<(), String> {
         connect: Duration::from_secs(10),
         read: Duration::from_secs(20),
     };
-    let api = ApiClient::new(&url, &key, timeouts)?;
+    let api = ApiClient::new(&url, &key, timeouts).map_err(|e| e.to_string())?;
     let health = api.health().await.map_err(|e| match e {
         ApiError::Rejected { .. } | ApiError::Misdirected { .. } => {
             format!("{e}; nothing was written")

@@ -176,7 +176,11 @@ fn reply(code: StatusCode, content_type: &'static str, body: String) -> Response
 
 /// Parse `listen` (`127.0.0.1:9898`, `[::1]:9898`, `localhost:9898`), refusing an
 /// address other machines can reach unless `public` (`listen_public: true`).
-pub fn parse_listen(text: &str, public: bool) -> Result<SocketAddr, String> {
+pub fn parse_listen(text: &str, public: bool) -> Result<SocketAddr, crate::error::Invalid> {
+    listen_addr(text, public).map_err(crate::error::Invalid)
+}
+
+fn listen_addr(text: &str, public: bool) -> Result<SocketAddr, String> {
     let text = text.trim();
     let addr = match text.strip_prefix("localhost:") {
         Some(port) => port

@@ -17,6 +17,7 @@ use redis::{RedisError, Script};
 use reqwest::Url;
 
 use super::{Result, StateError};
+use crate::error::Invalid;
 
 /// How long a claim lives without being renewed, unless `lease_ms` says otherwise.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -44,7 +45,11 @@ pub struct RedisTls {
 
 impl RedisUrl {
     /// Check a `redis[s]://[user:password@]host[:port][/db]` URL. Errors never repeat the password.
-    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+    pub fn parse(text: &str) -> std::result::Result<Self, Invalid> {
+        Self::parse_text(text).map_err(Invalid)
+    }
+
+    fn parse_text(text: &str) -> std::result::Result<Self, String> {
         // Text that does not parse is not repeated at all: it may be a
         // password, or a key pasted into the wrong field.
         let url = Url::parse(text.trim()).map_err(|e| {
@@ -85,7 +90,11 @@ impl RedisUrl {
     }
 
     /// Connect with these certificates (`rediss://` only).
-    pub fn with_tls(mut self, tls: RedisTls) -> std::result::Result<Self, String> {
+    pub fn with_tls(self, tls: RedisTls) -> std::result::Result<Self, Invalid> {
+        self.tls(tls).map_err(Invalid)
+    }
+
+    fn tls(mut self, tls: RedisTls) -> std::result::Result<Self, String> {
         if !self.is_tls() {
             return Err(format!(
                 "{}: certificates are for rediss:// (TLS) URLs; this one is plain redis://",
