@@ -137,6 +137,41 @@ pub struct Config {
     pub legacy_histories: Vec<PathBuf>,
 }
 
+impl Config {
+    /// The defaults for syncing `folder` to `url` with `key`, keeping the state
+    /// in `state_dir`: what `demo` and in-process tests start from.
+    pub fn for_folder(folder: PathBuf, key: ApiKey, url: Url, state_dir: PathBuf) -> Config {
+        Config {
+            folder,
+            api_key: key,
+            url,
+            retry_count: DEFAULT_RETRY_COUNT,
+            retry_delay: DEFAULT_RETRY_DELAY,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            concurrency: Concurrency::Adaptive {
+                ceiling: DEFAULT_CEILING,
+            },
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            extra_roots: Vec::new(),
+            dry_run: false,
+            follow_symlinks: false,
+            state_dir,
+            state_url: None,
+            lease: DEFAULT_LEASE,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            inflight_grace: DEFAULT_REQUEST_TIMEOUT,
+            ledger_timeout: DEFAULT_LEDGER_TIMEOUT,
+            max_requests_per_minute: None,
+            batch_size: DEFAULT_BATCH_SIZE,
+            watch: WatchSettings::default(),
+            listen: None,
+            listen_hosts: Vec::new(),
+            log: crate::logging::LogSettings::default(),
+            legacy_histories: Vec::new(),
+        }
+    }
+}
+
 /// How many uploads run at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Concurrency {

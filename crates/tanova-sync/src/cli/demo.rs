@@ -50,40 +50,27 @@ async fn demo(
     if !folder.is_dir() {
         return Err(format!("--folder: {} is not a directory", folder.display()));
     }
+    let state_dir = global
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| work.path().join("state"));
+    let url = config::parse_url(&emulator.url(), false)?;
     let config = Config {
-        folder: folder.clone(),
-        api_key: ApiKey::new(knobs.api_key.clone()),
-        url: config::parse_url(&emulator.url(), false)?,
-        retry_count: config::DEFAULT_RETRY_COUNT,
         retry_delay: std::time::Duration::from_millis(200),
-        max_attempts: config::DEFAULT_MAX_ATTEMPTS,
         concurrency: config::Concurrency::Adaptive {
             ceiling: global.max_workers.unwrap_or(config::DEFAULT_CEILING),
         },
-        max_file_size: crate::filter::DEFAULT_MAX_FILE_SIZE,
-        follow_symlinks: false,
-        dry_run: false,
-        extra_roots: Vec::new(),
-        state_dir: global
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| work.path().join("state")),
-        state_url: None,
-        lease: crate::state::redis::DEFAULT_LEASE,
-        request_timeout: config::DEFAULT_REQUEST_TIMEOUT,
-        inflight_grace: config::DEFAULT_REQUEST_TIMEOUT,
-        ledger_timeout: config::DEFAULT_LEDGER_TIMEOUT,
-        max_requests_per_minute: None,
-        batch_size: config::DEFAULT_BATCH_SIZE,
-        watch: crate::settings::WatchSettings::default(),
         listen: global
             .listen
             .as_deref()
             .map(|addr| crate::serve::parse_listen(addr, false))
             .transpose()?,
-        listen_hosts: Vec::new(),
-        log: crate::logging::LogSettings::default(),
-        legacy_histories: Vec::new(),
+        ..Config::for_folder(
+            folder.clone(),
+            ApiKey::new(knobs.api_key.clone()),
+            url,
+            state_dir,
+        )
     };
     eprintln!(
         "Demo: a local Tanova emulator at {} ({} ms per upload, {} at once, 429 beyond).\n\
