@@ -384,17 +384,7 @@ impl Engine {
                 self.inner.reporter.found(&tally);
             }
             match found {
-                // Gone between the listing and the look at it (renamed, deleted).
-                Found::Unreadable { path, .. } if !path.exists() && path != self.inner.root => {
-                    self.inner.vanished(&run, &path);
-                }
-                Found::Unreadable { path, reason } => {
-                    let outcome = Outcome::Failed {
-                        reason: format!("cannot read: {reason}"),
-                        kind: FailKind::Counted,
-                    };
-                    self.inner.record_and_finish(&run, &path, None, outcome);
-                }
+                Found::Unreadable { path, reason } => self.inner.unreadable(&run, &path, reason),
                 Found::File { path, stamp, seen } => {
                     if let Some(outcome) = self.inner.quick_outcome(&stamp, cached.as_ref()) {
                         self.inner.record_and_finish(&run, &path, None, outcome);
@@ -418,31 +408,7 @@ impl Engine {
             }
         }
         drop(rx);
-        // Every file started is seen through, however long the service takes;
-        // only after a stop do uploads in flight get no more than SHUTDOWN_GRACE.
-        let drained = {
-            let drain = async {
-                while let Some(done) = tasks.join_next().await {
-                    log_panic(done);
-                }
-            };
-            let grace = async {
-                run.cancel.cancelled().await;
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            };
-            tokio::select! {
-                _ = drain => true,
-                _ = grace => false,
-            }
-        };
-        if !drained {
-            tracing::warn!(
-                "{} uploads still in flight were abandoned; they are sent again on the next start",
-                tasks.len()
-            );
-            tasks.shutdown().await;
-        }
-
+        drain(&run, tasks).await;
         let fatal = run.fatal.lock().unwrap().take();
         let mut summary = std::mem::take(&mut *run.tally.lock().unwrap());
         summary.elapsed_s = started.elapsed().as_secs_f64();
@@ -452,6 +418,33 @@ impl Engine {
             summary.stopped = Some("interrupted".to_string());
         }
         (summary, fatal)
+    }
+}
+
+/// See every file started through, however long the service takes; only after
+/// a stop do uploads in flight get no more than [`SHUTDOWN_GRACE`].
+async fn drain(run: &Run, mut tasks: JoinSet<()>) {
+    let drained = {
+        let drain = async {
+            while let Some(done) = tasks.join_next().await {
+                log_panic(done);
+            }
+        };
+        let grace = async {
+            run.cancel.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            _ = drain => true,
+            _ = grace => false,
+        }
+    };
+    if !drained {
+        tracing::warn!(
+            "{} uploads still in flight were abandoned; they are sent again on the next start",
+            tasks.len()
+        );
+        tasks.shutdown().await;
     }
 }
 
@@ -628,6 +621,19 @@ impl Inner {
         Settled::StillWriting
     }
 
+    /// The walk could not look at `path`: a failure, unless it is simply gone
+    /// (renamed or deleted between the listing and the look).
+    fn unreadable(&self, run: &Run, path: &Path, reason: String) {
+        if !path.exists() && path != self.root {
+            return self.vanished(run, path);
+        }
+        let outcome = Outcome::Failed {
+            reason: format!("cannot read: {reason}"),
+            kind: FailKind::Counted,
+        };
+        self.record_and_finish(run, path, None, outcome);
+    }
+
     /// A file that kept changing: neither failed nor held, it is looked at again
     /// on its next event, rescan or run.
     fn still_writing(&self, run: &Run, path: &Path) {
@@ -683,34 +689,56 @@ impl Inner {
         if !self.wait_for_earlier_upload(run, path, sum).await {
             return Step::Done;
         }
-        let (earlier, fence) = match self.claim(run, sum).await {
-            Ok((Claim::Claimed { wait }, fence)) => (wait, fence),
+        let (earlier, fence) = match self.claim_for_delivery(run, path, sum).await {
+            Ok(claimed) => claimed,
+            Err(step) => return step,
+        };
+        let delivered = self
+            .deliver_claimed(run, path, stamp, sum, fence, earlier)
+            .await;
+        self.settle_delivery(run, sum, &delivered).await;
+        self.step_after(run, path, stamp, sum, round, delivered)
+            .await
+    }
+
+    /// Claim the bytes in the ledger: how long to wait for an earlier upload
+    /// and the fence to deliver under, or the step to take instead.
+    async fn claim_for_delivery(
+        &self,
+        run: &Run,
+        path: &Path,
+        sum: &str,
+    ) -> Result<(Duration, Option<Arc<Fence>>), Step> {
+        match self.claim(run, sum).await {
+            Ok((Claim::Claimed { wait }, fence)) => Ok((wait, fence)),
             Ok((Claim::Synced { candidate }, _)) => {
                 self.mirror_synced(run, path, sum, candidate.as_deref());
-                return Step::Done;
+                Err(Step::Done)
             }
             // Watching, a rescan looks again; a one-shot run waits for the other agent.
             Ok((Claim::Busy { .. }, _))
                 if !self.pausing && self.await_other_agent(run, sum).await =>
             {
-                return Step::Again;
+                Err(Step::Again)
             }
             Ok((Claim::Busy { holder }, _)) => {
                 let reason = format!("being uploaded by another agent ({holder})");
                 self.finish(run, path, Outcome::Deferred { reason });
-                return Step::Done;
+                Err(Step::Done)
             }
             Err(Some(e)) => {
                 self.stop(run, EngineError::Ledger(e));
-                return Step::Done;
+                Err(Step::Done)
             }
             // Stopped while waiting for the ledger.
-            Err(None) => return Step::Done,
-        };
-        let delivered = self
-            .deliver_claimed(run, path, stamp, sum, fence, earlier)
-            .await;
-        match &delivered {
+            Err(None) => Err(Step::Done),
+        }
+    }
+
+    /// Tell the ledger how the delivery ended, and drop the intent of an
+    /// upload the server has nothing more to do with.
+    async fn settle_delivery(&self, run: &Run, sum: &str, delivered: &Delivered) {
+        match delivered {
             Delivered::Uploaded { candidate_id } => {
                 self.share_synced(run, sum, candidate_id.as_deref()).await
             }
@@ -719,7 +747,7 @@ impl Inner {
         }
         // Cut short before the last byte, or answered: the server has nothing to finish.
         // (A cancelled or timed-out upload keeps its intent: the server may still be processing it.)
-        let answered = match &delivered {
+        let answered = match delivered {
             Delivered::Failed { kind, .. } => *kind != FailKind::Transient,
             Delivered::Changed | Delivered::LeaseLost | Delivered::Vanished => true,
             Delivered::Rejected(_) => true,
@@ -730,26 +758,21 @@ impl Inner {
                 tracing::warn!("{e}");
             }
         }
+    }
+
+    /// Where a delivery leads.
+    async fn step_after(
+        &self,
+        run: &Run,
+        path: &Path,
+        stamp: FileStamp,
+        sum: &str,
+        round: u32,
+        delivered: Delivered,
+    ) -> Step {
         match delivered {
             Delivered::Uploaded { candidate_id } => {
-                match self.changed_after_upload(path, &stamp).await {
-                    // The server has the bytes it was sent; the file's new bytes go next.
-                    Some(new) => {
-                        let shown = path.display().to_string();
-                        if let Err(e) =
-                            self.store
-                                .record_synced(sum, candidate_id.as_deref(), &shown)
-                        {
-                            self.stop(run, e.into());
-                            return Step::Done;
-                        }
-                        Step::Rehash(new)
-                    }
-                    None => Step::Record(Outcome::Uploaded {
-                        candidate_id,
-                        bytes: stamp.size,
-                    }),
-                }
+                self.uploaded(run, path, stamp, sum, candidate_id).await
             }
             Delivered::AlreadyOnServer { candidate_name } => {
                 Step::Record(Outcome::OnServer { candidate_name })
@@ -781,6 +804,35 @@ impl Inner {
             }
             Delivered::Rejected(e) => self.refused(run, path, e, round).await,
             Delivered::Cancelled => Step::Done,
+        }
+    }
+
+    /// The server took the bytes. One more look: a file that grew or was
+    /// rewritten while it was sent has new bytes to send, which go next.
+    async fn uploaded(
+        &self,
+        run: &Run,
+        path: &Path,
+        stamp: FileStamp,
+        sum: &str,
+        candidate_id: Option<String>,
+    ) -> Step {
+        let Some(new) = self.changed_after_upload(path, &stamp).await else {
+            return Step::Record(Outcome::Uploaded {
+                candidate_id,
+                bytes: stamp.size,
+            });
+        };
+        let shown = path.display().to_string();
+        match self
+            .store
+            .record_synced(sum, candidate_id.as_deref(), &shown)
+        {
+            Ok(()) => Step::Rehash(new),
+            Err(e) => {
+                self.stop(run, e.into());
+                Step::Done
+            }
         }
     }
 

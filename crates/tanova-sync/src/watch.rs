@@ -80,11 +80,7 @@ pub async fn run(
     };
     let mut watcher = watch.start_watcher(&notice_tx);
     let (scan_tx, mut scanned) = mpsc::channel::<Item>(ITEM_QUEUE);
-    let mut rescan = tokio::time::interval_at(
-        tokio::time::Instant::now() + watch.rescan_period(&watcher),
-        watch.rescan_period(&watcher),
-    );
-    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rescan = every(watch.rescan_period(&watcher));
     let mut scanning: Option<tokio::task::JoinHandle<()>> = None;
     // When the folder is gone: when to look again, and the current backoff.
     let mut root_gone: Option<(tokio::time::Instant, Duration)> = None;
@@ -99,23 +95,15 @@ pub async fn run(
             _ = cancel.cancelled() => break,
             Some(notice) = notices.recv() => match notice {
                 Ok(event) => {
-                    let lost = notice_tx.overflowed.swap(false, Ordering::Relaxed);
-                    if lost {
-                        tracing::warn!("file-system events were dropped while the agent was busy; rescanning");
-                    }
-                    if watch.on_event(event) || lost {
+                    if watch.on_notice(event, &notice_tx, &scan_tx) {
                         start_scan(&watch, &mut scanning, watch.root.clone(), &scan_tx);
-                    }
-                    for dir in watch.new_dirs.drain(..) {
-                        // Files written before the new folder's watch was added produce no event.
-                        watch.engine.scan_into(dir, scan_tx.clone());
                     }
                 }
                 Err(e) => {
                     if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
                         tracing::error!("{}", inotify_limit_message());
                         watcher = None;
-                        rescan = tokio::time::interval(watch.settings.poll_every);
+                        rescan = every(watch.settings.poll_every);
                     } else {
                         tracing::warn!("file-system events: {e}; rescanning");
                         start_scan(&watch, &mut scanning, watch.root.clone(), &scan_tx);
@@ -138,9 +126,7 @@ pub async fn run(
                     root_gone = None;
                     watcher = watch.start_watcher(&notice_tx);
                     // Without a watcher now (poll mode, or no watches left), rescans come every poll_interval.
-                    let period = watch.rescan_period(&watcher);
-                    rescan = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-                    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    rescan = every(watch.rescan_period(&watcher));
                     start_scan(&watch, &mut scanning, watch.root.clone(), &scan_tx);
                 } else {
                     root_gone = Some(watch.folder_gone((backoff * 2).min(MAX_ROOT_RETRY)));
@@ -154,6 +140,14 @@ pub async fn run(
         }
     }
     drop(watcher);
+}
+
+/// A timer that fires every `period`, starting one period from now; a late
+/// tick delays the next rather than bunching them.
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
@@ -190,6 +184,21 @@ struct Discovery {
 }
 
 impl Discovery {
+    /// Take in one event from the queue; new folders are scanned at once, since
+    /// files written before their watch was added produce no event. Returns
+    /// true when a full rescan is due (events were lost).
+    fn on_notice(&mut self, event: Event, notices: &Notices, scans: &mpsc::Sender<Item>) -> bool {
+        let lost = notices.overflowed.swap(false, Ordering::Relaxed);
+        if lost {
+            tracing::warn!("file-system events were dropped while the agent was busy; rescanning");
+        }
+        let untrusted = self.on_event(event);
+        for dir in self.new_dirs.drain(..) {
+            self.engine.scan_into(dir, scans.clone());
+        }
+        untrusted || lost
+    }
+
     /// Take in one event. Returns true when the events cannot be trusted and a full rescan is due.
     fn on_event(&mut self, event: Event) -> bool {
         if event.need_rescan() {

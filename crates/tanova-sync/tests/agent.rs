@@ -1,7 +1,6 @@
 //! The library's `Agent` in process, against the emulator on loopback: the
 //! logic the binary tests exercise slowly, driven directly.
 
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
