@@ -85,7 +85,7 @@ fn malformed_configs_name_the_field() {
         (
             json!({ "folder_path": folder, "api_key": "k", "tanova_url": "http://0.0.0.0:8080" }),
             &all,
-            "tanova_url: http://0.0.0.0 is plain http",
+            "tanova_url: uses plain http to a non-loopback host",
         ),
         (
             json!({ "folder_path": folder, "api_key": "k", "tanova_url": "ftp://127.0.0.1" }),
