@@ -30,13 +30,7 @@ fn symlinks_are_not_followed_unless_configured_and_loops_do_not_hang() {
     // The loop is reported, not walked forever; the linked CVs arrive once.
     let failures = run.json()["failures"].to_string();
     assert!(failures.contains("loop"), "{failures}");
-    let mut names: Vec<String> = env
-        .emulator
-        .uploads()
-        .into_iter()
-        .map(|u| u.filename)
-        .collect();
-    names.sort();
+    let names = env.uploaded_names();
     // The outside file is reached through two links with the same bytes: it is
     // uploaded once, under whichever name the pipeline took first.
     assert_eq!(names.len(), 2, "{names:?}");
@@ -103,7 +97,7 @@ fn a_file_that_vanishes_before_upload_is_reported_and_the_rest_sync() {
     std::fs::remove_file(&doomed).unwrap();
     env.write("later.pdf", "later");
     env.emulator.set_knobs(|k| k.error_rate = 0.0);
-    let run = Run::from(child.wait_with_output().unwrap());
+    let run = Run::wait(child);
     run.assert_code(0);
     let j = run.json();
     assert_eq!(
@@ -133,7 +127,7 @@ fn a_file_that_grows_before_its_upload_is_sent_as_its_new_content() {
         >= 1));
     std::fs::write(&path, "first part, and a second part").unwrap();
     env.emulator.set_knobs(|k| k.error_rate = 0.0);
-    let run = Run::from(child.wait_with_output().unwrap());
+    let run = Run::wait(child);
     run.assert_code(0);
     let uploads = env.emulator.uploads();
     assert_eq!(uploads.len(), 1);
@@ -186,7 +180,7 @@ fn unreadable_files_and_folders_are_reported_and_the_rest_sync() {
         .env("TANOVA_API_KEY", DEFAULT_API_KEY)
         .env("TANOVA_URL", env.emulator.url())
         .env("TANOVA_STATE_DIR", state.join("s"));
-    let run = Run::from(cmd.output().unwrap());
+    let run = finish(&mut cmd);
     run.assert_code(1);
     let j = run.json();
     assert_eq!(j["synced"], 1);

@@ -100,18 +100,7 @@ fn a_file_refused_in_a_batch_fails_alone_with_the_servers_message() {
     env.write_many(5);
     env.write("broken.pdf", "unparseable");
     let run = env.run(&["sync", "--json"]);
-    run.assert_code(1);
-    let j = run.json();
-    assert_eq!(
-        (j["synced"].as_u64(), j["failed"].as_u64()),
-        (Some(5), Some(1))
-    );
-    let failure = &j["failures"][0];
-    assert!(failure["path"].as_str().unwrap().ends_with("broken.pdf"));
-    assert_eq!(
-        failure["reason"],
-        "refused by the server (422): Could not parse document (injected)"
-    );
+    assert_only_broken_pdf_failed(&run, 5);
     let stats = env.emulator.stats();
     assert_eq!((stats.rejected_other, stats.uploads), (1, 5), "not retried");
     assert!(stats.batch_requests >= 1);
@@ -185,31 +174,10 @@ fn a_404_on_the_batch_endpoint_falls_back_to_single_uploads() {
 
 #[test]
 fn a_key_revoked_mid_run_stops_a_batched_run_at_once() {
-    let env = TestEnv::with_knobs(Knobs {
+    key_revoked_mid_run(Knobs {
         upload_latency_ms: 150,
         ..batching(2)
     });
-    env.write_many(60);
-    let child = env.spawn(&["sync", "--json", "--max-workers", "2"]);
-    assert!(wait_until(Duration::from_secs(20), || env
-        .emulator
-        .stats()
-        .uploads
-        >= 4));
-    env.emulator
-        .set_knobs(|k| k.api_key = "tanova_sk_revoked".into());
-    let run = Run::from(child.wait_with_output().unwrap());
-    run.assert_code(2);
-    let j = run.json();
-    assert!(
-        j["stopped"]
-            .as_str()
-            .unwrap()
-            .contains("API key was rejected"),
-        "{j}"
-    );
-    assert!(j["synced"].as_u64().unwrap() < 60);
-    assert_eq!(j["failed"], 0, "files are not failed one by one");
 }
 
 /// The stale-checksum guard holds for every file of a batch: a file rewritten

@@ -6,11 +6,7 @@ use serde_json::{json, Value};
 /// Run `sync` with this config file (and the env's folder, key and URL removed where the config provides them).
 fn run_with_config(env: &TestEnv, config: &Value, unset: &[&str]) -> Run {
     env.config(config.clone());
-    let mut cmd = env.command(&["sync"]);
-    for var in unset {
-        cmd.env_remove(var);
-    }
-    Run::from(cmd.output().unwrap())
+    env.run_without(unset, &["sync"])
 }
 
 #[test]
@@ -148,13 +144,8 @@ fn unknown_keys_and_odd_keys_warn_but_run() {
     env.write("a.pdf", "a");
     let config = json!({ "folder_pth": "typo", "api_key": "not_the_usual_prefix" });
     env.config(config);
-    let run = Run::from(
-        env.command(&["sync", "--json"])
-            .env_remove("TANOVA_API_KEY")
-            .env("TANOVA_API_KEY", DEFAULT_API_KEY)
-            .output()
-            .unwrap(),
-    );
+    // TANOVA_API_KEY, the emulator's key, overrides the file's.
+    let run = env.run(&["sync", "--json"]);
     run.assert_code(0);
     assert!(
         run.stderr.contains("unknown key `folder_pth` is ignored"),
@@ -163,12 +154,7 @@ fn unknown_keys_and_odd_keys_warn_but_run() {
     );
 
     // A key without the usual prefix warns (and is then rejected by the emulator).
-    let run = Run::from(
-        env.command(&["sync"])
-            .env_remove("TANOVA_API_KEY")
-            .output()
-            .unwrap(),
-    );
+    let run = env.run_without(&["TANOVA_API_KEY"], &["sync"]);
     assert!(
         run.stderr.contains("does not start with `tanova_sk_`"),
         "{}",
@@ -191,11 +177,10 @@ fn the_python_scripts_config_file_works_as_is() {
         "max_workers": 5
     });
     std::fs::write(&path, config.to_string()).unwrap();
-    let mut cmd = env.command(&["sync", "--json", "--config", path.to_str().unwrap()]);
-    for var in ["TANOVA_FOLDER_PATH", "TANOVA_API_KEY", "TANOVA_URL"] {
-        cmd.env_remove(var);
-    }
-    let run = Run::from(cmd.output().unwrap());
+    let run = env.run_without(
+        &["TANOVA_FOLDER_PATH", "TANOVA_API_KEY", "TANOVA_URL"],
+        &["sync", "--json", "--config", path.to_str().unwrap()],
+    );
     run.assert_code(0);
     assert_eq!(run.count("synced"), 1);
 }

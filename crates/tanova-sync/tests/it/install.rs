@@ -207,7 +207,7 @@ fn as_root_the_service_runs_as_the_sudo_user_or_a_named_one() {
         if let Some(user) = sudo_user {
             cmd.env("SUDO_USER", user);
         }
-        Run::from(cmd.output().unwrap())
+        finish(&mut cmd)
     };
     // Root with nobody to run as: refused, naming the way out.
     let run = install(&[], None);
@@ -251,23 +251,19 @@ fn the_agent_reads_the_key_from_its_systemd_credential() {
     std::fs::write(creds.join("tanova-api-key"), format!("{DEFAULT_API_KEY}\n")).unwrap();
     // The credential beats the config file's key...
     env.config(json!({ "api_key": "tanova_sk_wrong_key_123456" }));
-    let run = Run::from(
+    let run = finish(
         env.command(&["sync", "--json"])
             .env_remove("TANOVA_API_KEY")
-            .env("CREDENTIALS_DIRECTORY", &creds)
-            .output()
-            .unwrap(),
+            .env("CREDENTIALS_DIRECTORY", &creds),
     );
     run.assert_code(0);
     assert_eq!(run.count("synced"), 1);
     // ...and TANOVA_API_KEY beats the credential.
     env.write("b.pdf", "another CV");
-    let run = Run::from(
+    let run = finish(
         env.command(&["sync"])
             .env("TANOVA_API_KEY", "tanova_sk_wrong_key_123456")
-            .env("CREDENTIALS_DIRECTORY", &creds)
-            .output()
-            .unwrap(),
+            .env("CREDENTIALS_DIRECTORY", &creds),
     );
     run.assert_code(2);
     assert!(run.stderr.contains("rejected"), "{}", run.stderr);

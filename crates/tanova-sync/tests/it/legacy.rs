@@ -7,17 +7,6 @@ use serde_json::json;
 const A: &str = "already synced by the Python script";
 const C: &str = "synced by the script after the first import";
 
-fn uploaded(env: &TestEnv) -> Vec<String> {
-    let mut names: Vec<String> = env
-        .emulator
-        .uploads()
-        .into_iter()
-        .map(|u| u.filename)
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn the_history_in_home_is_imported_whatever_the_state_dir_and_again_when_it_changes() {
     let env = TestEnv::new();
@@ -39,7 +28,7 @@ fn the_history_in_home_is_imported_whatever_the_state_dir_and_again_when_it_chan
         "{}",
         run.stderr
     );
-    assert_eq!(uploaded(&env), ["b.pdf"]);
+    assert_eq!(env.uploaded_names(), ["b.pdf"]);
 
     // The script ran again meanwhile and recorded one more CV.
     env.write("c.pdf", C);
@@ -53,7 +42,11 @@ fn the_history_in_home_is_imported_whatever_the_state_dir_and_again_when_it_chan
         run.stderr
     );
     assert_eq!(run.count("synced"), 0);
-    assert_eq!(uploaded(&env), ["b.pdf"], "c.pdf was synced by the script");
+    assert_eq!(
+        env.uploaded_names(),
+        ["b.pdf"],
+        "c.pdf was synced by the script"
+    );
 
     // Unchanged: not imported again.
     let run = env.run(&["sync", "--json"]);
@@ -82,7 +75,7 @@ fn a_history_file_can_be_named_by_flag_or_config() {
         "{}",
         run.stderr
     );
-    assert!(uploaded(&env).is_empty());
+    assert!(env.uploaded_names().is_empty());
 
     // In the config file; one that does not exist is an error naming it.
     let missing = env.dir.path().join("nowhere/sync_history.json");

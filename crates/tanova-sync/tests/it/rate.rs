@@ -48,7 +48,7 @@ fn run_watching_the_rate(
         std::thread::sleep(Duration::from_millis(10));
     }
     let elapsed = started.elapsed();
-    let run = Run::from(child.wait_with_output().unwrap());
+    let run = Run::wait(child);
     assert!(most > 0, "the run was watched while it sent");
     (run, elapsed)
 }
@@ -115,12 +115,7 @@ fn bad_values_name_the_field() {
         assert!(run.stderr.contains(want), "{config}: {}", run.stderr);
     }
     std::fs::remove_file(env.dir.path().join("tanova-config.json")).unwrap();
-    let run = Run::from(
-        env.command(&["sync"])
-            .env("TANOVA_MAX_REQUESTS_PER_MINUTE", "lots")
-            .output()
-            .unwrap(),
-    );
+    let run = env.run_with(&[("TANOVA_MAX_REQUESTS_PER_MINUTE", "lots")], &["sync"]);
     run.assert_code(2);
     assert!(
         run.stderr.contains("environment variable TANOVA_MAX_REQUESTS_PER_MINUTE: max_requests_per_minute: expected a whole number"),

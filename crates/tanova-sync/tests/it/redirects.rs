@@ -11,12 +11,7 @@ const CHECK: &str = "/api/sync/check-duplicate";
 const UPLOAD: &str = "/api/sync/upload";
 
 fn sync_through(env: &TestEnv, front: &Front) -> Run {
-    Run::from(
-        env.command(&["sync", "--json"])
-            .env("TANOVA_URL", front.url())
-            .output()
-            .unwrap(),
-    )
+    env.run_with(&[("TANOVA_URL", &front.url())], &["sync", "--json"])
 }
 
 #[test]

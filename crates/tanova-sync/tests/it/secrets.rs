@@ -17,14 +17,12 @@ fn the_key_appears_nowhere_in_any_output_or_the_state() {
     env.write("broken.pdf", "x");
     env.emulator
         .set_knobs(|k| k.reject_filename_contains = Some("broken".into()));
+    // Run::from, under every run, asserts no key in stdout/stderr.
     let with_key = |args: &[&str]| {
-        let out = env
-            .command(args)
-            .env("TANOVA_API_KEY", SECRET_KEY)
-            .env("TANOVA_LOG", "trace")
-            .output()
-            .unwrap();
-        Run::from(out) // asserts no key in stdout/stderr
+        env.run_with(
+            &[("TANOVA_API_KEY", SECRET_KEY), ("TANOVA_LOG", "trace")],
+            args,
+        )
     };
     let first = with_key(&["sync", "-vv"]);
     assert!(
@@ -38,21 +36,17 @@ fn the_key_appears_nowhere_in_any_output_or_the_state() {
     env.emulator
         .set_knobs(|k| k.api_key = "tanova_sk_other".into());
     with_key(&["sync", "-vv"]).assert_code(2);
-    let out = env
-        .command(&["sync"])
-        .env("TANOVA_API_KEY", SECRET_KEY)
-        .env("TANOVA_URL", "http://0.0.0.0:8080")
-        .output()
-        .unwrap();
-    Run::from(out).assert_code(2);
-    env.config(json!({ "api_key": SECRET_KEY, "max_workers": "x" }));
-    Run::from(
-        env.command(&["sync"])
-            .env_remove("TANOVA_API_KEY")
-            .output()
-            .unwrap(),
+    env.run_with(
+        &[
+            ("TANOVA_API_KEY", SECRET_KEY),
+            ("TANOVA_URL", "http://0.0.0.0:8080"),
+        ],
+        &["sync"],
     )
     .assert_code(2);
+    env.config(json!({ "api_key": SECRET_KEY, "max_workers": "x" }));
+    env.run_without(&["TANOVA_API_KEY"], &["sync"])
+        .assert_code(2);
 
     for entry in walk_files(&env.state_dir()) {
         let bytes = std::fs::read(&entry).unwrap();
@@ -80,32 +74,21 @@ fn the_key_can_come_from_a_file_or_the_environment() {
     let key_file = env.dir.path().join("key.txt");
     std::fs::write(&key_file, format!("{SECRET_KEY}\n")).unwrap();
     env.config(json!({ "api_key_file": key_file }));
-    let run = Run::from(
-        env.command(&["sync", "--json"])
-            .env_remove("TANOVA_API_KEY")
-            .output()
-            .unwrap(),
-    );
+    let run = env.run_without(&["TANOVA_API_KEY"], &["sync", "--json"]);
     run.assert_code(0);
     assert_eq!(run.count("synced"), 1);
 
     env.write("b.pdf", "b");
-    let out = env
-        .command(&["sync", "--json"])
-        .env_remove("TANOVA_API_KEY")
-        .env("TANOVA_API_KEY_FILE", &key_file)
-        .output()
-        .unwrap();
-    assert_eq!(Run::from(out).count("synced"), 1);
+    let run = finish(
+        env.command(&["sync", "--json"])
+            .env_remove("TANOVA_API_KEY")
+            .env("TANOVA_API_KEY_FILE", &key_file),
+    );
+    assert_eq!(run.count("synced"), 1);
 
     let missing = env.dir.path().join("no-such-key.txt");
     env.config(json!({ "api_key_file": missing }));
-    let run = Run::from(
-        env.command(&["sync"])
-            .env_remove("TANOVA_API_KEY")
-            .output()
-            .unwrap(),
-    );
+    let run = env.run_without(&["TANOVA_API_KEY"], &["sync"]);
     run.assert_code(2);
     assert!(
         run.stderr.contains("api_key_file") && run.stderr.contains("no-such-key.txt"),
@@ -114,12 +97,7 @@ fn the_key_can_come_from_a_file_or_the_environment() {
     );
 
     env.config(json!({ "api_key": SECRET_KEY, "api_key_file": key_file }));
-    let run = Run::from(
-        env.command(&["sync"])
-            .env_remove("TANOVA_API_KEY")
-            .output()
-            .unwrap(),
-    );
+    let run = env.run_without(&["TANOVA_API_KEY"], &["sync"]);
     run.assert_code(2);
     assert!(
         run.stderr.contains("set either api_key or api_key_file"),
@@ -136,12 +114,7 @@ fn a_config_file_with_the_key_readable_by_others_is_warned_about() {
     env.write("a.pdf", "a");
     let path = env.config(json!({ "api_key": SECRET_KEY }));
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let run = Run::from(
-        env.command(&["sync"])
-            .env_remove("TANOVA_API_KEY")
-            .output()
-            .unwrap(),
-    );
+    let run = env.run_without(&["TANOVA_API_KEY"], &["sync"]);
     run.assert_code(0);
     assert!(
         run.stderr.contains("is readable by other users (mode 644)"),
@@ -150,12 +123,7 @@ fn a_config_file_with_the_key_readable_by_others_is_warned_about() {
     );
 
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let run = Run::from(
-        env.command(&["sync"])
-            .env_remove("TANOVA_API_KEY")
-            .output()
-            .unwrap(),
-    );
+    let run = env.run_without(&["TANOVA_API_KEY"], &["sync"]);
     assert!(
         !run.stderr.contains("readable by other users"),
         "{}",
@@ -181,12 +149,7 @@ fn state_files_are_private() {
 fn plain_http_to_another_host_is_refused_unless_allowed() {
     let env = TestEnv::new();
     env.write("a.pdf", "a");
-    let run = Run::from(
-        env.command(&["sync"])
-            .env("TANOVA_URL", "http://0.0.0.0:1")
-            .output()
-            .unwrap(),
-    );
+    let run = env.run_with(&[("TANOVA_URL", "http://0.0.0.0:1")], &["sync"]);
     run.assert_code(2);
     assert!(
         run.stderr.contains("plain http to a non-loopback host"),
@@ -195,12 +158,7 @@ fn plain_http_to_another_host_is_refused_unless_allowed() {
     );
     // Allowed explicitly: the URL is accepted (nothing listens there: a quick connection error).
     env.config(json!({ "allow_insecure_http": true, "retry_count": 0, "request_timeout": 1 }));
-    let out = env
-        .command(&["sync"])
-        .env("TANOVA_URL", "http://localhost:1")
-        .output()
-        .unwrap();
-    let run = Run::from(out);
+    let run = env.run_with(&[("TANOVA_URL", "http://localhost:1")], &["sync"]);
     assert!(!run.stderr.contains("plain http"), "{}", run.stderr);
 }
 
@@ -262,12 +220,10 @@ fn config_errors_never_repeat_a_secret_field_of_any_type() {
             let mut config = json!({ "folder_path": folder, "api_key": DEFAULT_API_KEY });
             config[*field] = value.clone();
             let case = format!("{field} = {value}");
-            let out = Run::from(
+            let out = finish(
                 env.command(&["sync"])
                     .env_remove(env_of(field))
-                    .env("TANOVA_CONFIG", env.config(config.clone()))
-                    .output()
-                    .unwrap(),
+                    .env("TANOVA_CONFIG", env.config(config.clone())),
             );
             assert_eq!(out.code, 2, "{case}: {}", out.stderr);
             assert!(out.stderr.contains(field), "{case}: {}", out.stderr);
@@ -282,12 +238,7 @@ fn config_errors_never_repeat_a_secret_field_of_any_type() {
             }
             // The same text in the environment variable.
             if let Some(text) = value.as_str() {
-                let out = Run::from(
-                    env.command(&["sync"])
-                        .env(env_of(field), text)
-                        .output()
-                        .unwrap(),
-                );
+                let out = env.run_with(&[(env_of(field), text)], &["sync"]);
                 assert_eq!(out.code, 2, "{case} (env): {}", out.stderr);
                 assert!(
                     !out.stderr.contains(secret.as_str()),
@@ -303,12 +254,10 @@ fn config_errors_never_repeat_a_secret_field_of_any_type() {
         if *field == "tanova_url" {
             continue; // absent means https://tanova.ai, which this test must not reach
         }
-        let out = Run::from(
+        let out = finish(
             env.command(&["sync"])
                 .env_remove(env_of(field))
-                .env("TANOVA_CONFIG", env.config(config))
-                .output()
-                .unwrap(),
+                .env("TANOVA_CONFIG", env.config(config)),
         );
         let want = if *field == "api_key" { 2 } else { 0 };
         assert_eq!(out.code, want, "{field} = null: {}", out.stderr);

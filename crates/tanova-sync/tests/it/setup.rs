@@ -21,7 +21,7 @@ fn init_with(env: &TestEnv, answers: &str, extra: &[&str]) -> Run {
         .unwrap()
         .write_all(answers.as_bytes())
         .unwrap();
-    Run::from(child.wait_with_output().unwrap())
+    Run::wait(child)
 }
 
 #[test]
@@ -60,11 +60,10 @@ fn init_checks_the_key_and_writes_a_private_config_that_works() {
         );
     }
     // The written config is enough on its own.
-    let mut cmd = env.command(&["sync", "--json"]);
-    for var in ["TANOVA_FOLDER_PATH", "TANOVA_API_KEY", "TANOVA_URL"] {
-        cmd.env_remove(var);
-    }
-    let sync = Run::from(cmd.output().unwrap());
+    let sync = env.run_without(
+        &["TANOVA_FOLDER_PATH", "TANOVA_API_KEY", "TANOVA_URL"],
+        &["sync", "--json"],
+    );
     sync.assert_code(0);
     assert_eq!(sync.count("synced"), 1);
 
@@ -111,11 +110,9 @@ fn doctor_reports_each_check() {
         run.stdout
     );
 
-    let bad = Run::from(
-        env.command(&["doctor"])
-            .env("TANOVA_API_KEY", "tanova_sk_wrong_key_123456")
-            .output()
-            .unwrap(),
+    let bad = env.run_with(
+        &[("TANOVA_API_KEY", "tanova_sk_wrong_key_123456")],
+        &["doctor"],
     );
     bad.assert_code(1);
     assert!(

@@ -49,10 +49,7 @@ fn three_agents_upload_each_file_once_and_share_the_work() {
             ))
         })
         .collect();
-    let runs: Vec<Run> = agents
-        .into_iter()
-        .map(|child| Run::from(child.wait_with_output().unwrap()))
-        .collect();
+    let runs: Vec<Run> = agents.into_iter().map(Run::wait).collect();
     let mut uploaded = 0;
     for run in &runs {
         run.assert_code(0);
@@ -76,11 +73,7 @@ fn three_agents_upload_each_file_once_and_share_the_work() {
 
     // Every agent now knows every file: those it did not see synced learn it from Redis once.
     for name in ["a", "b", "c"] {
-        let run = Run::from(
-            agent(&env, &redis, name, &["sync", "--json"])
-                .output()
-                .unwrap(),
-        );
+        let run = finish(&mut agent(&env, &redis, name, &["sync", "--json"]));
         run.assert_code(0);
         assert_eq!(
             (run.count("skipped"), run.count("synced")),
@@ -90,11 +83,7 @@ fn three_agents_upload_each_file_once_and_share_the_work() {
     }
     // And then asks Redis nothing at all: the local mirror answers.
     let claims = redis.calls("evalsha") + redis.calls("eval");
-    let again = Run::from(
-        agent(&env, &redis, "b", &["sync", "--json"])
-            .output()
-            .unwrap(),
-    );
+    let again = finish(&mut agent(&env, &redis, "b", &["sync", "--json"]));
     assert_eq!((again.count("skipped"), again.count("hashed")), (1000, 0));
     assert_eq!(redis.calls("evalsha") + redis.calls("eval"), claims);
     assert_eq!(env.emulator.stats().uploads, 1000);
@@ -219,11 +208,9 @@ fn state_push_moves_an_installation_to_shared_mode() {
     env.write_many(30);
     env.run(&["sync", "--json"]).assert_code(0);
 
-    let push = Run::from(
-        env.command(&["state", "push", "--json"])
-            .env("TANOVA_STATE_URL", redis.url())
-            .output()
-            .unwrap(),
+    let push = env.run_with(
+        &[("TANOVA_STATE_URL", &redis.url())],
+        &["state", "push", "--json"],
     );
     push.assert_code(0);
     assert_eq!((push.count("pushed"), push.count("new")), (30, 30));
@@ -231,11 +218,7 @@ fn state_push_moves_an_installation_to_shared_mode() {
 
     // A new machine on the same folder learns everything from Redis and sends nothing.
     let calls = env.emulator.stats().check_duplicate_calls;
-    let newcomer = Run::from(
-        agent(&env, &redis, "new", &["sync", "--json"])
-            .output()
-            .unwrap(),
-    );
+    let newcomer = finish(&mut agent(&env, &redis, "new", &["sync", "--json"]));
     newcomer.assert_code(0);
     assert_eq!(
         (newcomer.count("skipped"), newcomer.count("synced")),
@@ -244,12 +227,7 @@ fn state_push_moves_an_installation_to_shared_mode() {
     let stats = env.emulator.stats();
     assert_eq!((stats.uploads, stats.check_duplicate_calls), (30, calls));
 
-    let plain = Run::from(
-        env.command(&["state", "push"])
-            .env("TANOVA_STATE_URL", redis.url())
-            .output()
-            .unwrap(),
-    );
+    let plain = env.run_with(&[("TANOVA_STATE_URL", &redis.url())], &["state", "push"]);
     plain.assert_code(0);
     assert!(
         plain.stdout.contains("Pushed 30 synced checksums") && plain.stdout.contains("0 were new"),
@@ -268,14 +246,12 @@ fn an_unreachable_redis_is_named_without_its_password() {
     env.write("a.pdf", "a");
     env.config(json!({ "retry_count": 1, "retry_delay": 0.01 }));
     let port = free_port();
-    let run = Run::from(
-        env.command(&["sync", "--json"])
-            .env(
-                "TANOVA_STATE_URL",
-                format!("redis://:hunter2@127.0.0.1:{port}/0"),
-            )
-            .output()
-            .unwrap(),
+    let run = env.run_with(
+        &[(
+            "TANOVA_STATE_URL",
+            &format!("redis://:hunter2@127.0.0.1:{port}/0"),
+        )],
+        &["sync", "--json"],
     );
     run.assert_code(1);
     let shown = format!("redis://:***@127.0.0.1:{port}/0");
@@ -310,11 +286,9 @@ fn shared_state_settings_are_validated_naming_the_field() {
     }
     // The flag wins over the environment, and names itself.
     env.config(json!({}));
-    let run = Run::from(
-        env.command(&["sync", "--state-url", "memcached://x"])
-            .env("TANOVA_STATE_URL", "redis://127.0.0.1:1/0")
-            .output()
-            .unwrap(),
+    let run = env.run_with(
+        &[("TANOVA_STATE_URL", "redis://127.0.0.1:1/0")],
+        &["sync", "--state-url", "memcached://x"],
     );
     run.assert_code(2);
     assert!(run.stderr.contains("flag --state-url"), "{}", run.stderr);
@@ -350,8 +324,8 @@ fn a_frozen_agent_whose_lease_lapsed_never_completes_its_uploads() {
     let taker = spawn(agent(&env, &redis, "b", &["sync", "--json"]));
     std::thread::sleep(Duration::from_millis(1000));
     signal(&frozen, libc::SIGCONT);
-    let frozen = Run::from(frozen.wait_with_output().unwrap());
-    let taker = Run::from(taker.wait_with_output().unwrap());
+    let frozen = Run::wait(frozen);
+    let taker = Run::wait(taker);
     taker.assert_code(0);
     let stats = env.emulator.stats();
     assert_eq!(
@@ -382,7 +356,7 @@ fn sync_gives_up_on_a_lost_ledger_after_ledger_timeout_naming_it() {
     assert!(wait_until(WAIT, || env.emulator.stats().uploads >= 4));
     redis.kill();
     let started = std::time::Instant::now();
-    let run = Run::from(child.wait_with_output().unwrap());
+    let run = Run::wait(child);
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "took {:?}",

@@ -134,25 +134,17 @@ fn legacy_history_is_imported_and_counts_as_synced() {
         "{}",
         run.stderr
     );
-    let names: Vec<String> = env
-        .emulator
-        .uploads()
-        .into_iter()
-        .map(|u| u.filename)
-        .collect();
-    assert_eq!(names, ["b.pdf"]);
+    assert_eq!(env.uploaded_names(), ["b.pdf"]);
 }
 
 #[test]
 fn a_rejected_key_stops_before_any_upload_with_exit_2() {
     let env = TestEnv::new();
     env.write_many(10);
-    let run = env
-        .command(&["sync"])
-        .env("TANOVA_API_KEY", "tanova_sk_wrong_key_123456")
-        .output()
-        .unwrap();
-    let run = Run::from(run);
+    let run = env.run_with(
+        &[("TANOVA_API_KEY", "tanova_sk_wrong_key_123456")],
+        &["sync"],
+    );
     run.assert_code(2);
     assert!(
         run.stderr.contains("API key was rejected"),
@@ -169,31 +161,10 @@ fn a_rejected_key_stops_before_any_upload_with_exit_2() {
 
 #[test]
 fn a_key_revoked_mid_run_stops_the_run_at_once() {
-    let env = TestEnv::with_knobs(Knobs {
+    let env = key_revoked_mid_run(Knobs {
         upload_latency_ms: 100,
         ..Knobs::default()
     });
-    env.write_many(60);
-    let child = env.spawn(&["sync", "--json", "--max-workers", "2"]);
-    assert!(wait_until(Duration::from_secs(20), || env
-        .emulator
-        .stats()
-        .uploads
-        >= 4));
-    env.emulator
-        .set_knobs(|k| k.api_key = "tanova_sk_revoked".into());
-    let run = Run::from(child.wait_with_output().unwrap());
-    run.assert_code(2);
-    let j = run.json();
-    assert!(
-        j["stopped"]
-            .as_str()
-            .unwrap()
-            .contains("API key was rejected"),
-        "{j}"
-    );
-    assert!(j["synced"].as_u64().unwrap() < 60);
-    assert_eq!(j["failed"], 0, "files are not failed one by one");
     // The requests in flight when the key was revoked, and the one health check
     // that confirms it: not one refusal per file.
     assert!(
@@ -251,18 +222,7 @@ fn a_permanent_refusal_fails_that_file_with_the_servers_message() {
     env.write("good.pdf", "good");
     env.write("broken.pdf", "unparseable");
     let run = env.run(&["sync", "--json"]);
-    run.assert_code(1);
-    let j = run.json();
-    assert_eq!(
-        (j["synced"].as_u64(), j["failed"].as_u64()),
-        (Some(1), Some(1))
-    );
-    let failure = &j["failures"][0];
-    assert!(failure["path"].as_str().unwrap().ends_with("broken.pdf"));
-    assert_eq!(
-        failure["reason"],
-        "refused by the server (422): Could not parse document (injected)"
-    );
+    assert_only_broken_pdf_failed(&run, 1);
     assert_eq!(env.emulator.stats().rejected_other, 1, "not retried");
 
     // The next run does not send it again, and still reports it.
@@ -422,12 +382,10 @@ fn an_unreachable_service_is_a_clear_error() {
         .unwrap()
         .port();
     env.config(json!({ "retry_count": 1, "retry_delay": 0.01 }));
-    let out = env
-        .command(&["sync"])
-        .env("TANOVA_URL", format!("http://127.0.0.1:{port}"))
-        .output()
-        .unwrap();
-    let run = Run::from(out);
+    let run = env.run_with(
+        &[("TANOVA_URL", &format!("http://127.0.0.1:{port}"))],
+        &["sync"],
+    );
     run.assert_code(1);
     assert!(
         run.stderr.contains("cannot reach the Tanova service"),
@@ -485,7 +443,7 @@ fn a_file_in_a_long_backoff_is_waited_for_not_abandoned() {
     let child = env.spawn(&["sync", "--json"]);
     std::thread::sleep(Duration::from_millis(4500));
     env.emulator.set_knobs(|k| k.error_rate = 0.0);
-    let run = Run::from(child.wait_with_output().unwrap());
+    let run = Run::wait(child);
     run.assert_code(0);
     assert_eq!(run.count("synced"), 1);
 }

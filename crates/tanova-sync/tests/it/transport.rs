@@ -16,12 +16,7 @@ fn https_env() -> (TestEnv, net::TlsFront, String) {
 fn a_private_ca_is_refused_until_ca_file_trusts_it() {
     let (env, front, url) = https_env();
     env.config(json!({ "retry_count": 0 }));
-    let refused = Run::from(
-        env.command(&["sync"])
-            .env("TANOVA_URL", &url)
-            .output()
-            .unwrap(),
-    );
+    let refused = env.run_with(&[("TANOVA_URL", &url)], &["sync"]);
     refused.assert_code(1);
     assert!(
         refused.stderr.to_lowercase().contains("certificate"),
@@ -33,12 +28,7 @@ fn a_private_ca_is_refused_until_ca_file_trusts_it() {
     let ca = env.dir.path().join("corporate-ca.pem");
     std::fs::write(&ca, &front.ca_pem).unwrap();
     env.config(json!({ "retry_count": 0, "ca_file": ca }));
-    let run = Run::from(
-        env.command(&["sync", "--json"])
-            .env("TANOVA_URL", &url)
-            .output()
-            .unwrap(),
-    );
+    let run = env.run_with(&[("TANOVA_URL", &url)], &["sync", "--json"]);
     run.assert_code(0);
     assert_eq!(run.count("synced"), 1);
     assert_eq!(env.emulator.stats().uploads, 1);
@@ -68,12 +58,9 @@ fn https_proxy_is_used_and_no_proxy_bypasses_it() {
     let proxy = net::connect_proxy();
     let proxy_url = format!("http://127.0.0.1:{}", proxy.port);
 
-    let run = Run::from(
-        env.command(&["sync", "--json"])
-            .env("TANOVA_URL", &url)
-            .env("HTTPS_PROXY", &proxy_url)
-            .output()
-            .unwrap(),
+    let run = env.run_with(
+        &[("TANOVA_URL", &url), ("HTTPS_PROXY", &proxy_url)],
+        &["sync", "--json"],
     );
     run.assert_code(0);
     assert_eq!(run.count("synced"), 1);
@@ -81,13 +68,13 @@ fn https_proxy_is_used_and_no_proxy_bypasses_it() {
     assert!(through_proxy >= 1, "the requests went through the proxy");
 
     env.write("b.pdf", "direct");
-    let run = Run::from(
-        env.command(&["sync", "--json"])
-            .env("TANOVA_URL", &url)
-            .env("HTTPS_PROXY", &proxy_url)
-            .env("NO_PROXY", "localhost")
-            .output()
-            .unwrap(),
+    let run = env.run_with(
+        &[
+            ("TANOVA_URL", &url),
+            ("HTTPS_PROXY", &proxy_url),
+            ("NO_PROXY", "localhost"),
+        ],
+        &["sync", "--json"],
     );
     run.assert_code(0);
     assert_eq!(run.count("synced"), 1);

@@ -177,8 +177,7 @@ fn a_file_that_grows_during_its_upload_is_sent_again_whole() {
         .unwrap();
     std::io::Write::write_all(&mut file, &[b'b'; 1000]).unwrap();
     drop(file);
-    let output = child.wait_with_output().unwrap();
-    let run = Run::from(output);
+    let run = Run::wait(child);
     let whole = sha256_hex(&std::fs::read(&path).unwrap());
     let sums: Vec<String> = env
         .emulator

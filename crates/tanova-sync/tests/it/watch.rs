@@ -25,17 +25,6 @@ fn start_watching(env: &TestEnv, initial: u64, extra: &[&str]) -> std::process::
     child
 }
 
-fn names(env: &TestEnv) -> Vec<String> {
-    let mut names: Vec<String> = env
-        .emulator
-        .uploads()
-        .into_iter()
-        .map(|u| u.filename)
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn a_new_file_is_delivered_quickly_with_its_metadata() {
     let env = TestEnv::new();
@@ -115,7 +104,7 @@ fn renames_and_deletes_upload_nothing_and_moves_in_upload_once() {
     std::fs::rename(&outside, env.folder().join("inbox.pdf")).unwrap();
     assert!(wait_for_uploads(&env, 3, WAIT));
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(names(&env), ["a.pdf", "b.pdf", "inbox.pdf"]);
+    assert_eq!(env.uploaded_names(), ["a.pdf", "b.pdf", "inbox.pdf"]);
     assert_eq!(env.emulator.stats().duplicate_uploads, 0);
     stop(child, Duration::from_secs(5)).assert_code(0);
 }
@@ -145,10 +134,18 @@ fn a_new_subfolder_and_its_files_are_watched() {
     for i in 0..5 {
         env.write(&format!("New Role/cv{i}.pdf"), format!("new role {i}"));
     }
-    assert!(wait_for_uploads(&env, 6, WAIT), "{:?}", names(&env));
+    assert!(
+        wait_for_uploads(&env, 6, WAIT),
+        "{:?}",
+        env.uploaded_names()
+    );
     std::thread::sleep(Duration::from_millis(200));
     env.write("New Role/later.pdf", "later");
-    assert!(wait_for_uploads(&env, 7, WAIT), "{:?}", names(&env));
+    assert!(
+        wait_for_uploads(&env, 7, WAIT),
+        "{:?}",
+        env.uploaded_names()
+    );
     assert!(env
         .emulator
         .uploads()
@@ -297,8 +294,12 @@ fn a_hard_link_without_close_events_is_uploaded_soon() {
     std::fs::create_dir_all(&hidden).unwrap();
     std::fs::write(hidden.join("x.pdf"), "linked in").unwrap();
     std::fs::hard_link(hidden.join("x.pdf"), env.folder().join("linked.pdf")).unwrap();
-    assert!(wait_for_uploads(&env, 2, WAIT), "{:?}", names(&env));
-    assert_eq!(names(&env), ["a.pdf", "linked.pdf"]);
+    assert!(
+        wait_for_uploads(&env, 2, WAIT),
+        "{:?}",
+        env.uploaded_names()
+    );
+    assert_eq!(env.uploaded_names(), ["a.pdf", "linked.pdf"]);
     stop(child, Duration::from_secs(5)).assert_code(0);
 }
 
@@ -316,10 +317,14 @@ fn a_vanished_folder_is_retried_and_picked_up_again() {
     assert!(
         wait_for_uploads(&env, 2, Duration::from_secs(15)),
         "{:?}",
-        names(&env)
+        env.uploaded_names()
     );
     env.write("after.pdf", "after");
-    assert!(wait_for_uploads(&env, 3, WAIT), "{:?}", names(&env));
+    assert!(
+        wait_for_uploads(&env, 3, WAIT),
+        "{:?}",
+        env.uploaded_names()
+    );
     // Let the backoff's next check (at most 2 s away) see the folder back.
     std::thread::sleep(Duration::from_millis(2500));
     let run = stop(child, Duration::from_secs(5));

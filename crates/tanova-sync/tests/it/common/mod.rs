@@ -74,10 +74,26 @@ impl TestEnv {
         cmd
     }
 
-    /// Run to completion, with `retry_delay` short so retry tests are quick.
+    /// Run to completion.
     pub fn run(&self, args: &[&str]) -> Run {
-        let output = self.command(args).output().expect("binary runs");
-        Run::from(output)
+        finish(&mut self.command(args))
+    }
+
+    /// Run to completion with `vars` removed from the environment, e.g. the
+    /// key, so that it comes from the config file.
+    pub fn run_without(&self, vars: &[&str], args: &[&str]) -> Run {
+        let mut cmd = self.command(args);
+        for var in vars {
+            cmd.env_remove(var);
+        }
+        finish(&mut cmd)
+    }
+
+    /// Run to completion with `vars` set over the test's own.
+    pub fn run_with(&self, vars: &[(&str, &str)], args: &[&str]) -> Run {
+        let mut cmd = self.command(args);
+        cmd.envs(vars.iter().copied());
+        finish(&mut cmd)
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
@@ -88,12 +104,29 @@ impl TestEnv {
             .expect("binary starts")
     }
 
+    /// The names of the files the emulator received, sorted.
+    pub fn uploaded_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .emulator
+            .uploads()
+            .into_iter()
+            .map(|u| u.filename)
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Write a config file in the test's working directory (read as ./tanova-config.json).
     pub fn config(&self, json: Value) -> PathBuf {
         let path = self.dir.path().join("tanova-config.json");
         std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
         path
     }
+}
+
+/// Run a command made by [`TestEnv::command`] (and changed further) to completion.
+pub fn finish(cmd: &mut Command) -> Run {
+    Run::from(cmd.output().expect("binary runs"))
 }
 
 /// A finished run of the binary.
@@ -139,6 +172,11 @@ impl From<Output> for Run {
 }
 
 impl Run {
+    /// Wait for a child made by [`TestEnv::spawn`] to exit.
+    pub fn wait(child: Child) -> Run {
+        Run::from(child.wait_with_output().expect("the agent's output"))
+    }
+
     /// The `--json` summary: the one JSON object on stdout.
     pub fn json(&self) -> Value {
         serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
@@ -203,6 +241,53 @@ pub fn stop(child: Child, limit: Duration) -> Run {
         std::thread::sleep(Duration::from_millis(20));
     }
     Run::from(waiter.join().unwrap())
+}
+
+/// The `--json` run synced `synced` files and failed one, `broken.pdf`, with the
+/// words of an emulator set to refuse it (`reject_filename_contains: "broken"`).
+pub fn assert_only_broken_pdf_failed(run: &Run, synced: u64) {
+    run.assert_code(1);
+    let j = run.json();
+    assert_eq!(
+        (j["synced"].as_u64(), j["failed"].as_u64()),
+        (Some(synced), Some(1))
+    );
+    let failure = &j["failures"][0];
+    assert!(failure["path"].as_str().unwrap().ends_with("broken.pdf"));
+    assert_eq!(
+        failure["reason"],
+        "refused by the server (422): Could not parse document (injected)"
+    );
+}
+
+/// Revoke the key after the fourth upload of a 60-file `sync --json --max-workers 2`
+/// against an emulator with `knobs`, and check that the run stops at once: exit 2,
+/// the key named as the reason, not every file synced, and none failed one by one.
+/// Returns the world, for checks of its own.
+pub fn key_revoked_mid_run(knobs: Knobs) -> TestEnv {
+    let env = TestEnv::with_knobs(knobs);
+    env.write_many(60);
+    let child = env.spawn(&["sync", "--json", "--max-workers", "2"]);
+    assert!(wait_until(Duration::from_secs(20), || env
+        .emulator
+        .stats()
+        .uploads
+        >= 4));
+    env.emulator
+        .set_knobs(|k| k.api_key = "tanova_sk_revoked".into());
+    let run = Run::wait(child);
+    run.assert_code(2);
+    let j = run.json();
+    assert!(
+        j["stopped"]
+            .as_str()
+            .unwrap()
+            .contains("API key was rejected"),
+        "{j}"
+    );
+    assert!(j["synced"].as_u64().unwrap() < 60);
+    assert_eq!(j["failed"], 0, "files are not failed one by one");
+    env
 }
 
 /// Wait until the emulator has received `n` uploads (unique checksums).
