@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -300,32 +299,12 @@ fn a_rejected_key_answers_503() {
     runtime.shutdown_timeout(Duration::from_secs(1));
 }
 
-/// Where Debian's chromium is, if it is installed.
-fn chromium() -> Option<PathBuf> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .flat_map(|name| {
-            std::env::var_os("PATH")
-                .map(|paths| {
-                    std::env::split_paths(&paths)
-                        .map(|p| p.join(name))
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default()
-        })
-        .find(|p| p.is_file())
-}
-
 #[test]
 fn the_status_page_renders_in_headless_chromium() {
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium is missing in CI: .ci/run installs it (apt-get install -y chromium)"
-        );
-        eprintln!(
-            "SKIPPED: chromium is not installed (apt-get install -y chromium); CI runs this test"
-        );
+    let Some(browser) = require_tool(
+        &["chromium", "chromium-browser", "google-chrome"],
+        "apt-get install -y chromium",
+    ) else {
         return;
     };
     let env = world();

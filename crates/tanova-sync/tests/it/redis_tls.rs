@@ -60,17 +60,10 @@ struct Redis {
 }
 
 impl Redis {
-    /// `None` (printed) where redis-server is missing; `certs` makes it TLS-only,
+    /// `None` (printed) where redis-server is missing (with `CI` set, a panic); `certs` makes it TLS-only,
     /// `clients_need_certs` asks clients for a certificate too.
     fn start(certs: Option<&Certs>, clients_need_certs: bool) -> Option<Self> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
-            return None;
-        }
+        require_tool(&["redis-server"], "apt-get install redis-server")?;
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("redis.log");
         for _ in 0..5 {

@@ -203,6 +203,29 @@ impl Run {
     }
 }
 
+/// The first of `names` found on PATH: a tool the calling test needs. Where
+/// none is, the test should be skipped: this says so and returns `None`. With
+/// `CI` set it panics instead, so that a missing tool fails the run rather than
+/// passing it green (`.ci/run` installs every tool the tests use).
+pub fn require_tool(names: &[&str], install: &str) -> Option<PathBuf> {
+    let paths: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    let found = names
+        .iter()
+        .flat_map(|name| paths.iter().map(move |dir| dir.join(name)))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        let tool = names.join(" or ");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} is not installed, and CI is set: the tests that need it must run ({install})"
+        );
+        eprintln!("SKIPPED: {tool} is not installed ({install}); CI runs this test");
+    }
+    found
+}
+
 /// Poll `cond` every 20 ms until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
