@@ -1,0 +1,128 @@
+//! The fault suite: each injected fault ends in the right outcome, and the summary agrees with what the emulator saw.
+
+use crate::common::*;
+use serde_json::json;
+
+/// The summary's uploads are exactly the emulator's first-time uploads.
+fn assert_summary_agrees(run: &Run, env: &TestEnv) {
+    let stats = env.emulator.stats();
+    assert_eq!(
+        run.count("synced"),
+        stats.uploads - stats.duplicate_uploads,
+        "{stats:?}\n{}",
+        run.stdout
+    );
+    assert_eq!(stats.duplicate_uploads, 0, "{stats:?}");
+}
+
+#[test]
+fn errors_and_drops_together_are_retried_and_the_summary_agrees() {
+    let env = TestEnv::with_knobs(Knobs {
+        error_rate: 0.2,
+        drop_rate: 0.05,
+        check_error_rate: 0.1,
+        ..Knobs::default()
+    });
+    env.write_many(150);
+    env.config(json!({ "retry_count": 40, "retry_delay": 0.005 }));
+    let run = env.run(&["sync", "--json"]);
+    run.assert_code(0);
+    assert_eq!(run.count("synced") + run.count("duplicates"), 150);
+    assert_summary_agrees(&run, &env);
+    assert_eq!(env.emulator.stats().unique_checksums, 150);
+}
+
+#[test]
+fn answers_slower_than_the_timeout_are_retried_then_reported() {
+    let env = TestEnv::with_knobs(Knobs {
+        upload_latency_ms: 3000,
+        ..Knobs::default()
+    });
+    env.write("slow.pdf", "slow");
+    env.config(json!({ "request_timeout": 0.3, "retry_count": 1, "retry_delay": 0.01 }));
+    let run = env.run(&["sync", "--json"]);
+    run.assert_code(1);
+    let reason = run.json()["failures"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.starts_with("gave up after 2 attempts"), "{reason}");
+    assert!(
+        reason.contains("timed out") || reason.contains("timeout"),
+        "{reason}"
+    );
+
+    env.emulator.set_knobs(|k| k.upload_latency_ms = 0);
+    let again = env.run(&["sync", "--json"]);
+    again.assert_code(0);
+    assert_eq!(again.count("synced") + again.count("duplicates"), 1);
+    assert_eq!(env.emulator.stats().duplicate_uploads, 0);
+}
+
+#[test]
+fn malformed_json_answers_do_not_lose_or_repeat_uploads() {
+    let env = TestEnv::with_knobs(Knobs {
+        garbage_rate: 1.0,
+        ..Knobs::default()
+    });
+    env.write_many(10);
+    let run = env.run(&["sync", "--json"]);
+    run.assert_code(0);
+    // A garbled duplicate check does not block the upload; a garbled upload answer
+    // after a 200 is still an accepted upload (only the candidate id is lost).
+    assert_eq!(run.count("synced"), 10);
+    assert_summary_agrees(&run, &env);
+    let again = env.run(&["sync", "--json"]);
+    assert_eq!(again.count("skipped"), 10);
+    assert_eq!(env.emulator.stats().uploads, 10);
+}
+
+#[test]
+fn too_large_for_the_server_is_a_permanent_failure_with_its_message() {
+    let env = TestEnv::with_knobs(Knobs {
+        max_upload_bytes: 100,
+        ..Knobs::default()
+    });
+    env.write("big.pdf", vec![b'x'; 1000]);
+    env.write("small.pdf", "small");
+    let run = env.run(&["sync", "--json"]);
+    run.assert_code(1);
+    let j = run.json();
+    assert_eq!(
+        (j["synced"].as_u64(), j["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        j["failures"][0]["reason"],
+        "refused by the server (413): File too large"
+    );
+    assert_summary_agrees(&run, &env);
+    let again = env.run(&["sync", "--json"]);
+    assert_eq!(again.count("failed"), 1);
+    assert_eq!(
+        env.emulator.stats().rejected_other,
+        1,
+        "a 413 is not sent again"
+    );
+}
+
+#[test]
+fn service_back_pressure_with_retry_after_is_waited_out() {
+    let env = TestEnv::with_knobs(Knobs {
+        capacity: 1,
+        upload_latency_ms: 200,
+        retry_after_s: 1,
+        ..Knobs::default()
+    });
+    env.write_many(4);
+    env.config(json!({ "retry_count": 10, "retry_delay": 0.01, "concurrency": 4 }));
+    let started = std::time::Instant::now();
+    let run = env.run(&["sync", "--json"]);
+    run.assert_code(0);
+    assert_eq!(run.count("synced"), 4);
+    let stats = env.emulator.stats();
+    assert!(stats.rejected_429 >= 3, "{stats:?}");
+    // Retry-After: 1 was honoured: the three refused files waited at least a second.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    assert_summary_agrees(&run, &env);
+}

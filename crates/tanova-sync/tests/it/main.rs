@@ -1,0 +1,30 @@
+//! The integration tests of tanova-sync: one test binary, one module per concern.
+//!
+//! Run one module with `cargo test -p tanova-sync --test it watch::`.
+
+mod common;
+
+mod api_client;
+mod bad_files;
+mod batch;
+mod config;
+mod crash;
+mod faults;
+mod install;
+mod ledger;
+mod legacy;
+mod listen;
+mod logging;
+mod rate;
+mod redirects;
+mod redis_tls;
+mod secrets;
+mod setup;
+mod shared;
+mod state_commands;
+#[cfg(target_os = "linux")]
+mod streaming;
+mod sync;
+mod transport;
+mod unattended;
+mod watch;

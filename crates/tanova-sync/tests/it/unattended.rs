@@ -1,0 +1,362 @@
+//! Months unattended (issue 10): a rejected key, a firewall's 403, an outage,
+//! odd clocks, growing files, a crash mid-upload and dry runs, against the real
+//! binary and an emulator that misbehaves.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use crate::common::live::{get, LiveAgent, WAIT};
+use crate::common::*;
+use serde_json::json;
+use tanova_emulator::Outage;
+
+/// The key the emulator is rotated to; the agent must pick it up from its config file.
+const NEW_KEY: &str = ROTATED_KEY;
+
+/// A watching agent reading its key from the config file only (no TANOVA_API_KEY).
+fn watching_with_config_key(env: &TestEnv, extra: serde_json::Value) -> LiveAgent {
+    let mut config = json!({
+        "api_key": DEFAULT_API_KEY,
+        "settle_ms": 100,
+        "retry_delay": 0.05,
+        "retry_count": 1,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    env.config(config);
+    let mut command = env.command(&["watch"]);
+    command.env_remove("TANOVA_API_KEY");
+    LiveAgent::start_command(command)
+}
+
+fn metrics(agent: &LiveAgent) -> String {
+    get(&agent.url("/metrics")).2
+}
+
+#[test]
+fn a_key_revoked_while_watching_pauses_says_so_and_resumes_with_the_new_key() {
+    let env = TestEnv::new();
+    env.write("first.pdf", "first CV");
+    let mut agent = watching_with_config_key(&env, json!({}));
+    assert!(wait_for_uploads(&env, 1, WAIT));
+
+    env.emulator.set_knobs(|k| k.api_key = NEW_KEY.to_string());
+    env.write("during.pdf", "written while the key is revoked");
+    // Within 10 s: an ERROR line, /health 503 with the reason, the metric at 0.
+    let mut body = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let (status, b) = agent.health();
+            body = b;
+            status == 503 && body["status"] == "key_rejected"
+        }),
+        "/health never said key_rejected: {body}\n{}",
+        agent.log()
+    );
+    let text = metrics(&agent);
+    assert!(text.contains("\ntanova_healthy 0\n"), "{text}");
+    assert!(
+        text.contains("tanova_problem{reason=\"key_rejected\"} 1"),
+        "{text}"
+    );
+    assert!(
+        agent.log().contains("ERROR") && agent.log().contains("uploads are paused"),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(env.emulator.stats().unique_checksums, 1);
+    assert!(
+        agent.child_alive(),
+        "a rejected key must not end a watching agent"
+    );
+
+    // The admin puts the new key in the config file: picked up with no restart.
+    env.config(json!({
+        "api_key": NEW_KEY, "settle_ms": 100, "retry_delay": 0.05, "retry_count": 1,
+    }));
+    assert!(
+        wait_for_uploads(&env, 2, Duration::from_secs(20)),
+        "the file queued while paused was not delivered:\n{}",
+        agent.log()
+    );
+    assert!(wait_until(WAIT, || agent.health().0 == 200));
+    assert!(metrics(&agent).contains("\ntanova_healthy 1\n"));
+    let (code, log) = agent.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("using the new API key"), "{log}");
+    assert!(!log.contains(&NEW_KEY[..16]), "the new key leaked: {log}");
+}
+
+#[test]
+fn a_firewall_403_fails_one_file_and_the_run_goes_on() {
+    let env = TestEnv::new();
+    let blocked = env.write("blocked.pdf", "a CV a proxy does not like");
+    env.write("fine.pdf", "a CV that goes through");
+    let sum = sha256_hex(&std::fs::read(&blocked).unwrap());
+    env.emulator.set_knobs(|k| k.forbid_checksums = vec![sum]);
+    let run = env.run(&["sync", "--json"]);
+    run.assert_code(1);
+    let summary = run.json();
+    assert_eq!(
+        (summary["synced"].as_u64(), summary["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let reason = summary["failures"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("403") && reason.contains("Access denied"),
+        "{reason}"
+    );
+    assert!(reason.contains("key itself is accepted"), "{reason}");
+    assert!(!reason.contains('<'), "HTML reduced to its text: {reason}");
+    assert!(
+        !run.stderr.contains("API key was rejected"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn sync_still_stops_at_once_on_a_rejected_key() {
+    let env = TestEnv::new();
+    env.write_many(3);
+    env.emulator.set_knobs(|k| k.api_key = NEW_KEY.to_string());
+    let run = env.run(&["sync"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("rejected"), "{}", run.stderr);
+}
+
+#[test]
+fn a_file_with_a_future_mtime_moved_in_is_uploaded_while_watching() {
+    let env = TestEnv::new();
+    env.write("old.pdf", "old");
+    let agent = watching_with_config_key(&env, json!({}));
+    assert!(wait_for_uploads(&env, 1, WAIT));
+    for (name, offset) in [("future.pdf", 86_400i64), ("past.pdf", -86_400 * 365 * 20)] {
+        let outside = env.dir.path().join(name);
+        std::fs::write(
+            &outside,
+            format!("{name} from a machine with another clock"),
+        )
+        .unwrap();
+        let when = if offset > 0 {
+            SystemTime::now() + Duration::from_secs(offset as u64)
+        } else {
+            SystemTime::now() - Duration::from_secs(offset.unsigned_abs())
+        };
+        let file = std::fs::File::options().write(true).open(&outside).unwrap();
+        file.set_times(std::fs::FileTimes::new().set_modified(when))
+            .unwrap();
+        drop(file);
+        std::fs::rename(&outside, env.folder().join(name)).unwrap();
+    }
+    assert!(
+        wait_for_uploads(&env, 3, WAIT),
+        "a file from the future or the past was never uploaded:\n{}",
+        agent.log()
+    );
+    agent.stop();
+}
+
+#[test]
+fn a_file_that_grows_during_its_upload_is_sent_again_whole() {
+    let env = TestEnv::with_knobs(Knobs {
+        read_bytes_per_sec: 400_000,
+        ..Knobs::default()
+    });
+    let path = env.write("growing.pdf", vec![b'a'; 800_000]);
+    env.config(json!({ "settle_ms": 50 }));
+    let child = env.spawn(&["sync", "--json"]);
+    // Mid-upload (about 2 s of body at 400 kB/s), the writer appends.
+    assert!(wait_until(WAIT, || env.emulator.stats().in_flight >= 1));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, &[b'b'; 1000]).unwrap();
+    drop(file);
+    let run = Run::wait(child);
+    let whole = sha256_hex(&std::fs::read(&path).unwrap());
+    let sums: Vec<String> = env
+        .emulator
+        .uploads()
+        .into_iter()
+        .map(|u| u.checksum)
+        .collect();
+    assert!(
+        sums.contains(&whole),
+        "the final bytes were never sent ({sums:?}):\n{}",
+        run.stderr
+    );
+    run.assert_code(0);
+}
+
+/// A watching agent in poll mode meets an outage of `kind`: files written
+/// meanwhile wait, `/health` says why, and all of them go out when it ends.
+fn outage_parks_nothing(kind: Outage) {
+    let env = TestEnv::new();
+    env.write("before.pdf", "before the outage");
+    let mut agent = watching_with_config_key(
+        &env,
+        json!({
+            "watch_mode": "poll", "poll_interval": 0.3, "max_attempts": 1, "retry_count": 0,
+            // A stalled server is given up on after this long.
+            "request_timeout": 1,
+        }),
+    );
+    assert!(wait_for_uploads(&env, 1, WAIT));
+    env.emulator.set_knobs(|k| k.outage = Some(kind));
+    for i in 0..5 {
+        env.write(
+            &format!("during/cv{i}.pdf"),
+            format!("written during the outage {i}"),
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let (status, body) = agent.health();
+            status == 503 && body["status"] == "service_unreachable"
+        }),
+        "/health never said service_unreachable:\n{}",
+        agent.log()
+    );
+    // Many poll rescans (and max_attempts 1) pass while the service is down.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(agent.child_alive());
+    env.emulator.set_knobs(|k| k.outage = None);
+    assert!(
+        wait_for_uploads(&env, 6, Duration::from_secs(90)),
+        "files parked by the outage:\n{}",
+        agent.log()
+    );
+    assert!(wait_until(WAIT, || agent.health().0 == 200));
+    let (code, log) = agent.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("answers again; resuming uploads"), "{log}");
+    let status = env.run(&["status", "--json"]);
+    status.assert_code(0);
+    assert_eq!(status.json()["failed"], 0, "{}", status.stdout);
+}
+
+#[test]
+fn an_outage_that_drops_connections_parks_nothing() {
+    outage_parks_nothing(Outage::Drop);
+}
+
+#[test]
+fn a_stalled_server_parks_nothing() {
+    outage_parks_nothing(Outage::Hang);
+}
+
+#[test]
+fn a_proxy_answering_502_pages_parks_nothing() {
+    outage_parks_nothing(Outage::Html502);
+}
+
+/// Every file of the state directory with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.map_while(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            files.insert(name, std::fs::read(entry.path()).unwrap_or_default());
+        }
+    }
+    files
+}
+
+#[test]
+fn a_dry_run_leaves_the_state_directory_byte_identical() {
+    let env = TestEnv::with_knobs(Knobs {
+        reject_filename_contains: Some("refused".into()),
+        ..Knobs::default()
+    });
+    env.write_many(5);
+    env.write("refused.pdf", "refused");
+    env.run(&["sync"]).assert_code(1);
+    env.write("new.pdf", "a new CV");
+    env.write("empty.pdf", "");
+    let before = snapshot(&env.state_dir());
+    assert!(
+        before.keys().any(|k| k.ends_with(".db")),
+        "{:?}",
+        before.keys()
+    );
+    let uploads = env.emulator.stats().uploads;
+    let run = env.run(&["sync", "--dry-run", "--json"]);
+    assert_eq!(run.json()["would_upload"], 1, "{}", run.stdout);
+    assert_eq!(
+        snapshot(&env.state_dir()),
+        before,
+        "the dry run changed the state"
+    );
+    assert_eq!(env.emulator.stats().uploads, uploads);
+    // And on a machine that never synced: nothing is created at all.
+    let fresh = TestEnv::new();
+    fresh.write("a.pdf", "a");
+    let run = fresh.run(&["sync", "--dry-run"]);
+    run.assert_code(0);
+    assert!(!fresh.state_dir().exists() || snapshot(&fresh.state_dir()).is_empty());
+}
+
+#[test]
+fn failures_of_deleted_files_are_dropped_at_the_next_scan() {
+    let env = TestEnv::with_knobs(Knobs {
+        reject_filename_contains: Some("refused".into()),
+        ..Knobs::default()
+    });
+    let refused = env.write("refused.pdf", "refused");
+    env.write("fine.pdf", "fine");
+    env.run(&["sync"]).assert_code(1);
+    env.run(&["status"]).assert_code(1);
+    std::fs::remove_file(refused).unwrap();
+    env.run(&["sync"]).assert_code(0);
+    let status = env.run(&["status", "--json"]);
+    status.assert_code(0);
+    assert_eq!(status.json()["failed"], 0);
+}
+
+/// Regression: `kill -9` while the server was still processing complete bodies,
+/// then an immediate restart, uploaded those bytes a second time.
+#[test]
+fn a_restart_after_a_crash_mid_upload_sends_nothing_twice() {
+    let env = TestEnv::with_knobs(Knobs {
+        hold_uploads: true,
+        ..Knobs::default()
+    });
+    env.write_many(6);
+    env.config(json!({ "inflight_grace": 3, "settle_ms": 50 }));
+    let mut child = env.spawn(&["sync"]);
+    assert!(
+        wait_until(WAIT, || env.emulator.stats().held >= 1),
+        "no upload reached the server"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().unwrap();
+    let _ = child.wait();
+    // The server finishes what it holds a moment after the restart began.
+    let releaser = {
+        let knobs_url = format!("{}/_emulator/knobs", env.emulator.url());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            reqwest::blocking::Client::new()
+                .post(knobs_url)
+                .body(r#"{"hold_uploads":false}"#)
+                .send()
+                .unwrap();
+        })
+    };
+    let run = env.run(&["sync", "--json"]);
+    releaser.join().unwrap();
+    run.assert_code(0);
+    assert!(
+        run.stderr.contains("in flight when the agent last stopped"),
+        "{}",
+        run.stderr
+    );
+    let stats = env.emulator.stats();
+    assert_eq!(stats.unique_checksums, 6, "{stats:?}");
+    assert_eq!(stats.duplicate_uploads, 0, "{stats:?}");
+}
