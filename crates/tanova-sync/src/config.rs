@@ -1121,9 +1121,11 @@ fn url_of(text: &str, allow_insecure_http: bool) -> Result<Url, String> {
         "http" if allow_insecure_http || is_loopback(&url) => {}
         // The host is not repeated either: it may be a key pasted into the URL (found by fuzzing).
         "http" => {
-            return Err("uses plain http to a non-loopback host: the API key would travel \
+            return Err(
+                "uses plain http to a non-loopback host: the API key would travel \
                  unencrypted (use https, or set allow_insecure_http: true)"
-                .to_string())
+                    .to_string(),
+            )
         }
         other if other.len() <= 10 => {
             return Err(format!("unsupported scheme {other:?} (use https)"))

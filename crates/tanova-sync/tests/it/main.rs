@@ -4,6 +4,7 @@
 
 mod common;
 
+mod agent;
 mod api_client;
 mod bad_files;
 mod batch;
