@@ -23,8 +23,6 @@ mod secrets;
 mod setup;
 mod shared;
 mod state_commands;
-#[cfg(target_os = "linux")]
-mod streaming;
 mod sync;
 mod transport;
 mod unattended;

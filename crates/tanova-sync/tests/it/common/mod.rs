@@ -259,7 +259,11 @@ pub fn stop(child: Child, limit: Duration) -> Run {
         if start.elapsed() > limit {
             // SAFETY: as above; the test is failing, make sure the child does not linger.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("the agent did not exit within {limit:?} of SIGTERM");
+            let output = waiter.join().unwrap();
+            panic!(
+                "the agent did not exit within {limit:?} of SIGTERM; its stderr:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }

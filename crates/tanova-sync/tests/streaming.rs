@@ -1,13 +1,22 @@
 //! Uploads stream from disk: a file far larger than the memory the agent (or the emulator) uses goes up whole.
 //!
-//! One test in this binary, so that the test process's own peak memory is the
-//! emulator's (plus the harness) and can be measured too.
+//! Its own test binary, apart from `it`, with one test: so that the test
+//! process's own peak memory is the emulator's (plus the harness), and so that
+//! the agent is started from a small process (on Linux a child's `ru_maxrss`
+//! counts the parent's memory it was forked from, before its exec).
+
+#![cfg(target_os = "linux")]
+
+// This binary uses a few of the shared helpers.
+#[allow(dead_code)]
+#[path = "it/common/mod.rs"]
+mod common;
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::process::Stdio;
 
-use crate::common::*;
+use common::*;
 use serde_json::json;
 
 const MIB: u64 = 1024 * 1024;
