@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::KeySource;
 use crate::config::Config;
-use crate::engine::{Engine, EngineError, ITEM_QUEUE};
+pub use crate::engine::EngineError;
+use crate::engine::{Engine, ITEM_QUEUE};
 use crate::metrics::{Gauges, Metrics};
 use crate::report::{Reporter, Summary};
 use crate::serve::{Sources, StatusServer};
@@ -188,8 +189,13 @@ impl Agent {
     }
 
     /// The engine, for what drives it from outside (a SIGHUP handler).
-    pub fn engine(&self) -> &Engine {
+    pub(crate) fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Why uploads cannot go out now (a rejected key, an unreachable service), if they cannot.
+    pub fn blocked(&self) -> Option<crate::access::Blocked> {
+        self.engine.blocked()
     }
 }
 

@@ -7,6 +7,7 @@ pub const UNIT_NAME: &str = "tanova-sync.service";
 /// Where system units go.
 pub const SYSTEMD_DIR: &str = "/etc/systemd/system";
 /// The launchd job's label, and its plist's name with `.plist`.
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 pub const LAUNCHD_LABEL: &str = "ai.tanova.sync";
 
 /// What a service runs, every path absolute.
@@ -147,6 +148,7 @@ pub fn systemd_unit(spec: &ServiceSpec) -> String {
 }
 
 /// A launchd agent that starts at login and is restarted when it fails; its output goes to `log`.
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 pub fn launchd_plist(spec: &ServiceSpec, log: &Path) -> String {
     let args: String = spec
         .args()
@@ -207,6 +209,7 @@ fn escape_specifiers(text: &str) -> String {
     text.replace('%', "%%")
 }
 
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 fn xml_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")

@@ -250,7 +250,8 @@ impl Aimd {
         self.limit
     }
 
-    /// Whether the limit still doubles per round trip.
+    /// Whether the limit still doubles per round trip (for the tables).
+    #[cfg(test)]
     pub fn in_slow_start(&self) -> bool {
         self.slow_start
     }

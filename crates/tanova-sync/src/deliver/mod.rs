@@ -11,9 +11,6 @@ pub mod aimd;
 pub mod batch;
 pub mod limiter;
 
-/// The rate limit lives with the API client that waits for it; re-exported for its old path.
-pub use crate::api::rate;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};

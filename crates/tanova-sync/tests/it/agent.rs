@@ -119,7 +119,7 @@ async fn a_watching_agent_pauses_on_a_revoked_key_and_resumes_when_it_works_agai
     emulator.set_knobs(|k| k.api_key = "tanova_sk_rotated_in_process_1".into());
     write(dir.path(), "second.pdf", "second");
     assert!(
-        until(|| matches!(agent.engine().blocked(), Some(Blocked::KeyRejected(_)))).await,
+        until(|| matches!(agent.blocked(), Some(Blocked::KeyRejected(_)))).await,
         "the agent never paused"
     );
     assert_eq!(emulator.stats().uploads, 1, "nothing goes out while paused");
@@ -131,7 +131,7 @@ async fn a_watching_agent_pauses_on_a_revoked_key_and_resumes_when_it_works_agai
         until(|| emulator.stats().uploads == 2).await,
         "never resumed"
     );
-    assert!(agent.engine().blocked().is_none());
+    assert!(agent.blocked().is_none());
 
     shutdown.cancel();
     let watched = watching.await.unwrap();

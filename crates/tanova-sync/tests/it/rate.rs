@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use serde_json::json;
 use tanova_emulator::Stats;
-use tanova_sync::deliver::rate::BURST;
+use tanova_sync::api::rate::BURST;
 
 /// Every API request the emulator has counted.
 fn requests(stats: &Stats) -> u64 {
