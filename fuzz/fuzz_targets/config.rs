@@ -15,14 +15,16 @@ fuzz_target!(|data: &[u8]| {
         // ...and never repeats a secret: the key beyond its first 15
         // characters, or any secret field's text (a key pasted in the wrong place).
         let shown = e.to_string();
+        let Some(parsed) = &parsed else { return };
         for field in tanova_sync::config::SECRET_FIELDS {
-            if let Some(value) = parsed.as_ref().and_then(|v| v.get(*field)) {
-                for secret in secrets_in(field, value) {
-                    assert!(
-                        !shown.contains(secret),
-                        "the error repeats {field}'s secret {secret:?}: {shown}"
-                    );
-                }
+            let Some(value) = parsed.get(*field) else {
+                continue;
+            };
+            for secret in secrets_in(field, value) {
+                assert!(
+                    !shown.contains(secret) || own_words(parsed, field, secret),
+                    "the error repeats {field}'s secret {secret:?}: {shown}"
+                );
             }
         }
     }
@@ -39,6 +41,9 @@ fn secrets_in<'a>(field: &str, value: &'a serde_json::Value) -> Vec<&'a str> {
         let rest = &s[i..];
         (rest.len() >= 8).then_some(rest)
     };
+    // A run of one or two characters repeated (",,,,,,,,") is in the message by
+    // chance as often as not: real secrets are not like that.
+    let varied = |s: &&str| s.chars().collect::<std::collections::HashSet<_>>().len() >= 4;
     let mut out = Vec::new();
     if let (Some(key), "api_key") = (value.as_str(), field) {
         out.extend(past_15(key));
@@ -57,13 +62,51 @@ fn secrets_in<'a>(field: &str, value: &'a serde_json::Value) -> Vec<&'a str> {
             _ => {}
         }
     }
+    out.retain(varied);
     out
 }
 
-/// The password of `scheme://user:password@host`, when long enough to be told apart from the message.
+/// The password of `scheme://user:password@host` as the URL parser the agent
+/// uses reads it (a naive split finds "passwords" the parser does not), when
+/// long enough to be told apart from the message.
 fn url_password(s: &str) -> Option<&str> {
-    let rest = &s[s.find("://")? + 3..];
-    let userinfo = &rest[..rest.rfind('@')?];
-    let password = &userinfo[userinfo.find(':')? + 1..];
+    let parsed = url::Url::parse(s).ok()?;
+    let password = parsed.password()?;
+    // A user name that holds the password's text is shown as the user name:
+    // that says nothing about whether the password was hidden.
+    if parsed.username().contains(password) {
+        return None;
+    }
+    // Borrow it from the input, where it stands as the parser read it.
+    let at = s.find(password)?;
+    let password = &s[at..at + password.len()];
     (password.len() >= 8).then_some(password)
+}
+
+/// Whether `secret` is in the error only by chance, as the message's own words
+/// (a field name, say): with the secret changed in `field`'s value, the error
+/// still holds it.
+fn own_words(parsed: &serde_json::Value, field: &str, secret: &str) -> bool {
+    let changed: String = secret
+        .chars()
+        .map(|c| if c == 'Z' { 'Y' } else { 'Z' })
+        .collect();
+    let mut other = parsed.clone();
+    let Some(value) = other.get_mut(field) else {
+        return false;
+    };
+    replace_in(value, secret, &changed);
+    match tanova_sync::config::check_text(&other.to_string()) {
+        Err(e) => e.to_string().contains(secret),
+        Ok(_) => false,
+    }
+}
+
+fn replace_in(value: &mut serde_json::Value, from: &str, to: &str) {
+    match value {
+        serde_json::Value::String(s) => *s = s.replace(from, to),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| replace_in(v, from, to)),
+        serde_json::Value::Object(map) => map.values_mut().for_each(|v| replace_in(v, from, to)),
+        _ => {}
+    }
 }
