@@ -244,6 +244,8 @@ impl Deliverer {
                 Delivered::LeaseLost
             }
             Err(ApiError::FileChanged) => Delivered::Changed,
+            // Deleted or renamed since the check above (found by the soak).
+            Err(ApiError::File(_)) if !job.path.exists() => Delivered::Vanished,
             Err(ApiError::File(e)) => Delivered::Failed {
                 reason: format!("cannot read: {e}"),
                 kind: FailKind::Counted,
