@@ -305,6 +305,7 @@ impl Engine {
     /// candidate with what the cache knows about it. Stops when the receiver is gone.
     pub fn scan_into(&self, dir: PathBuf, tx: mpsc::Sender<Item>) -> tokio::task::JoinHandle<()> {
         let store = self.inner.store.clone();
+        let reporter = self.inner.reporter.clone();
         let follow_links = self.inner.follow_symlinks;
         let whole_folder = dir == self.inner.root && !self.inner.dry_run;
         tokio::task::spawn_blocking(move || {
@@ -322,8 +323,12 @@ impl Engine {
             // so `status` stops listing them.
             if whole_folder && complete {
                 match store.prune_failures(&|path| Path::new(path).exists()) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!("forgot the failures of {n} files that are gone"),
+                    Ok(gone) => {
+                        // Nothing that reports on files keeps them once they are gone.
+                        for path in &gone {
+                            reporter.gone(Path::new(path));
+                        }
+                    }
                     Err(e) => tracing::warn!("{e}"),
                 }
             }

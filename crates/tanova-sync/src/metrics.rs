@@ -375,6 +375,11 @@ impl Reporter for Metrics {
         self.lists().durations.observe(took.as_secs_f64());
     }
 
+    fn gone(&self, path: &Path) {
+        let shown = self.shown(path);
+        self.lists().failures.remove(&shown);
+    }
+
     fn problem(&self, problem: Problem, active: bool) {
         if active {
             self.set_problem(problem);

@@ -222,6 +222,8 @@ pub trait Reporter: Send + Sync {
     /// The initial pass of a watching agent is over (`initial` is its summary):
     /// from now on it watches the folder as `how` says.
     fn watching(&self, _initial: &Summary, _how: &crate::settings::WatchSettings) {}
+    /// A file that failed earlier is gone from the folder: forget what is kept about it.
+    fn gone(&self, _path: &Path) {}
     /// A problem that stops every upload started (`active`) or ended.
     fn problem(&self, _problem: Problem, _active: bool) {}
     /// A delivery that ended in an upload took `took`, from its start to the server's answer
@@ -252,6 +254,9 @@ impl Reporter for Fanout {
     }
     fn watching(&self, initial: &Summary, how: &crate::settings::WatchSettings) {
         self.0.iter().for_each(|r| r.watching(initial, how));
+    }
+    fn gone(&self, path: &Path) {
+        self.0.iter().for_each(|r| r.gone(path));
     }
 }
 

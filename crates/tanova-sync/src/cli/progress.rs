@@ -118,6 +118,13 @@ impl TerminalReporter {
 }
 
 impl Reporter for TerminalReporter {
+    fn gone(&self, path: &Path) {
+        self.printed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(path);
+    }
+
     fn watching(&self, initial: &Summary, how: &crate::settings::WatchSettings) {
         self.summary(initial);
         let how = match how.mode {

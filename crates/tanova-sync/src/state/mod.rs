@@ -81,8 +81,8 @@ pub trait Store: Send + Sync {
         permanent: bool,
         counts: bool,
     ) -> Result<()>;
-    /// Drop the failures of paths for which `exists` is false (deleted files).
-    fn prune_failures(&self, exists: &dyn Fn(&str) -> bool) -> Result<usize>;
+    /// Drop the failures of paths for which `exists` is false (deleted files); returns those paths.
+    fn prune_failures(&self, exists: &dyn Fn(&str) -> bool) -> Result<Vec<String>>;
     /// Note that an upload of these bytes is about to start (cleared by its outcome).
     fn record_intent(&self, checksum: &str, path: &str) -> Result<()>;
     /// The upload of these bytes ended without reaching the server whole.

@@ -319,15 +319,15 @@ impl Store for SqliteStore {
         })
     }
 
-    fn prune_failures(&self, exists: &dyn Fn(&str) -> bool) -> Result<usize> {
+    fn prune_failures(&self, exists: &dyn Fn(&str) -> bool) -> Result<Vec<String>> {
         let paths: Vec<String> = self.with(|c| {
             let mut stmt = c.prepare("SELECT path FROM failures")?;
             let rows = stmt.query_map([], |r| r.get(0))?;
             rows.collect()
         })?;
-        let gone: Vec<&String> = paths.iter().filter(|p| !exists(p)).collect();
+        let gone: Vec<String> = paths.into_iter().filter(|p| !exists(p)).collect();
         if gone.is_empty() {
-            return Ok(0);
+            return Ok(gone);
         }
         self.with(|c| {
             let tx = c.transaction()?;
@@ -337,7 +337,7 @@ impl Store for SqliteStore {
             }
             tx.commit()
         })?;
-        Ok(gone.len())
+        Ok(gone)
     }
 
     fn record_intent(&self, checksum: &str, path: &str) -> Result<()> {
@@ -581,7 +581,10 @@ mod tests {
         store
             .record_failure("/gone.pdf", None, "no", false, true)
             .unwrap();
-        assert_eq!(store.prune_failures(&|p| p != "/gone.pdf").unwrap(), 1);
+        assert_eq!(
+            store.prune_failures(&|p| p != "/gone.pdf").unwrap(),
+            ["/gone.pdf"]
+        );
         let left: Vec<String> = store
             .failures()
             .unwrap()

@@ -360,3 +360,31 @@ fn a_restart_after_a_crash_mid_upload_sends_nothing_twice() {
     assert_eq!(stats.unique_checksums, 6, "{stats:?}");
     assert_eq!(stats.duplicate_uploads, 0, "{stats:?}");
 }
+
+/// Bounded memory: what a long watch keeps about a failing file goes with the
+/// file, so `/health`'s `failing` counts the folder as it is, not its history.
+#[test]
+fn a_failing_file_that_is_deleted_stops_counting_as_failing() {
+    let env = TestEnv::with_knobs(Knobs {
+        reject_filename_contains: Some("refused".into()),
+        ..Knobs::default()
+    });
+    let refused = env.write("refused.pdf", "the server refuses this one");
+    env.write("fine.pdf", "fine");
+    let agent =
+        watching_with_config_key(&env, json!({ "watch_mode": "poll", "poll_interval": 0.3 }));
+    let failing = |agent: &LiveAgent| agent.health().1["failing"].as_u64();
+    assert!(
+        wait_until(WAIT, || failing(&agent) == Some(1)),
+        "{}",
+        agent.log()
+    );
+    std::fs::remove_file(refused).unwrap();
+    assert!(
+        wait_until(WAIT, || failing(&agent) == Some(0)),
+        "the deleted file still counts as failing:\n{}",
+        agent.log()
+    );
+    let (code, log) = agent.stop();
+    assert_eq!(code, 0, "{log}");
+}
