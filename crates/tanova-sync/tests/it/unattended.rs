@@ -388,3 +388,44 @@ fn a_failing_file_that_is_deleted_stops_counting_as_failing() {
     let (code, log) = agent.stop();
     assert_eq!(code, 0, "{log}");
 }
+
+/// A file still being written when `sync` looks at it is neither uploaded
+/// half-way, nor failed, nor held: it is reported as still being written.
+#[test]
+fn a_file_still_growing_at_the_end_of_a_sync_is_reported_as_being_written() {
+    let env = TestEnv::new();
+    env.write("done.pdf", "a finished CV");
+    let growing = env.write("growing.pdf", "the start of a CV\n");
+    env.config(json!({ "settle_ms": 100 }));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(growing)
+                .unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::io::Write::write_all(&mut file, b"another line\n").unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        })
+    };
+    let run = env.run(&["sync", "--json"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    run.assert_code(0);
+    let summary = run.json();
+    assert_eq!(
+        (summary["synced"].as_u64(), summary["failed"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let notes = summary["ignored_files"].to_string();
+    assert!(
+        notes.contains("growing.pdf") && notes.contains("still being written"),
+        "{notes}"
+    );
+    assert_eq!(env.uploaded_names(), ["done.pdf"]);
+    let status = env.run(&["status", "--json"]);
+    status.assert_code(0);
+}
