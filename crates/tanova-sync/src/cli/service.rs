@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::args::{GlobalArgs, ServiceInstallArgs};
 use super::{report_error, Exit};
-use crate::config::{self, ApiKey, Overrides, DEFAULT_CONFIG_FILE};
+use crate::config::{self, ApiKey, Config, Overrides, DEFAULT_CONFIG_FILE};
 use crate::service::{self, ServiceSpec};
 
 pub fn install(global: &GlobalArgs, args: &ServiceInstallArgs) -> Exit {
@@ -27,18 +27,57 @@ const BY_CREDENTIAL: bool = cfg!(all(unix, not(target_os = "macos")));
 /// What the service runs: this binary, `watch`, the config file and the state
 /// directory, all absolute, as the account it runs as; and the key to store.
 fn spec(global: &GlobalArgs, args: &ServiceInstallArgs) -> Result<(ServiceSpec, ApiKey), String> {
-    let file = match &global.config {
-        Some(file) => file.clone(),
-        None if Path::new(DEFAULT_CONFIG_FILE).is_file() => PathBuf::from(DEFAULT_CONFIG_FILE),
-        None => {
-            return Err(format!(
-                "service install: the service reads its settings from a config file, and there is none: \
-                 pass --config FILE or run it where {DEFAULT_CONFIG_FILE} is"
-            ))
-        }
+    let file = absolute(&config_file(global)?)?;
+    let account = account_warned(args.user.as_deref())?;
+    // The service's own home, for its default state directory (~NAME/.tanova).
+    let home = account.as_ref().map(|a| a.home.display().to_string());
+    let env_as_service_user = |name: &str| match (name, &home) {
+        ("HOME" | "USERPROFILE", Some(home)) => Some(home.clone()),
+        _ => std::env::var(name).ok(),
     };
-    let file = absolute(&file)?;
-    let account = account::service_account(args.user.as_deref())?;
+    let (state_dir, key) = settings_here(global, &file, &env_as_service_user)?;
+    let seen = settings_as_service(&file, &state_dir, &key, &env_as_service_user)?;
+    let log_dir = match &seen.log.file {
+        Some(log) => Some(
+            absolute(log)?
+                .parent()
+                .map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
+        ),
+        None => None,
+    };
+    let binary = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map_err(|e| format!("service install: cannot tell where this program is: {e}"))?;
+    Ok((
+        ServiceSpec {
+            binary,
+            key_file: key_file(args, &file)?,
+            config_file: file,
+            state_dir,
+            folder: absolute(&seen.folder)?,
+            log_dir,
+            user: account.as_ref().map(|a| a.name.clone()),
+            group: account.as_ref().map(|a| a.group.clone()),
+        },
+        key,
+    ))
+}
+
+/// The config file the service will read: `--config`, or the one here.
+fn config_file(global: &GlobalArgs) -> Result<PathBuf, String> {
+    match &global.config {
+        Some(file) => Ok(file.clone()),
+        None if Path::new(DEFAULT_CONFIG_FILE).is_file() => Ok(PathBuf::from(DEFAULT_CONFIG_FILE)),
+        None => Err(format!(
+            "service install: the service reads its settings from a config file, and there is none: \
+             pass --config FILE or run it where {DEFAULT_CONFIG_FILE} is"
+        )),
+    }
+}
+
+/// The account the service runs as, warning about the ones it should not.
+fn account_warned(user: Option<&str>) -> Result<Option<account::Account>, String> {
+    let account = account::service_account(user)?;
     if let Some(a) = account.as_ref().filter(|a| a.uid == 0) {
         tracing::warn!(
             "the service will run as {}: a bug or a hostile file in the CV folder would then \
@@ -52,17 +91,18 @@ fn spec(global: &GlobalArgs, args: &ServiceInstallArgs) -> Result<(ServiceSpec, 
              prefer a dedicated account (useradd --system tanova)"
         );
     }
-    // The service's own home, for its default state directory (~NAME/.tanova).
-    let home = account.as_ref().map(|a| a.home.display().to_string());
-    let env_as_service_user = |name: &str| match (name, &home) {
-        ("HOME" | "USERPROFILE", Some(home)) => Some(home.clone()),
-        _ => std::env::var(name).ok(),
-    };
-    // The settings as this command line sees them, for the state directory and
-    // the key (its log settings are not applied: this command's messages
-    // belong on the terminal)…
+    Ok(account)
+}
+
+/// The state directory and the key as this command line sees them (its log
+/// settings are not applied: this command's messages belong on the terminal).
+fn settings_here(
+    global: &GlobalArgs,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(PathBuf, ApiKey), String> {
     let here = Overrides {
-        config_file: Some(file.clone()),
+        config_file: Some(file.to_path_buf()),
         folder: global.folder.clone(),
         state_dir: global.state_dir.clone(),
         state_url: global.state_url.clone(),
@@ -70,15 +110,24 @@ fn spec(global: &GlobalArgs, args: &ServiceInstallArgs) -> Result<(ServiceSpec, 
         concurrency: global.concurrency,
         ..Overrides::default()
     };
-    let current =
-        config::load(&here, &env_as_service_user).map_err(|e| format!("config error: {e}"))?;
+    let current = config::load(&here, env).map_err(|e| format!("config error: {e}"))?;
     for warning in &current.warnings {
         tracing::warn!("{warning}");
     }
-    let state_dir = absolute(&current.config.state_dir)?;
-    let key = current.config.api_key.clone();
-    // …and as the service will: the file alone, with no TANOVA_* variables
-    // and no other flags, but the key as the credential systemd hands it.
+    Ok((
+        absolute(&current.config.state_dir)?,
+        current.config.api_key.clone(),
+    ))
+}
+
+/// The settings as the service will see them: the file alone, with no
+/// TANOVA_* variables and no other flags, but the key as the credential systemd hands it.
+fn settings_as_service(
+    file: &Path,
+    state_dir: &Path,
+    key: &ApiKey,
+    env_as_service_user: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, String> {
     let key_for_service = key.expose().to_string();
     let service_env = |name: &str| match name {
         "HOME" | "USERPROFILE" => env_as_service_user(name),
@@ -86,56 +135,36 @@ fn spec(global: &GlobalArgs, args: &ServiceInstallArgs) -> Result<(ServiceSpec, 
         _ => None,
     };
     let overrides = Overrides {
-        config_file: Some(file.clone()),
-        state_dir: Some(state_dir.clone()),
+        config_file: Some(file.to_path_buf()),
+        state_dir: Some(state_dir.to_path_buf()),
         ..Overrides::default()
     };
-    let seen = config::load(&overrides, &service_env).map_err(|e| {
-        format!(
-            "service install: the service reads only {} (no TANOVA_* variables, no other flags), \
-             and with that alone: {e}; put the setting in the file",
-            file.display()
-        )
-    })?;
-    let log_dir = match &seen.config.log.file {
-        Some(log) => Some(
-            absolute(log)?
-                .parent()
-                .map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
-        ),
-        None => None,
-    };
-    let binary = std::env::current_exe()
-        .and_then(|p| p.canonicalize())
-        .map_err(|e| format!("service install: cannot tell where this program is: {e}"))?;
-    let key_file = if BY_CREDENTIAL {
-        Some(
-            std::path::absolute(args.key_file.as_deref().unwrap_or(Path::new(KEY_FILE)))
-                .map_err(|e| format!("--key-file: {e}"))?,
-        )
-    } else {
-        None
-    };
-    if key_file.is_some() && config_holds_key(&file) {
+    config::load(&overrides, &service_env)
+        .map(|loaded| loaded.config)
+        .map_err(|e| {
+            format!(
+                "service install: the service reads only {} (no TANOVA_* variables, no other flags), \
+                 and with that alone: {e}; put the setting in the file",
+                file.display()
+            )
+        })
+}
+
+/// Where the key is stored for systemd to hand the service (`LoadCredential=`), where it can be.
+fn key_file(args: &ServiceInstallArgs, config_file: &Path) -> Result<Option<PathBuf>, String> {
+    if !BY_CREDENTIAL {
+        return Ok(None);
+    }
+    let key_file = std::path::absolute(args.key_file.as_deref().unwrap_or(Path::new(KEY_FILE)))
+        .map_err(|e| format!("--key-file: {e}"))?;
+    if config_holds_key(config_file) {
         tracing::warn!(
             "{} holds api_key too; the service gets the key from systemd instead, so remove \
              it from the file, which the service's user can read",
-            file.display()
+            config_file.display()
         );
     }
-    Ok((
-        ServiceSpec {
-            binary,
-            config_file: file,
-            state_dir,
-            folder: absolute(&seen.config.folder)?,
-            log_dir,
-            user: account.as_ref().map(|a| a.name.clone()),
-            group: account.as_ref().map(|a| a.group.clone()),
-            key_file,
-        },
-        key,
-    ))
+    Ok(Some(key_file))
 }
 
 /// Whether the config file itself names the key (not the environment).
@@ -212,6 +241,30 @@ fn write_or_print(
         .clone()
         .unwrap_or_else(|| PathBuf::from(service::SYSTEMD_DIR));
     let path = dir.join(service::UNIT_NAME);
+    if let Err(message) = install_unit(spec, key, &key_file, &path, &unit) {
+        report_error(global, &message);
+        return Exit::Usage;
+    }
+    println!(
+        "Wrote {} and the key to {} (readable by root only; systemd hands it to the service).\n\
+         Next: systemctl daemon-reload && systemctl enable --now tanova-sync\n\
+         Then: systemctl status tanova-sync; its log: journalctl -u tanova-sync -f",
+        path.display(),
+        key_file.display()
+    );
+    Exit::Ok
+}
+
+/// Write the key, the unit, and the folders the unit may write to (systemd
+/// refuses to start it if they do not exist), owned by the service's user.
+#[cfg(all(unix, not(target_os = "macos")))]
+fn install_unit(
+    spec: &ServiceSpec,
+    key: &ApiKey,
+    key_file: &Path,
+    path: &Path,
+    unit: &str,
+) -> Result<(), String> {
     let sudo_hint = |e: &std::io::Error| {
         if e.kind() == std::io::ErrorKind::PermissionDenied {
             format!(
@@ -224,47 +277,21 @@ fn write_or_print(
             String::new()
         }
     };
-    if let Err(e) = write_key(&key_file, key) {
-        report_error(
-            global,
-            &format!(
-                "cannot write the key to {}: {e}{}",
-                key_file.display(),
-                sudo_hint(&e)
-            ),
-        );
-        return Exit::Usage;
-    }
-    if let Err(e) = std::fs::write(&path, &unit) {
-        report_error(
-            global,
-            &format!("cannot write {}: {e}{}", path.display(), sudo_hint(&e)),
-        );
-        return Exit::Usage;
-    }
-    // The unit may write only there, and systemd refuses to start it if it does not exist.
-    let owner = spec.user.as_deref().map(account::lookup).transpose();
-    let owner = match owner {
-        Ok(owner) => owner,
-        Err(e) => {
-            report_error(global, &e);
-            return Exit::Usage;
-        }
-    };
+    write_key(key_file, key).map_err(|e| {
+        format!(
+            "cannot write the key to {}: {e}{}",
+            key_file.display(),
+            sudo_hint(&e)
+        )
+    })?;
+    std::fs::write(path, unit)
+        .map_err(|e| format!("cannot write {}: {e}{}", path.display(), sudo_hint(&e)))?;
+    let owner = spec.user.as_deref().map(account::lookup).transpose()?;
     for dir in std::iter::once(&spec.state_dir).chain(&spec.log_dir) {
-        if let Err(e) = make_writable_dir(dir, owner.as_ref()) {
-            report_error(global, &format!("cannot create {}: {e}", dir.display()));
-            return Exit::Usage;
-        }
+        make_writable_dir(dir, owner.as_ref())
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    println!(
-        "Wrote {} and the key to {} (readable by root only; systemd hands it to the service).\n\
-         Next: systemctl daemon-reload && systemctl enable --now tanova-sync\n\
-         Then: systemctl status tanova-sync; its log: journalctl -u tanova-sync -f",
-        path.display(),
-        key_file.display()
-    );
-    Exit::Ok
+    Ok(())
 }
 
 /// Write the key to `path`, mode 0600 in a 0700 folder: only its owner (root) reads it.
