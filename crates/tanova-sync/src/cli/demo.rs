@@ -38,40 +38,8 @@ async fn demo(
         .prefix("tanova-demo-")
         .tempdir()
         .map_err(|e| format!("cannot create a temporary folder: {e}"))?;
-    let folder = match &global.folder {
-        Some(folder) => folder.clone(),
-        None => {
-            let folder = work.path().join("CV inbox");
-            samples::write_samples(&folder, args.files)
-                .map_err(|e| format!("cannot write sample CVs in {}: {e}", folder.display()))?;
-            folder
-        }
-    };
-    if !folder.is_dir() {
-        return Err(format!("--folder: {} is not a directory", folder.display()));
-    }
-    let state_dir = global
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| work.path().join("state"));
-    let url = config::parse_url(&emulator.url(), false)?;
-    let config = Config {
-        retry_delay: std::time::Duration::from_millis(200),
-        concurrency: config::Concurrency::Adaptive {
-            ceiling: global.max_workers.unwrap_or(config::DEFAULT_CEILING),
-        },
-        listen: global
-            .listen
-            .as_deref()
-            .map(|addr| crate::serve::parse_listen(addr, false))
-            .transpose()?,
-        ..Config::for_folder(
-            folder.clone(),
-            ApiKey::new(knobs.api_key.clone()),
-            url,
-            state_dir,
-        )
-    };
+    let folder = demo_folder(global, args, work.path())?;
+    let config = demo_config(global, &emulator, &knobs, folder.clone(), work.path())?;
     eprintln!(
         "Demo: a local Tanova emulator at {} ({} ms per upload, {} at once, 429 beyond).\n\
          Syncing {} with the real agent over HTTP; nothing leaves this machine.\n",
@@ -98,4 +66,53 @@ async fn demo(
          See `tanova-sync --help` for every option."
     );
     Ok(again)
+}
+
+/// `--folder`, or sample CVs written under `work`.
+fn demo_folder(
+    global: &GlobalArgs,
+    args: &super::args::DemoArgs,
+    work: &std::path::Path,
+) -> Result<std::path::PathBuf, String> {
+    let folder = match &global.folder {
+        Some(folder) => folder.clone(),
+        None => {
+            let folder = work.join("CV inbox");
+            samples::write_samples(&folder, args.files)
+                .map_err(|e| format!("cannot write sample CVs in {}: {e}", folder.display()))?;
+            folder
+        }
+    };
+    if !folder.is_dir() {
+        return Err(format!("--folder: {} is not a directory", folder.display()));
+    }
+    Ok(folder)
+}
+
+/// The defaults for syncing `folder` to the emulator, with the flags that apply
+/// and quick retries (the emulator answers at once).
+fn demo_config(
+    global: &GlobalArgs,
+    emulator: &Emulator,
+    knobs: &Knobs,
+    folder: std::path::PathBuf,
+    work: &std::path::Path,
+) -> Result<Config, String> {
+    let state_dir = global
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| work.join("state"));
+    let url = config::parse_url(&emulator.url(), false)?;
+    Ok(Config {
+        retry_delay: std::time::Duration::from_millis(200),
+        concurrency: config::Concurrency::Adaptive {
+            ceiling: global.max_workers.unwrap_or(config::DEFAULT_CEILING),
+        },
+        listen: global
+            .listen
+            .as_deref()
+            .map(|addr| crate::serve::parse_listen(addr, false))
+            .transpose()?,
+        ..Config::for_folder(folder, ApiKey::new(knobs.api_key.clone()), url, state_dir)
+    })
 }
