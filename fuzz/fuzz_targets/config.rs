@@ -72,9 +72,9 @@ fn secrets_in<'a>(field: &str, value: &'a serde_json::Value) -> Vec<&'a str> {
 fn url_password(s: &str) -> Option<&str> {
     let parsed = url::Url::parse(s).ok()?;
     let password = parsed.password()?;
-    // A user name that holds the password's text is shown as the user name:
-    // that says nothing about whether the password was hidden.
-    if parsed.username().contains(password) {
+    // Text that stands elsewhere in the URL too (the user name, the host) is
+    // shown as that part: its showing says nothing about the password.
+    if parsed.username().contains(password) || s.matches(password).count() > 1 {
         return None;
     }
     // Borrow it from the input, where it stands as the parser read it.

@@ -35,43 +35,86 @@ pub const CREDENTIAL_NAME: &str = "tanova-api-key";
 /// Keys look like this; anything else is probably a paste error.
 pub const API_KEY_PREFIX: &str = "tanova_sk_";
 
-/// Every key the config file may hold; others are reported as unknown.
-const KNOWN_KEYS: &[&str] = &[
-    "folder_path",
-    "api_key",
-    "api_key_file",
-    "tanova_url",
-    "retry_count",
-    "retry_delay",
-    "max_attempts",
-    "max_workers",
-    "concurrency",
-    "max_file_size_mb",
-    "state_dir",
-    "state_url",
-    "redis_ca_file",
-    "redis_client_cert",
-    "redis_client_key",
-    "lease_ms",
-    "ledger_timeout",
-    "inflight_grace",
-    "allow_insecure_http",
-    "ca_file",
-    "follow_symlinks",
-    "request_timeout",
-    "max_requests_per_minute",
-    "batch_size",
-    "listen",
-    "listen_public",
-    "listen_hosts",
-    "log_format",
-    "log_file",
-    "legacy_history",
-    "watch_mode",
-    "settle_ms",
-    "rescan_interval",
-    "poll_interval",
-];
+/// Every setting of the config file, declared once: its key (also the field
+/// of [`Raw`]) and how the file gives it. From this come the list of known keys
+/// (others are warned about), the raw values, and the reading of the file;
+/// `TANOVA_*` variables and flags override some (see [`read_env`] and
+/// [`apply_overrides`]), and [`validate`] turns the raw values into [`Config`],
+/// one section at a time. README's "Config keys" table documents each.
+macro_rules! settings {
+    ($($key:ident: $kind:ident $(= $env:literal)?,)*) => {
+        /// Every key the config file may hold.
+        const KNOWN_KEYS: &[&str] = &[$(stringify!($key)),*];
+
+        /// Values read from every source, not yet validated.
+        #[derive(Default)]
+        struct Raw {
+            $($key: Option<Sourced<settings!(@type $kind)>>,)*
+        }
+
+        /// Read every known key of the file, typed, into `raw`.
+        fn read_fields(file: &FileFields<'_>, raw: &mut Raw) -> Result<(), ConfigError> {
+            $(raw.$key = file.$kind(stringify!($key))?;)*
+            Ok(())
+        }
+
+        /// The settings a `TANOVA_*` variable overrides, each with its variable.
+        fn read_env_fields(
+            env: &dyn Fn(&str) -> Option<String>,
+            raw: &mut Raw,
+        ) -> Result<(), ConfigError> {
+            $($(
+                if let Some(v) = env_value(env, $env) {
+                    raw.$key = Some(EnvValue::parse(v, stringify!($key))?);
+                }
+            )?)*
+            Ok(())
+        }
+    };
+    (@type string) => { String };
+    (@type integer) => { u64 };
+    (@type number) => { f64 };
+    (@type boolean) => { bool };
+    (@type strings) => { Vec<String> };
+}
+
+settings! {
+    folder_path: string = "TANOVA_FOLDER_PATH",
+    // The key's variables take precedence over each other: see `read_env`.
+    api_key: string,
+    api_key_file: string,
+    tanova_url: string = "TANOVA_URL",
+    retry_count: integer,
+    retry_delay: number,
+    max_attempts: integer,
+    max_workers: integer = "TANOVA_MAX_WORKERS",
+    concurrency: integer,
+    max_file_size_mb: number,
+    state_dir: string = "TANOVA_STATE_DIR",
+    state_url: string = "TANOVA_STATE_URL",
+    redis_ca_file: string,
+    redis_client_cert: string,
+    redis_client_key: string,
+    lease_ms: integer,
+    ledger_timeout: number,
+    inflight_grace: number,
+    allow_insecure_http: boolean,
+    ca_file: string,
+    follow_symlinks: boolean,
+    request_timeout: number,
+    max_requests_per_minute: integer = "TANOVA_MAX_REQUESTS_PER_MINUTE",
+    batch_size: integer,
+    listen: string = "TANOVA_LISTEN",
+    listen_public: boolean,
+    listen_hosts: strings,
+    log_format: string,
+    log_file: string,
+    legacy_history: string,
+    watch_mode: string,
+    settle_ms: integer,
+    rescan_interval: number,
+    poll_interval: number,
+}
 
 /// Fields whose value may be, or may hold, a secret: the key itself, URLs
 /// that can carry a password. Errors about them describe the value's type or
@@ -250,45 +293,6 @@ struct Sourced<T> {
     origin: String,
 }
 
-/// Values read from one source, not yet validated.
-#[derive(Default)]
-struct Raw {
-    folder_path: Option<Sourced<String>>,
-    api_key: Option<Sourced<String>>,
-    api_key_file: Option<Sourced<String>>,
-    tanova_url: Option<Sourced<String>>,
-    retry_count: Option<Sourced<u64>>,
-    retry_delay: Option<Sourced<f64>>,
-    max_attempts: Option<Sourced<u64>>,
-    max_workers: Option<Sourced<u64>>,
-    concurrency: Option<Sourced<u64>>,
-    max_file_size_mb: Option<Sourced<f64>>,
-    state_dir: Option<Sourced<String>>,
-    state_url: Option<Sourced<String>>,
-    redis_ca_file: Option<Sourced<String>>,
-    redis_client_cert: Option<Sourced<String>>,
-    redis_client_key: Option<Sourced<String>>,
-    lease_ms: Option<Sourced<u64>>,
-    ledger_timeout: Option<Sourced<f64>>,
-    inflight_grace: Option<Sourced<f64>>,
-    allow_insecure_http: Option<Sourced<bool>>,
-    follow_symlinks: Option<Sourced<bool>>,
-    ca_file: Option<Sourced<String>>,
-    request_timeout: Option<Sourced<f64>>,
-    max_requests_per_minute: Option<Sourced<u64>>,
-    batch_size: Option<Sourced<u64>>,
-    listen: Option<Sourced<String>>,
-    listen_public: Option<Sourced<bool>>,
-    listen_hosts: Option<Sourced<Vec<String>>>,
-    log_format: Option<Sourced<String>>,
-    log_file: Option<Sourced<String>>,
-    legacy_history: Option<Sourced<String>>,
-    watch_mode: Option<Sourced<String>>,
-    settle_ms: Option<Sourced<u64>>,
-    rescan_interval: Option<Sourced<f64>>,
-    poll_interval: Option<Sourced<f64>>,
-}
-
 /// The result of loading: the config and warnings worth showing the user.
 pub struct Loaded {
     pub config: Config,
@@ -410,42 +414,7 @@ fn parse_text(
             "set either api_key or api_key_file, not both",
         ));
     }
-    let file = FileFields { map: &map, origin };
-    raw.folder_path = file.string("folder_path")?;
-    raw.api_key = file.string("api_key")?;
-    raw.api_key_file = file.string("api_key_file")?;
-    raw.tanova_url = file.string("tanova_url")?;
-    raw.retry_count = file.integer("retry_count")?;
-    raw.retry_delay = file.number("retry_delay")?;
-    raw.max_attempts = file.integer("max_attempts")?;
-    raw.max_workers = file.integer("max_workers")?;
-    raw.concurrency = file.integer("concurrency")?;
-    raw.max_file_size_mb = file.number("max_file_size_mb")?;
-    raw.state_dir = file.string("state_dir")?;
-    raw.state_url = file.string("state_url")?;
-    raw.redis_ca_file = file.string("redis_ca_file")?;
-    raw.redis_client_cert = file.string("redis_client_cert")?;
-    raw.redis_client_key = file.string("redis_client_key")?;
-    raw.lease_ms = file.integer("lease_ms")?;
-    raw.ledger_timeout = file.number("ledger_timeout")?;
-    raw.inflight_grace = file.number("inflight_grace")?;
-    raw.allow_insecure_http = file.boolean("allow_insecure_http")?;
-    raw.follow_symlinks = file.boolean("follow_symlinks")?;
-    raw.ca_file = file.string("ca_file")?;
-    raw.request_timeout = file.number("request_timeout")?;
-    raw.max_requests_per_minute = file.integer("max_requests_per_minute")?;
-    raw.batch_size = file.integer("batch_size")?;
-    raw.listen = file.string("listen")?;
-    raw.listen_public = file.boolean("listen_public")?;
-    raw.listen_hosts = file.strings("listen_hosts")?;
-    raw.log_format = file.string("log_format")?;
-    raw.log_file = file.string("log_file")?;
-    raw.legacy_history = file.string("legacy_history")?;
-    raw.watch_mode = file.string("watch_mode")?;
-    raw.settle_ms = file.integer("settle_ms")?;
-    raw.rescan_interval = file.number("rescan_interval")?;
-    raw.poll_interval = file.number("poll_interval")?;
-    Ok(())
+    read_fields(&FileFields { map: &map, origin }, raw)
 }
 
 /// Typed access to the config file's fields, with errors that name them.
@@ -533,16 +502,43 @@ impl FileFields<'_> {
     }
 }
 
-fn read_env(env: &dyn Fn(&str) -> Option<String>, raw: &mut Raw) -> Result<(), ConfigError> {
-    let string = |name: &str| {
-        env(name).filter(|v| !v.is_empty()).map(|value| Sourced {
-            value,
-            origin: format!("environment variable {name}"),
-        })
-    };
-    if let Some(v) = string("TANOVA_FOLDER_PATH") {
-        raw.folder_path = Some(v);
+/// A variable's value, named after the variable, when it is set and not empty.
+fn env_value(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<Sourced<String>> {
+    env(name).filter(|v| !v.is_empty()).map(|value| Sourced {
+        value,
+        origin: format!("environment variable {name}"),
+    })
+}
+
+/// A setting's value as a variable gives it: text, read as the setting's type.
+trait EnvValue: Sized {
+    fn parse(v: Sourced<String>, field: &str) -> Result<Sourced<Self>, ConfigError>;
+}
+
+impl EnvValue for String {
+    fn parse(v: Sourced<String>, _field: &str) -> Result<Sourced<Self>, ConfigError> {
+        Ok(v)
     }
+}
+
+impl EnvValue for u64 {
+    fn parse(v: Sourced<String>, field: &str) -> Result<Sourced<Self>, ConfigError> {
+        let value = v.value.trim().parse::<u64>().map_err(|_| {
+            ConfigError::new(
+                &v.origin,
+                field,
+                format!("expected a whole number, got {:?}", v.value),
+            )
+        })?;
+        Ok(Sourced {
+            value,
+            origin: v.origin,
+        })
+    }
+}
+
+fn read_env(env: &dyn Fn(&str) -> Option<String>, raw: &mut Raw) -> Result<(), ConfigError> {
+    read_env_fields(env, raw)?;
     // A systemd credential (`LoadCredential=tanova-api-key:…`, as `service
     // install` writes it) beats the config file's key; the TANOVA_API_KEY*
     // variables below beat it.
@@ -557,51 +553,13 @@ fn read_env(env: &dyn Fn(&str) -> Option<String>, raw: &mut Raw) -> Result<(), C
         }
     }
     // The environment's key beats the file's, whichever form either takes.
-    if let Some(v) = string("TANOVA_API_KEY_FILE") {
+    if let Some(v) = env_value(env, "TANOVA_API_KEY_FILE") {
         raw.api_key = None;
         raw.api_key_file = Some(v);
     }
-    if let Some(v) = string("TANOVA_API_KEY") {
+    if let Some(v) = env_value(env, "TANOVA_API_KEY") {
         raw.api_key = Some(v);
         raw.api_key_file = None;
-    }
-    if let Some(v) = string("TANOVA_URL") {
-        raw.tanova_url = Some(v);
-    }
-    if let Some(v) = string("TANOVA_STATE_DIR") {
-        raw.state_dir = Some(v);
-    }
-    if let Some(v) = string("TANOVA_STATE_URL") {
-        raw.state_url = Some(v);
-    }
-    if let Some(v) = string("TANOVA_LISTEN") {
-        raw.listen = Some(v);
-    }
-    if let Some(v) = string("TANOVA_MAX_WORKERS") {
-        let n = v.value.trim().parse::<u64>().map_err(|_| {
-            ConfigError::new(
-                &v.origin,
-                "max_workers",
-                format!("expected a whole number, got {:?}", v.value),
-            )
-        })?;
-        raw.max_workers = Some(Sourced {
-            value: n,
-            origin: v.origin,
-        });
-    }
-    if let Some(v) = string("TANOVA_MAX_REQUESTS_PER_MINUTE") {
-        let n = v.value.trim().parse::<u64>().map_err(|_| {
-            ConfigError::new(
-                &v.origin,
-                "max_requests_per_minute",
-                format!("expected a whole number, got {:?}", v.value),
-            )
-        })?;
-        raw.max_requests_per_minute = Some(Sourced {
-            value: n,
-            origin: v.origin,
-        });
     }
     Ok(())
 }
@@ -670,41 +628,82 @@ fn apply_overrides(overrides: &Overrides, raw: &mut Raw) {
     }
 }
 
+/// Turn the raw values into the [`Config`], one section at a time; each
+/// takes the fields it owns from `raw`.
 fn validate(
-    raw: Raw,
+    mut raw: Raw,
     env: &dyn Fn(&str) -> Option<String>,
     warnings: &mut Vec<String>,
 ) -> Result<Config, ConfigError> {
-    const HINT: &str = "set it in tanova-config.json";
-    let folder = raw.folder_path.ok_or_else(|| {
+    let folder = folder(&mut raw)?;
+    let api_key = api_key(&mut raw, warnings)?;
+    let transport = transport(&mut raw)?;
+    let delivery = delivery(&mut raw)?;
+    let ledger = ledger(&mut raw, transport.request_timeout)?;
+    let state_dir = match raw.state_dir.take() {
+        Some(s) => PathBuf::from(s.value),
+        None => default_state_dir(env),
+    };
+    let (listen, listen_hosts) = listening(&mut raw)?;
+    Ok(Config {
+        folder,
+        api_key,
+        url: transport.url,
+        retry_count: delivery.retry_count,
+        retry_delay: delivery.retry_delay,
+        max_attempts: delivery.max_attempts,
+        concurrency: delivery.concurrency,
+        max_file_size: delivery.max_file_size,
+        follow_symlinks: raw.follow_symlinks.take().is_some_and(|s| s.value),
+        dry_run: false,
+        extra_roots: transport.extra_roots,
+        legacy_histories: legacy_histories(&mut raw, &state_dir, env)?,
+        state_dir,
+        state_url: ledger.state_url,
+        lease: ledger.lease,
+        request_timeout: transport.request_timeout,
+        inflight_grace: ledger.inflight_grace,
+        ledger_timeout: ledger.timeout,
+        max_requests_per_minute: delivery.max_requests_per_minute,
+        batch_size: delivery.batch_size,
+        watch: watch_settings(&mut raw)?,
+        listen,
+        listen_hosts,
+        log: log_settings(&mut raw)?,
+    })
+}
+
+const HINT: &str = "set it in tanova-config.json";
+
+/// `folder_path`: an existing folder, made absolute so the paths recorded in
+/// the state do not depend on the working directory.
+fn folder(raw: &mut Raw) -> Result<PathBuf, ConfigError> {
+    let folder = raw.folder_path.take().ok_or_else(|| {
         ConfigError::new(
             "config",
             "folder_path",
             format!("missing: {HINT}, TANOVA_FOLDER_PATH or --folder"),
         )
     })?;
-    // Absolute, so the paths recorded in the state do not depend on the working directory.
-    let folder_path =
-        std::path::absolute(&folder.value).unwrap_or_else(|_| PathBuf::from(&folder.value));
-    match std::fs::metadata(&folder_path) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(ConfigError::new(
-                folder.origin,
-                "folder_path",
-                format!("{} is not a directory", folder_path.display()),
-            ))
-        }
-        Err(e) => {
-            return Err(ConfigError::new(
-                folder.origin,
-                "folder_path",
-                format!("{}: {e}", folder_path.display()),
-            ))
-        }
+    let path = std::path::absolute(&folder.value).unwrap_or_else(|_| PathBuf::from(&folder.value));
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_dir() => Ok(path),
+        Ok(_) => Err(ConfigError::new(
+            folder.origin,
+            "folder_path",
+            format!("{} is not a directory", path.display()),
+        )),
+        Err(e) => Err(ConfigError::new(
+            folder.origin,
+            "folder_path",
+            format!("{}: {e}", path.display()),
+        )),
     }
+}
 
-    let key = match (raw.api_key, raw.api_key_file) {
+/// `api_key` or `api_key_file`: present, not empty; a warning when it does not look like a key.
+fn api_key(raw: &mut Raw, warnings: &mut Vec<String>) -> Result<ApiKey, ConfigError> {
+    let key = match (raw.api_key.take(), raw.api_key_file.take()) {
         (Some(key), _) => key,
         (None, Some(file)) => read_key_file(file)?,
         (None, None) => {
@@ -715,31 +714,77 @@ fn validate(
             ))
         }
     };
-    let key_value = key.value.trim().to_string();
-    if key_value.is_empty() {
+    let value = key.value.trim().to_string();
+    if value.is_empty() {
         return Err(ConfigError::new(key.origin, "api_key", "is empty"));
     }
-    if !key_value.starts_with(API_KEY_PREFIX) {
+    if !value.starts_with(API_KEY_PREFIX) {
         warnings.push(format!(
             "{}: api_key does not start with `{API_KEY_PREFIX}`; is it the right key?",
             key.origin
         ));
     }
+    Ok(ApiKey::new(value))
+}
 
-    let allow_insecure = raw.allow_insecure_http.as_ref().is_some_and(|s| s.value);
-    let url = match raw.tanova_url {
+/// How the service is reached.
+struct Transport {
+    url: Url,
+    request_timeout: Duration,
+    extra_roots: Vec<reqwest::Certificate>,
+}
+
+fn transport(raw: &mut Raw) -> Result<Transport, ConfigError> {
+    let allow_insecure = raw.allow_insecure_http.take().is_some_and(|s| s.value);
+    let url = match raw.tanova_url.take() {
         Some(s) => parse_url(&s.value, allow_insecure)
             .map_err(|m| ConfigError::new(s.origin, "tanova_url", m))?,
         None => Url::parse(DEFAULT_URL).expect("default URL is valid"),
     };
+    let request_timeout = match raw.request_timeout.take() {
+        None => DEFAULT_REQUEST_TIMEOUT,
+        Some(s) if s.value > 0.0 => Duration::from_secs_f64(s.value.min(86_400.0)),
+        Some(s) => {
+            return Err(ConfigError::new(
+                s.origin,
+                "request_timeout",
+                "must be more than 0 seconds",
+            ))
+        }
+    };
+    let extra_roots = raw
+        .ca_file
+        .take()
+        .map(read_ca_file)
+        .transpose()?
+        .unwrap_or_default();
+    Ok(Transport {
+        url,
+        request_timeout,
+        extra_roots,
+    })
+}
 
+/// How files are delivered: retries, concurrency, sizes, rates, batches.
+struct Delivery {
+    retry_count: u32,
+    retry_delay: Duration,
+    max_attempts: u32,
+    concurrency: Concurrency,
+    max_file_size: u64,
+    max_requests_per_minute: Option<u32>,
+    batch_size: usize,
+}
+
+fn delivery(raw: &mut Raw) -> Result<Delivery, ConfigError> {
     let retry_count = raw
         .retry_count
+        .take()
         .map_or(DEFAULT_RETRY_COUNT, |s| s.value.min(100) as u32);
-    let retry_delay = raw.retry_delay.map_or(DEFAULT_RETRY_DELAY, |s| {
+    let retry_delay = raw.retry_delay.take().map_or(DEFAULT_RETRY_DELAY, |s| {
         Duration::from_secs_f64(s.value.min(3600.0))
     });
-    let max_attempts = match raw.max_attempts {
+    let max_attempts = match raw.max_attempts.take() {
         None => DEFAULT_MAX_ATTEMPTS,
         Some(s) if s.value >= 1 => s.value.min(u32::MAX as u64) as u32,
         Some(s) => {
@@ -750,32 +795,7 @@ fn validate(
             ))
         }
     };
-    let in_range = |s: Sourced<u64>, field: &str| {
-        if (1..=1024).contains(&s.value) {
-            Ok(s.value as usize)
-        } else {
-            Err(ConfigError::new(
-                s.origin,
-                field,
-                format!("expected 1 to 1024, got {}", s.value),
-            ))
-        }
-    };
-    let ceiling = raw
-        .max_workers
-        .map(|s| in_range(s, "max_workers"))
-        .transpose()?;
-    let concurrency = match raw
-        .concurrency
-        .map(|s| in_range(s, "concurrency"))
-        .transpose()?
-    {
-        Some(n) => Concurrency::Fixed(n),
-        None => Concurrency::Adaptive {
-            ceiling: ceiling.unwrap_or(DEFAULT_CEILING),
-        },
-    };
-    let max_file_size = match raw.max_file_size_mb {
+    let max_file_size = match raw.max_file_size_mb.take() {
         None => DEFAULT_MAX_FILE_SIZE,
         Some(s) if s.value > 0.0 => (s.value * 1024.0 * 1024.0) as u64,
         Some(s) => {
@@ -786,22 +806,96 @@ fn validate(
             ))
         }
     };
-    let state_url = match raw.state_url {
+    Ok(Delivery {
+        retry_count,
+        retry_delay,
+        max_attempts,
+        concurrency: concurrency(raw)?,
+        max_file_size,
+        max_requests_per_minute: whole_in(
+            raw.max_requests_per_minute.take(),
+            "max_requests_per_minute",
+            1..=1_000_000,
+            "(leave it out for no limit)",
+        )?
+        .map(|n| n as u32),
+        batch_size: whole_in(
+            raw.batch_size.take(),
+            "batch_size",
+            1..=1000,
+            "(1: no batch uploads)",
+        )?
+        .map_or(DEFAULT_BATCH_SIZE, |n| n as usize),
+    })
+}
+
+/// `concurrency` pins the uploads at once; else `max_workers` caps the adaptive limit.
+fn concurrency(raw: &mut Raw) -> Result<Concurrency, ConfigError> {
+    let ceiling = whole_in(raw.max_workers.take(), "max_workers", 1..=1024, "")?;
+    let pinned = whole_in(raw.concurrency.take(), "concurrency", 1..=1024, "")?;
+    Ok(match pinned {
+        Some(n) => Concurrency::Fixed(n as usize),
+        None => Concurrency::Adaptive {
+            ceiling: ceiling.map_or(DEFAULT_CEILING, |n| n as usize),
+        },
+    })
+}
+
+/// A whole number within `range`, if given; `note` follows the range in the error.
+fn whole_in(
+    raw: Option<Sourced<u64>>,
+    field: &str,
+    range: std::ops::RangeInclusive<u64>,
+    note: &str,
+) -> Result<Option<u64>, ConfigError> {
+    match raw {
+        None => Ok(None),
+        Some(s) if range.contains(&s.value) => Ok(Some(s.value)),
+        Some(s) => {
+            let note = if note.is_empty() {
+                String::new()
+            } else {
+                format!(" {note}")
+            };
+            Err(ConfigError::new(
+                s.origin,
+                field,
+                format!(
+                    "expected {} to {}{note}, got {}",
+                    range.start(),
+                    range.end(),
+                    s.value
+                ),
+            ))
+        }
+    }
+}
+
+/// The shared ledger and the waits around uploads in flight.
+struct LedgerSettings {
+    state_url: Option<RedisUrl>,
+    lease: Duration,
+    inflight_grace: Duration,
+    timeout: Duration,
+}
+
+fn ledger(raw: &mut Raw, request_timeout: Duration) -> Result<LedgerSettings, ConfigError> {
+    let state_url = match raw.state_url.take() {
         Some(s) if !s.value.trim().is_empty() => Some(
             RedisUrl::parse(&s.value)
                 .map_err(|m| ConfigError::new(&s.origin, "state_url", m))
                 .and_then(|url| {
                     redis_tls(
                         url,
-                        raw.redis_ca_file,
-                        raw.redis_client_cert,
-                        raw.redis_client_key,
+                        raw.redis_ca_file.take(),
+                        raw.redis_client_cert.take(),
+                        raw.redis_client_key.take(),
                     )
                 })?,
         ),
         _ => None,
     };
-    let lease = match raw.lease_ms {
+    let lease = match raw.lease_ms.take() {
         None => DEFAULT_LEASE,
         Some(s) => {
             let ms = Duration::from_millis(s.value);
@@ -820,23 +914,7 @@ fn validate(
             ms
         }
     };
-    let state_dir = match raw.state_dir {
-        Some(s) => PathBuf::from(s.value),
-        None => default_state_dir(env),
-    };
-
-    let request_timeout = match raw.request_timeout {
-        None => DEFAULT_REQUEST_TIMEOUT,
-        Some(s) if s.value > 0.0 => Duration::from_secs_f64(s.value.min(86_400.0)),
-        Some(s) => {
-            return Err(ConfigError::new(
-                s.origin,
-                "request_timeout",
-                "must be more than 0 seconds",
-            ))
-        }
-    };
-    let inflight_grace = match raw.inflight_grace {
+    let inflight_grace = match raw.inflight_grace.take() {
         None => request_timeout,
         Some(s) if s.value >= 0.0 => Duration::from_secs_f64(s.value).min(request_timeout),
         Some(s) => {
@@ -847,36 +925,21 @@ fn validate(
             ))
         }
     };
-    let ledger_timeout =
-        positive_seconds(raw.ledger_timeout, "ledger_timeout", DEFAULT_LEDGER_TIMEOUT)?;
-    let max_requests_per_minute = match raw.max_requests_per_minute {
-        None => None,
-        Some(s) if (1..=1_000_000).contains(&s.value) => Some(s.value as u32),
-        Some(s) => {
-            return Err(ConfigError::new(
-                s.origin,
-                "max_requests_per_minute",
-                format!(
-                    "expected 1 to 1000000 (leave it out for no limit), got {}",
-                    s.value
-                ),
-            ))
-        }
-    };
-    let batch_size = match raw.batch_size {
-        None => DEFAULT_BATCH_SIZE,
-        Some(s) if (1..=1000).contains(&s.value) => s.value as usize,
-        Some(s) => {
-            return Err(ConfigError::new(
-                s.origin,
-                "batch_size",
-                format!("expected 1 to 1000 (1: no batch uploads), got {}", s.value),
-            ))
-        }
-    };
+    Ok(LedgerSettings {
+        state_url,
+        lease,
+        inflight_grace,
+        timeout: positive_seconds(
+            raw.ledger_timeout.take(),
+            "ledger_timeout",
+            DEFAULT_LEDGER_TIMEOUT,
+        )?,
+    })
+}
 
-    let watch = WatchSettings {
-        mode: match raw.watch_mode {
+fn watch_settings(raw: &mut Raw) -> Result<WatchSettings, ConfigError> {
+    Ok(WatchSettings {
+        mode: match raw.watch_mode.take() {
             None => WatchMode::Events,
             Some(s) => match s.value.as_str() {
                 "events" => WatchMode::Events,
@@ -890,50 +953,66 @@ fn validate(
                 }
             },
         },
-        settle: raw.settle_ms.map_or(DEFAULT_SETTLE, |s| {
+        settle: raw.settle_ms.take().map_or(DEFAULT_SETTLE, |s| {
             Duration::from_millis(s.value.min(60_000))
         }),
         rescan_every: positive_seconds(
-            raw.rescan_interval,
+            raw.rescan_interval.take(),
             "rescan_interval",
             DEFAULT_RESCAN_EVERY,
         )?,
-        poll_every: positive_seconds(raw.poll_interval, "poll_interval", DEFAULT_POLL_EVERY)?,
-    };
+        poll_every: positive_seconds(
+            raw.poll_interval.take(),
+            "poll_interval",
+            DEFAULT_POLL_EVERY,
+        )?,
+    })
+}
 
-    let public = raw.listen_public.is_some_and(|s| s.value);
-    let listen = match raw.listen {
+/// The status server's address and the extra Host names it answers to.
+fn listening(raw: &mut Raw) -> Result<(Option<std::net::SocketAddr>, Vec<String>), ConfigError> {
+    let public = raw.listen_public.take().is_some_and(|s| s.value);
+    let listen = match raw.listen.take() {
         Some(s) if !s.value.trim().is_empty() => Some(
             crate::serve::parse_listen(&s.value, public)
                 .map_err(|m| ConfigError::new(s.origin, "listen", m))?,
         ),
         _ => None,
     };
-    let listen_hosts = match raw.listen_hosts {
-        None => Vec::new(),
-        Some(s) => {
-            for host in &s.value {
-                let bad = host.trim().is_empty()
-                    || host.contains(|c: char| c.is_whitespace() || "/@?#".contains(c));
-                if bad {
-                    return Err(ConfigError::new(
-                        s.origin,
-                        "listen_hosts",
-                        format!("{host:?} is not a host name (expected names like \"files.agency.local\")"),
-                    ));
-                }
-            }
-            s.value
-        }
+    let Some(hosts) = raw.listen_hosts.take() else {
+        return Ok((listen, Vec::new()));
     };
-    // Wherever the script kept its history: the state directory (the agent's
-    // default is the script's ~/.tanova), the home of the user this runs as
-    // (which differs with --state-dir or a service), and the file named.
-    let mut legacy_histories = vec![
+    for host in &hosts.value {
+        let bad = host.trim().is_empty()
+            || host.contains(|c: char| c.is_whitespace() || "/@?#".contains(c));
+        if bad {
+            return Err(ConfigError::new(
+                hosts.origin,
+                "listen_hosts",
+                format!("{host:?} is not a host name (expected names like \"files.agency.local\")"),
+            ));
+        }
+    }
+    Ok((listen, hosts.value))
+}
+
+/// Wherever the script kept its history: the state directory (the agent's
+/// default is the script's ~/.tanova), the home of the user this runs as
+/// (which differs with --state-dir or a service), and the file named.
+fn legacy_histories(
+    raw: &mut Raw,
+    state_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut histories = vec![
         state_dir.join(crate::state::legacy::HISTORY_FILE),
         default_state_dir(env).join(crate::state::legacy::HISTORY_FILE),
     ];
-    if let Some(s) = raw.legacy_history.filter(|s| !s.value.trim().is_empty()) {
+    if let Some(s) = raw
+        .legacy_history
+        .take()
+        .filter(|s| !s.value.trim().is_empty())
+    {
         let path = std::path::absolute(&s.value).unwrap_or_else(|_| PathBuf::from(&s.value));
         if !path.is_file() {
             return Err(ConfigError::new(
@@ -942,50 +1021,24 @@ fn validate(
                 format!("{}: no such file", path.display()),
             ));
         }
-        legacy_histories.push(path);
+        histories.push(path);
     }
-    legacy_histories.dedup();
-    let log = crate::logging::LogSettings {
-        format: match raw.log_format {
+    histories.dedup();
+    Ok(histories)
+}
+
+fn log_settings(raw: &mut Raw) -> Result<crate::logging::LogSettings, ConfigError> {
+    Ok(crate::logging::LogSettings {
+        format: match raw.log_format.take() {
             None => crate::logging::LogFormat::Text,
             Some(s) => crate::logging::LogFormat::parse(&s.value)
                 .map_err(|m| ConfigError::new(s.origin, "log_format", m))?,
         },
         file: raw
             .log_file
+            .take()
             .filter(|s| !s.value.trim().is_empty())
             .map(|s| PathBuf::from(s.value)),
-    };
-
-    Ok(Config {
-        folder: folder_path,
-        api_key: ApiKey::new(key_value),
-        url,
-        retry_count,
-        retry_delay,
-        max_attempts,
-        concurrency,
-        max_file_size,
-        follow_symlinks: raw.follow_symlinks.is_some_and(|s| s.value),
-        dry_run: false,
-        extra_roots: raw
-            .ca_file
-            .map(read_ca_file)
-            .transpose()?
-            .unwrap_or_default(),
-        state_dir,
-        state_url,
-        lease,
-        request_timeout,
-        inflight_grace,
-        ledger_timeout,
-        max_requests_per_minute,
-        batch_size,
-        watch,
-        listen,
-        listen_hosts,
-        log,
-        legacy_histories,
     })
 }
 
