@@ -169,6 +169,9 @@ impl Agent {
         let (initial, fatal) = self.engine.sync_once(shutdown).await;
         let watched = if fatal.is_some() || shutdown.is_cancelled() {
             shutdown.cancel();
+            // Nobody takes what discovery found meanwhile: let its sends fail
+            // rather than wait on a full queue (a stop during the first pass hung so).
+            drop(rx);
             Watched {
                 initial,
                 session: None,

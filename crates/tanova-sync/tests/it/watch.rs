@@ -337,3 +337,21 @@ fn a_vanished_folder_is_retried_and_picked_up_again() {
     );
     assert!(run.stderr.contains("is back"), "{}", run.stderr);
 }
+
+/// Regression: a stop during the initial pass, while rescans had filled the
+/// queue of what discovery found, left the agent waiting on that full queue.
+#[test]
+fn a_stop_during_the_initial_pass_exits_even_with_rescans_queued() {
+    let env = TestEnv::with_knobs(Knobs {
+        upload_latency_ms: 400,
+        ..Knobs::default()
+    });
+    env.write_many(700);
+    env.config(json!({ "settle_ms": 50, "rescan_interval": 0.1 }));
+    let child = env.spawn(&["watch", "--max-workers", "2"]);
+    // Long enough for several rescans of 700 files to fill the queue of 1024.
+    assert!(wait_until(WAIT, || env.emulator.stats().uploads >= 4));
+    std::thread::sleep(Duration::from_secs(2));
+    let run = stop(child, Duration::from_secs(8));
+    run.assert_code(0);
+}
