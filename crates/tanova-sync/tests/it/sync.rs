@@ -165,10 +165,11 @@ fn a_key_revoked_mid_run_stops_the_run_at_once() {
         upload_latency_ms: 100,
         ..Knobs::default()
     });
-    // The requests in flight when the key was revoked, and the one health check
-    // that confirms it: not one refusal per file.
+    // The requests sent while the health check confirmed the first refusal
+    // (a round trip, longer on a loaded machine), and that check: far fewer
+    // than one refusal per file of the 60.
     assert!(
-        env.emulator.stats().rejected_auth <= 8,
+        env.emulator.stats().rejected_auth < 20,
         "{:?}",
         env.emulator.stats()
     );
