@@ -1202,6 +1202,22 @@ fn is_loopback(url: &Url) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// The README's "Config keys" table documents every setting: a key added to
+    /// the `settings!` table without its line there fails here.
+    #[test]
+    fn every_setting_is_documented_in_the_readme() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("### Config keys").expect("the section exists");
+        let section = &readme[start..];
+        let section = &section[..section[3..].find("\n### ").map_or(section.len(), |i| i + 3)];
+        for key in KNOWN_KEYS {
+            assert!(
+                section.contains(&format!("`{key}`")),
+                "{key} is not in README's Config keys table"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]
