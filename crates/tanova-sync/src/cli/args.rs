@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 /// watches the folder until Ctrl+C.
 ///
 /// Exit status: 0 all files synced (or watch stopped cleanly); 1 some files failed (listed with reasons);
-/// 2 usage or config error, or the API key was rejected; 130 interrupted.
+/// 2 usage or config error, or (sync) the API key was rejected; 130 interrupted.
 #[derive(Debug, Parser)]
 #[command(name = "tanova-sync", version, propagate_version = true)]
 pub struct Cli {
@@ -79,6 +79,11 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Sync, then keep watching the folder and upload new CVs as they arrive, until Ctrl+C (the default command)
+    ///
+    /// A rejected key or a service that does not answer pauses uploads; the
+    /// agent never exits for them. It says so in the log and on /health, checks
+    /// again with backoff, reads a new key from the config file or api_key_file
+    /// within seconds (or at once on SIGHUP), and then delivers what queued.
     Watch(WatchArgs),
     /// Sync the folder once: upload every new CV, print a summary, exit
     Sync(SyncArgs),
