@@ -1019,29 +1019,14 @@ impl Inner {
         run: &Run,
         sum: &str,
     ) -> Result<(Claim, Option<Arc<Fence>>), Option<StateError>> {
-        let started = Instant::now();
-        let claimed = retry::with_backoff(
-            &self.ledger_policy(),
-            &run.cancel,
-            |_| async {
+        let claimed = self
+            .with_ledger(run, "claiming", sum, || async {
                 let sent = Instant::now();
-                self.ledger
-                    .claim(sum)
-                    .await
-                    .map(|claim| (claim, sent))
-                    .map_err(|e| {
-                        // Logged by the ledger when an outage starts and ends.
-                        tracing::debug!("claiming {sum}: {e}");
-                        self.ledger_failing(&e, started.elapsed());
-                        retry::Again::new(e)
-                    })
-            },
-            |_, _, _| {},
-        )
-        .await;
+                self.ledger.claim(sum).await.map(|claim| (claim, sent))
+            })
+            .await;
         match claimed {
             Ok((claim, sent)) => {
-                self.ledger_answered();
                 let fence = self
                     .ledger
                     .lease()
@@ -1059,30 +1044,52 @@ impl Inner {
     /// a one-shot run waited `ledger_timeout`. If it never does, the server's
     /// duplicate check tells other agents.
     async fn share_synced(&self, run: &Run, sum: &str, candidate: Option<&str>) {
-        let started = Instant::now();
-        let shared = retry::with_backoff(
-            &self.ledger_policy(),
-            &run.cancel,
-            |_| async {
-                self.ledger
-                    .record_synced(sum, candidate)
-                    .await
-                    .map_err(|e| {
-                        tracing::debug!("recording {sum}: {e}");
-                        self.ledger_failing(&e, started.elapsed());
-                        retry::Again::new(e)
-                    })
-            },
-            |_, _, _| {},
-        )
-        .await;
+        let shared = self
+            .with_ledger(run, "recording", sum, || {
+                self.ledger.record_synced(sum, candidate)
+            })
+            .await;
         match shared {
-            Ok(()) => self.ledger_answered(),
+            Ok(()) => {}
             Err(retry::Ended::GaveUp(e) | retry::Ended::Stopped(e)) => tracing::warn!(
                 "{e}: {sum} is recorded as synced on this machine only; \
                  another agent will find it on the server"
             ),
         }
+    }
+
+    /// One ledger call, retried under [`Inner::ledger_policy`] while the ledger
+    /// does not answer; `/health` hears when it has failed for a while and when it answers.
+    async fn with_ledger<T, F, Fut>(
+        &self,
+        run: &Run,
+        doing: &str,
+        sum: &str,
+        op: F,
+    ) -> Result<T, retry::Ended<StateError>>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StateError>>,
+    {
+        let started = Instant::now();
+        let done = retry::with_backoff(
+            &self.ledger_policy(),
+            &run.cancel,
+            |_| async {
+                op().await.map_err(|e| {
+                    // Logged by the ledger when an outage starts and ends.
+                    tracing::debug!("{doing} {sum}: {e}");
+                    self.ledger_failing(&e, started.elapsed());
+                    retry::Again::new(e)
+                })
+            },
+            |_, _, _| {},
+        )
+        .await;
+        if done.is_ok() {
+            self.ledger_answered();
+        }
+        done
     }
 
     /// Waits for an unreachable ledger: from 200 ms up to 10 s apart; a one-shot
