@@ -35,21 +35,44 @@ pub const CREDENTIAL_NAME: &str = "tanova-api-key";
 /// Keys look like this; anything else is probably a paste error.
 pub const API_KEY_PREFIX: &str = "tanova_sk_";
 
-/// Every setting of the config file, declared once: its key (also the field
-/// of [`Raw`]) and how the file gives it. From this come the list of known keys
-/// (others are warned about), the raw values, and the reading of the file;
-/// `TANOVA_*` variables and flags override some (see [`read_env`] and
-/// [`apply_overrides`]), and [`validate`] turns the raw values into [`Config`],
-/// one section at a time. README's "Config keys" table documents each.
+/// Every setting, declared once: its key (also the field of [`Raw`]), its
+/// type in the file, the `TANOVA_*` variable that overrides it, and the flag
+/// that overrides both (name, value name, help). From this come the known keys
+/// (others are warned about), the raw values, the reading of the file, of the
+/// variables and of the flags ([`SettingFlags`], which the CLI flattens into
+/// its global flags); [`validate`] then turns the raw values into [`Config`],
+/// one section at a time, with the defaults named below. README's "Config
+/// keys" table documents each key (a test keeps the two in step).
 macro_rules! settings {
-    ($($key:ident: $kind:ident $(= $env:literal)?,)*) => {
+    ($(
+        $key:ident: $kind:ident $(= $env:literal)?
+        $(; flag $flag:literal $value:ident: $help:expr)?,
+    )*) => {
         /// Every key the config file may hold.
         const KNOWN_KEYS: &[&str] = &[$(stringify!($key)),*];
+
+        /// Each setting a `TANOVA_*` variable overrides, with its variable.
+        const ENV_VARS: &[(&str, &str)] = &[$($((stringify!($key), $env),)?)*];
 
         /// Values read from every source, not yet validated.
         #[derive(Default)]
         struct Raw {
             $($key: Option<Sourced<settings!(@type $kind)>>,)*
+        }
+
+        /// The settings a flag overrides, as clap reads them: the CLI
+        /// flattens this into its global flags.
+        #[derive(Clone, Debug, Default, clap::Args)]
+        pub struct SettingFlags {
+            $($(
+                #[arg(
+                    long = $flag,
+                    global = true,
+                    value_name = stringify!($value),
+                    help = flag_help($help, stringify!($key)),
+                )]
+                pub $key: Option<settings!(@type $kind)>,
+            )?)*
         }
 
         /// Read every known key of the file, typed, into `raw`.
@@ -70,6 +93,18 @@ macro_rules! settings {
             )?)*
             Ok(())
         }
+
+        /// The flags given, over the file and the variables.
+        fn read_flags(flags: &SettingFlags, raw: &mut Raw) {
+            $($(
+                if let Some(value) = &flags.$key {
+                    raw.$key = Some(Sourced {
+                        value: value.clone(),
+                        origin: concat!("flag --", $flag).to_string(),
+                    });
+                }
+            )?)*
+        }
     };
     (@type string) => { String };
     (@type integer) => { u64 };
@@ -79,7 +114,8 @@ macro_rules! settings {
 }
 
 settings! {
-    folder_path: string = "TANOVA_FOLDER_PATH",
+    folder_path: string = "TANOVA_FOLDER_PATH";
+        flag "folder" DIR: "The folder of CVs, over folder_path",
     // The key's variables take precedence over each other: see `read_env`.
     api_key: string,
     api_key_file: string,
@@ -87,11 +123,19 @@ settings! {
     retry_count: integer,
     retry_delay: number,
     max_attempts: integer,
-    max_workers: integer = "TANOVA_MAX_WORKERS",
-    concurrency: integer,
+    max_workers: integer = "TANOVA_MAX_WORKERS";
+        flag "max-workers" N: format!(
+            "The most uploads at once: the ceiling of the adaptive limit, over max_workers \
+             [default: {DEFAULT_CEILING}]"
+        ),
+    concurrency: integer;
+        flag "concurrency" N: "Pin the number of uploads at once (no adaptive limit), over concurrency",
     max_file_size_mb: number,
-    state_dir: string = "TANOVA_STATE_DIR",
-    state_url: string = "TANOVA_STATE_URL",
+    state_dir: string = "TANOVA_STATE_DIR";
+        flag "state-dir" DIR: "Where the agent keeps its state [default: ~/.tanova]",
+    state_url: string = "TANOVA_STATE_URL";
+        flag "state-url" URL: "Share the synced set with other agents in Redis: \
+            redis[s]://[user:password@]host:port/db",
     redis_ca_file: string,
     redis_client_cert: string,
     redis_client_key: string,
@@ -104,16 +148,32 @@ settings! {
     request_timeout: number,
     max_requests_per_minute: integer = "TANOVA_MAX_REQUESTS_PER_MINUTE",
     batch_size: integer,
-    listen: string = "TANOVA_LISTEN",
+    listen: string = "TANOVA_LISTEN";
+        flag "listen" ADDR: "Serve /health, /metrics and a status page at ADDR while syncing or \
+            watching, like 127.0.0.1:9898 (port 0 picks one)",
     listen_public: boolean,
     listen_hosts: strings,
-    log_format: string,
-    log_file: string,
-    legacy_history: string,
+    log_format: string;
+        flag "log-format" FORMAT: "How log lines are written: text, or json (one object per line, \
+            for log shippers) [default: text]",
+    log_file: string;
+        flag "log-file" FILE: "Write the log to FILE instead of stderr, rotated daily \
+            (FILE's name gets the date)",
+    legacy_history: string;
+        flag "legacy-history" FILE: "Also import this history file of tanova_sync.py (a JSON array \
+            of checksums), over legacy_history; ~/.tanova/sync_history.json is always looked for",
     watch_mode: string,
     settle_ms: integer,
     rescan_interval: number,
     poll_interval: number,
+}
+
+/// A flag's help, naming the variable that also sets it, if any.
+fn flag_help(help: impl fmt::Display, key: &str) -> String {
+    match ENV_VARS.iter().find(|(k, _)| *k == key) {
+        Some((_, var)) => format!("{help} (env {var})"),
+        None => help.to_string(),
+    }
 }
 
 /// Fields whose value may be, or may hold, a secret: the key itself, URLs
@@ -264,27 +324,17 @@ impl ConfigError {
     }
 }
 
-/// Settings given on the command line; they win over the environment and the file.
+/// What the command line gives: the config file to read, the settings'
+/// flags (they win over the environment and the file), and the flags that
+/// are not settings.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
     pub config_file: Option<PathBuf>,
-    pub folder: Option<PathBuf>,
-    pub state_dir: Option<PathBuf>,
-    pub state_url: Option<String>,
-    pub max_workers: Option<usize>,
-    pub concurrency: Option<usize>,
+    pub flags: SettingFlags,
     /// `--dry-run`: send nothing.
     pub dry_run: bool,
-    /// `--poll`: rescans only, no file-system events.
+    /// `--poll`: rescans only, no file-system events (sets `watch_mode`).
     pub poll: bool,
-    /// `--listen ADDR`.
-    pub listen: Option<String>,
-    /// `--log-format text|json`.
-    pub log_format: Option<String>,
-    /// `--log-file PATH`.
-    pub log_file: Option<PathBuf>,
-    /// `--legacy-history FILE`.
-    pub legacy_history: Option<PathBuf>,
 }
 
 /// One raw value with the place it came from, so errors can name it.
@@ -565,65 +615,11 @@ fn read_env(env: &dyn Fn(&str) -> Option<String>, raw: &mut Raw) -> Result<(), C
 }
 
 fn apply_overrides(overrides: &Overrides, raw: &mut Raw) {
-    let flag = |name: &str| format!("flag --{name}");
-    if let Some(folder) = &overrides.folder {
-        raw.folder_path = Some(Sourced {
-            value: folder.to_string_lossy().into_owned(),
-            origin: flag("folder"),
-        });
-    }
-    if let Some(dir) = &overrides.state_dir {
-        raw.state_dir = Some(Sourced {
-            value: dir.to_string_lossy().into_owned(),
-            origin: flag("state-dir"),
-        });
-    }
+    read_flags(&overrides.flags, raw);
     if overrides.poll {
         raw.watch_mode = Some(Sourced {
             value: "poll".to_string(),
-            origin: flag("poll"),
-        });
-    }
-    if let Some(n) = overrides.max_workers {
-        raw.max_workers = Some(Sourced {
-            value: n as u64,
-            origin: flag("max-workers"),
-        });
-    }
-    if let Some(url) = &overrides.state_url {
-        raw.state_url = Some(Sourced {
-            value: url.clone(),
-            origin: flag("state-url"),
-        });
-    }
-    if let Some(n) = overrides.concurrency {
-        raw.concurrency = Some(Sourced {
-            value: n as u64,
-            origin: flag("concurrency"),
-        });
-    }
-    if let Some(addr) = &overrides.listen {
-        raw.listen = Some(Sourced {
-            value: addr.clone(),
-            origin: flag("listen"),
-        });
-    }
-    if let Some(format) = &overrides.log_format {
-        raw.log_format = Some(Sourced {
-            value: format.clone(),
-            origin: flag("log-format"),
-        });
-    }
-    if let Some(path) = &overrides.log_file {
-        raw.log_file = Some(Sourced {
-            value: path.to_string_lossy().into_owned(),
-            origin: flag("log-file"),
-        });
-    }
-    if let Some(path) = &overrides.legacy_history {
-        raw.legacy_history = Some(Sourced {
-            value: path.to_string_lossy().into_owned(),
-            origin: flag("legacy-history"),
+            origin: "flag --poll".to_string(),
         });
     }
 }
@@ -1250,5 +1246,48 @@ mod tests {
                 (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    /// Flags win over the variables, which win over the file; a refused value
+    /// names the source that gave it.
+    #[test]
+    fn flags_win_over_variables_over_the_file_and_errors_name_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tanova-config.json");
+        let folder = dir.path().display().to_string();
+        std::fs::write(
+            &file,
+            format!(r#"{{"folder_path": {folder:?}, "api_key": "tanova_sk_x", "max_workers": 3}}"#),
+        )
+        .unwrap();
+        let vars = |workers: &'static str| {
+            move |name: &str| (name == "TANOVA_MAX_WORKERS").then(|| workers.to_string())
+        };
+        let with_flag = |n: Option<u64>| Overrides {
+            config_file: Some(file.clone()),
+            flags: SettingFlags {
+                max_workers: n,
+                ..SettingFlags::default()
+            },
+            ..Overrides::default()
+        };
+        let ceiling = |o: &Overrides, env: &dyn Fn(&str) -> Option<String>| {
+            load(o, env).map(|l| l.config.concurrency)
+        };
+        let none = |_: &str| None;
+        let adaptive = |n| Concurrency::Adaptive { ceiling: n };
+        assert_eq!(ceiling(&with_flag(None), &none).unwrap(), adaptive(3));
+        assert_eq!(ceiling(&with_flag(None), &vars("7")).unwrap(), adaptive(7));
+        assert_eq!(
+            ceiling(&with_flag(Some(9)), &vars("7")).unwrap(),
+            adaptive(9)
+        );
+        let err = ceiling(&with_flag(Some(0)), &vars("7")).unwrap_err();
+        assert_eq!(
+            (err.origin.as_str(), err.field.as_str()),
+            ("flag --max-workers", "max_workers")
+        );
+        let err = ceiling(&with_flag(None), &vars("0")).unwrap_err();
+        assert_eq!(err.origin, "environment variable TANOVA_MAX_WORKERS");
     }
 }

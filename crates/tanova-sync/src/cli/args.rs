@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::SettingFlags;
+
 /// Gets every CV in a folder into your Tanova account, exactly once.
 ///
 /// A drop-in for tanova_sync.py: it reads the same tanova-config.json
@@ -37,21 +39,10 @@ pub struct GlobalArgs {
         env = "TANOVA_CONFIG"
     )]
     pub config: Option<PathBuf>,
-    /// Where the agent keeps its state [default: ~/.tanova] (env TANOVA_STATE_DIR)
-    #[arg(long, global = true, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Share the synced set with other agents in Redis: redis[s]://[user:password@]host:port/db (env TANOVA_STATE_URL)
-    #[arg(long, global = true, value_name = "URL")]
-    pub state_url: Option<String>,
-    /// The folder of CVs, over folder_path and TANOVA_FOLDER_PATH
-    #[arg(long, global = true, value_name = "DIR")]
-    pub folder: Option<PathBuf>,
-    /// The most uploads at once: the ceiling of the adaptive limit, over max_workers [default: 64]
-    #[arg(long, global = true, value_name = "N")]
-    pub max_workers: Option<usize>,
-    /// Pin the number of uploads at once (no adaptive limit), over concurrency
-    #[arg(long, global = true, value_name = "N")]
-    pub concurrency: Option<usize>,
+    /// The settings' flags (--folder, --state-dir, --listen, …), declared with
+    /// their keys in the config module's table.
+    #[command(flatten)]
+    pub settings: SettingFlags,
     /// Print one JSON summary object on stdout at the end (progress stays on stderr)
     #[arg(long, global = true)]
     pub json: bool,
@@ -61,19 +52,6 @@ pub struct GlobalArgs {
     /// Only errors; no progress
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
-    /// Serve /health, /metrics and a status page at ADDR while syncing or watching, like 127.0.0.1:9898 (env TANOVA_LISTEN; port 0 picks one)
-    #[arg(long, global = true, value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// How log lines are written: text, or json (one object per line, for log shippers) [default: text]
-    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["text", "json"])]
-    pub log_format: Option<String>,
-    /// Write the log to FILE instead of stderr, rotated daily (FILE's name gets the date)
-    #[arg(long, global = true, value_name = "FILE")]
-    pub log_file: Option<PathBuf>,
-    /// Also import this history file of tanova_sync.py (a JSON array of checksums), over legacy_history;
-    /// ~/.tanova/sync_history.json is always looked for
-    #[arg(long, global = true, value_name = "FILE")]
-    pub legacy_history: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

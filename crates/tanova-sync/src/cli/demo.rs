@@ -74,8 +74,8 @@ fn demo_folder(
     args: &super::args::DemoArgs,
     work: &std::path::Path,
 ) -> Result<std::path::PathBuf, String> {
-    let folder = match &global.folder {
-        Some(folder) => folder.clone(),
+    let folder = match &global.settings.folder_path {
+        Some(folder) => std::path::PathBuf::from(folder),
         None => {
             let folder = work.join("CV inbox");
             samples::write_samples(&folder, args.files)
@@ -99,16 +99,21 @@ fn demo_config(
     work: &std::path::Path,
 ) -> Result<Config, String> {
     let state_dir = global
+        .settings
         .state_dir
-        .clone()
-        .unwrap_or_else(|| work.join("state"));
+        .as_ref()
+        .map_or_else(|| work.join("state"), std::path::PathBuf::from);
     let url = config::parse_url(&emulator.url(), false)?;
     Ok(Config {
         retry_delay: std::time::Duration::from_millis(200),
         concurrency: config::Concurrency::Adaptive {
-            ceiling: global.max_workers.unwrap_or(config::DEFAULT_CEILING),
+            ceiling: global
+                .settings
+                .max_workers
+                .map_or(config::DEFAULT_CEILING, |n| n as usize),
         },
         listen: global
+            .settings
             .listen
             .as_deref()
             .map(|addr| crate::serve::parse_listen(addr, false))

@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::{report_error, Exit, GlobalArgs};
-use crate::config::{self, Overrides};
+use crate::config::{self, Overrides, SettingFlags};
 use crate::state::sqlite::DB_FILE;
 use crate::state::{legacy, Failure, SqliteStore, Store};
 
@@ -14,7 +14,10 @@ use crate::state::{legacy, Failure, SqliteStore, Store};
 fn state_dir(global: &GlobalArgs) -> Result<PathBuf, Exit> {
     let overrides = Overrides {
         config_file: global.config.clone(),
-        state_dir: global.state_dir.clone(),
+        flags: SettingFlags {
+            state_dir: global.settings.state_dir.clone(),
+            ..SettingFlags::default()
+        },
         ..Overrides::default()
     };
     config::state_dir(&overrides, &|name| std::env::var(name).ok()).map_err(|e| {

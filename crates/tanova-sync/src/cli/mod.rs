@@ -114,15 +114,7 @@ fn load_config(global: &GlobalArgs, command: impl FnOnce(&mut Overrides)) -> Res
 fn global_overrides(global: &GlobalArgs) -> Overrides {
     Overrides {
         config_file: global.config.clone(),
-        folder: global.folder.clone(),
-        state_dir: global.state_dir.clone(),
-        state_url: global.state_url.clone(),
-        max_workers: global.max_workers,
-        concurrency: global.concurrency,
-        listen: global.listen.clone(),
-        log_format: global.log_format.clone(),
-        log_file: global.log_file.clone(),
-        legacy_history: global.legacy_history.clone(),
+        flags: global.settings.clone(),
         ..Overrides::default()
     }
 }
@@ -315,11 +307,15 @@ fn init_logging(global: &GlobalArgs) -> Result<(), String> {
         EnvFilter::new(format!("warn,tanova_sync={level},tanova_emulator=warn"))
     });
     let settings = crate::logging::LogSettings {
-        format: match global.log_format.as_deref() {
+        format: match global.settings.log_format.as_deref() {
             Some(format) => crate::logging::LogFormat::parse(format)?,
             None => crate::logging::LogFormat::Text,
         },
-        file: global.log_file.clone(),
+        file: global
+            .settings
+            .log_file
+            .as_ref()
+            .map(std::path::PathBuf::from),
     };
     crate::logging::init(filter, &settings).map_err(|e| format!("--log-file: {e}"))
 }

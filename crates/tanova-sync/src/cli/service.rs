@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::args::{GlobalArgs, ServiceInstallArgs};
 use super::{report_error, Exit};
-use crate::config::{self, ApiKey, Config, Overrides, DEFAULT_CONFIG_FILE};
+use crate::config::{self, ApiKey, Config, Overrides, SettingFlags, DEFAULT_CONFIG_FILE};
 use crate::service::{self, ServiceSpec};
 
 pub fn install(global: &GlobalArgs, args: &ServiceInstallArgs) -> Exit {
@@ -103,11 +103,14 @@ fn settings_here(
 ) -> Result<(PathBuf, ApiKey), String> {
     let here = Overrides {
         config_file: Some(file.to_path_buf()),
-        folder: global.folder.clone(),
-        state_dir: global.state_dir.clone(),
-        state_url: global.state_url.clone(),
-        max_workers: global.max_workers,
-        concurrency: global.concurrency,
+        flags: SettingFlags {
+            folder_path: global.settings.folder_path.clone(),
+            state_dir: global.settings.state_dir.clone(),
+            state_url: global.settings.state_url.clone(),
+            max_workers: global.settings.max_workers,
+            concurrency: global.settings.concurrency,
+            ..SettingFlags::default()
+        },
         ..Overrides::default()
     };
     let current = config::load(&here, env).map_err(|e| format!("config error: {e}"))?;
@@ -136,7 +139,10 @@ fn settings_as_service(
     };
     let overrides = Overrides {
         config_file: Some(file.to_path_buf()),
-        state_dir: Some(state_dir.to_path_buf()),
+        flags: SettingFlags {
+            state_dir: Some(state_dir.display().to_string()),
+            ..SettingFlags::default()
+        },
         ..Overrides::default()
     };
     config::load(&overrides, &service_env)
