@@ -20,6 +20,8 @@ Scenarios (see BENCHMARKS.md for what each measures and why):
   bulk500-cap8   issue 4: the same 500 CVs, capacity 8
   bulk2000-cap128  issue 4: 2,000 CVs, capacity 128, --max-workers 256
   bulk20k        issue 4: 20,000 CVs (2.4 GB) at zero latency, against openssl hashing them
+  migrate20k     issue 12: first start with all 20,000 CVs of bulk20k in the script's sync_history.json,
+                 against openssl hashing them
   noop20k        issue 4: no-op restart over 20,000 files, against a find stat walk
   noop1m         issue 4: the same over 1,000,000 files (first sync included in the setup)
   watch-latency  issue 3: close-to-receipt latency of 100 files written one at a time
@@ -700,6 +702,61 @@ def bulk20k(ctx: Ctx) -> list:
                 f"openssl {hashing.samples_s[-1]:.2f} s")
     emu_cpu = statistics.median(r["emulator_cpu_s"] for r in agent.extra["runs"])
     agent.notes = f"emulator CPU {emu_cpu:.1f} s; {c.bytes / statistics.median(agent.samples_s) / 1e6:.0f} MB/s"
+    hashing.notes = f"{c.bytes / statistics.median(hashing.samples_s) / 1e6:.0f} MB/s"
+    return [hashing, agent]
+
+
+def legacy_history_of(c: Corpus) -> Path:
+    """The Python script's sync_history.json listing every file of the corpus,
+    written once beside it (outside the tree)."""
+    history = CORPORA / f"{c.path.name}.sync_history.json"
+    if not history.is_file():
+        sums = []
+        for dirpath, _, names in os.walk(c.path):
+            for name in names:
+                sums.append(sha256_file(Path(dirpath) / name))
+        history.write_text(json.dumps(sorted(sums)))
+    return history
+
+
+def migrate20k(ctx: Ctx) -> list:
+    """Issue 12: the first start of an agency moving from the script. The
+    20,000 CVs of bulk20k are all in the script's sync_history.json, so the
+    agent hashes every file once and uploads nothing. Alternated in each run
+    with openssl hashing the same files on both cores; warm cache."""
+    c = corpus("bulk20k")
+    history = legacy_history_of(c)
+    hash_argv = ["sh", "-c", OPENSSL_HASH.format(dir=shlex_quote(str(c.path)))]
+    agent = Row("migrate20k", f"first start, 20k CVs ({c.bytes / 1e9:.2f} GB) all in sync_history.json", [],
+                ratio_to="openssl hash alone (xargs -P2)", extra={"runs": []})
+    hashing = Row("migrate20k", "openssl hash alone (xargs -P2)", [], extra={"command": OPENSSL_HASH})
+    with Emulator(ctx.emulator, LOGS / "migrate20k-emulator.log", latency_ms=0, capacity=0) as emu:
+        for run in range(ctx.runs):
+            for what in (("agent", "hash") if run % 2 == 0 else ("hash", "agent")):
+                if what == "hash":
+                    h = measure(hash_argv)
+                    if h.exit_code != 0:
+                        raise BenchError(f"openssl hashing exited {h.exit_code}: {hash_argv[-1]}")
+                    hashing.samples_s.append(h.wall_s)
+                    hashing.cpu_s.append(h.cpu_s)
+                    continue
+                emu.reset()
+                state = fresh_dir(STATE / "migrate20k")
+                m, s = run_agent(ctx, emu, c.path, state, f"migrate20k-run{run}",
+                                 flags=["--legacy-history", str(history)])
+                st = emu.stats()
+                expect(f"migrate20k run {run}", {
+                    "found": (s["found"], c.files), "skipped": (s["skipped"], c.files),
+                    "hashed": (s.get("hashed", 0), c.files), "failed": (s["failed"], 0),
+                    "emulator uploads": (st["uploads"], 0),
+                }, s["_repro"])
+                agent.samples_s.append(m.wall_s)
+                agent.rss_kib.append(m.maxrss_kib)
+                agent.cpu_s.append(m.cpu_s)
+                agent.extra["runs"].append({"wall_s": m.wall_s, "agent_elapsed_s": s["elapsed_s"]})
+            log(f"  migrate20k run {run}: agent {agent.samples_s[-1]:.2f} s (RSS {agent.rss_kib[-1] / 1024:.1f} MiB), "
+                f"openssl {hashing.samples_s[-1]:.2f} s")
+    agent.notes = f"{c.bytes / statistics.median(agent.samples_s) / 1e6:.0f} MB/s"
     hashing.notes = f"{c.bytes / statistics.median(hashing.samples_s) / 1e6:.0f} MB/s"
     return [hashing, agent]
 
@@ -1465,6 +1522,7 @@ SCENARIOS = {
     "bulk500-cap8": bulk500_cap8,
     "bulk2000-cap128": bulk2000_cap128,
     "bulk20k": bulk20k,
+    "migrate20k": migrate20k,
     "noop20k": noop20k,
     "noop1m": noop1m,
     "watch-latency": watch_latency,
@@ -1479,7 +1537,7 @@ NOT_BY_DEFAULT = {"soak", "soak-ledger"}
 # The corpora each scenario needs, for --prepare.
 SCENARIO_CORPORA = {
     "bulk500": ["bulk500"], "bulk500-cap8": ["bulk500"], "bulk2000-cap128": ["bulk2000"],
-    "bulk20k": ["bulk20k"], "noop20k": ["noop20k"], "noop1m": ["noop1m"],
+    "bulk20k": ["bulk20k"], "migrate20k": ["bulk20k"], "noop20k": ["noop20k"], "noop1m": ["noop1m"],
     "watch-latency": [], "watch-burst": ["burst1000"], "ledger": ["ledger2000"],
     "soak": [], "soak-ledger": [],
 }
