@@ -154,6 +154,10 @@ async fn front(State(state): State<FrontState>, request: Request) -> Response {
     let path = request.uri().path().to_string();
     let rule = state.rules.lock().unwrap().get(&path).cloned();
     if let Some(rule) = rule {
+        // Read the request's body first, as a real server (nginx) discards it:
+        // hyper would otherwise close the connection while the client is still
+        // streaming the upload, and the client would see a broken pipe, not the redirect.
+        let _ = axum::body::to_bytes(request.into_body(), 64 << 20).await;
         let mut response = StatusCode::from_u16(rule.status).unwrap().into_response();
         response
             .headers_mut()
