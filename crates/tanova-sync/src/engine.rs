@@ -39,8 +39,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// The first wait before asking an unreachable ledger again; it doubles up to [`LEDGER_MAX_WAIT`].
 const LEDGER_RETRY: Duration = Duration::from_millis(200);
 const LEDGER_MAX_WAIT: Duration = Duration::from_secs(10);
-/// Items queued between discovery and the pipeline.
-pub const ITEM_QUEUE: usize = 1024;
+/// Batches queued between discovery and the pipeline.
+pub const ITEM_QUEUE: usize = 64;
+/// Files a walk hands over at a time: one cache read and one hand-off per
+/// batch, not per file (issue 12).
+const SCAN_BATCH: usize = 256;
 
 /// Where one pass over a file leads.
 enum Step {
@@ -56,6 +59,8 @@ enum Step {
 
 /// A discovered file with what the cache knows about it.
 pub type Item = (Found, Option<Cached>);
+/// Items handed to the pipeline together.
+pub type Batch = Vec<Item>;
 
 /// Why a run stopped early. Per-file failures are not errors: they are in the summary.
 #[derive(Debug, thiserror::Error)]
@@ -301,24 +306,32 @@ impl Engine {
         result
     }
 
-    /// Walk `dir` (the folder or part of it) on a blocking thread, sending each
-    /// candidate with what the cache knows about it. Stops when the receiver is gone.
-    pub fn scan_into(&self, dir: PathBuf, tx: mpsc::Sender<Item>) -> tokio::task::JoinHandle<()> {
+    /// Walk `dir` (the folder or part of it) on a blocking thread, sending the
+    /// candidates in batches with what the cache knows about each. Stops when
+    /// the receiver is gone.
+    pub fn scan_into(&self, dir: PathBuf, tx: mpsc::Sender<Batch>) -> tokio::task::JoinHandle<()> {
         let store = self.inner.store.clone();
         let reporter = self.inner.reporter.clone();
         let follow_links = self.inner.follow_symlinks;
         let whole_folder = dir == self.inner.root && !self.inner.dry_run;
         tokio::task::spawn_blocking(move || {
             let mut complete = true;
-            scan::walk(&dir, follow_links, |found| {
-                // Looked up here, off the async threads: a no-op rescan is one walk plus one indexed read per file.
-                let cached = match &found {
-                    Found::File { stamp, .. } => lookup(store.as_ref(), stamp),
-                    Found::Unreadable { .. } => None,
-                };
-                complete = tx.blocking_send((found, cached)).is_ok();
+            let mut found = Vec::with_capacity(SCAN_BATCH);
+            let send = |found: &mut Vec<Found>| {
+                // Looked up here, off the async threads, in one read per batch.
+                let batch = with_cache(store.as_ref(), std::mem::take(found));
+                tx.blocking_send(batch).is_ok()
+            };
+            scan::walk(&dir, follow_links, |f| {
+                found.push(f);
+                if found.len() == SCAN_BATCH {
+                    complete = send(&mut found);
+                }
                 complete
             });
+            if complete && !found.is_empty() {
+                complete = send(&mut found);
+            }
             // A whole walk has seen every file: failures of files now gone are dropped,
             // so `status` stops listing them.
             if whole_folder && complete {
@@ -362,7 +375,7 @@ impl Engine {
     /// cancel, uploads in flight get [`SHUTDOWN_GRACE`] to finish and be recorded.
     pub async fn pipeline(
         &self,
-        mut rx: mpsc::Receiver<Item>,
+        mut rx: mpsc::Receiver<Batch>,
         cancel: &CancellationToken,
     ) -> (Summary, Option<EngineError>) {
         let started = Instant::now();
@@ -377,35 +390,39 @@ impl Engine {
                 + self.inner.hashers.available_permits() * 2,
         ));
         let mut tasks = JoinSet::new();
-        loop {
+        'batches: loop {
             let next = tokio::select! {
                 _ = run.cancel.cancelled() => None,
                 next = rx.recv() => next,
             };
-            let Some((found, cached)) = next else { break };
-            {
-                let mut tally = run.tally.lock().unwrap();
-                tally.found += 1;
-                self.inner.reporter.found(&tally);
-            }
-            match found {
-                Found::Unreadable { path, reason } => self.inner.unreadable(&run, &path, reason),
-                Found::File { path, stamp, seen } => {
-                    if let Some(outcome) = self.inner.quick_outcome(&stamp, cached.as_ref()) {
-                        self.inner.record_and_finish(&run, &path, None, outcome);
-                        continue;
+            let Some(batch) = next else { break };
+            for (found, cached) in batch {
+                {
+                    let mut tally = run.tally.lock().unwrap();
+                    tally.found += 1;
+                    self.inner.reporter.found(&tally);
+                }
+                match found {
+                    Found::Unreadable { path, reason } => {
+                        self.inner.unreadable(&run, &path, reason)
                     }
-                    let permit = tokio::select! {
-                        _ = run.cancel.cancelled() => break,
-                        p = slots.clone().acquire_owned() => p.expect("never closed"),
-                    };
-                    let inner = self.inner.clone();
-                    let run = run.clone();
-                    let checksum = cached.map(|c| c.checksum);
-                    tasks.spawn(async move {
-                        let _permit = permit;
-                        inner.process(&run, path, stamp, seen, checksum).await;
-                    });
+                    Found::File { path, stamp, seen } => {
+                        if let Some(outcome) = self.inner.quick_outcome(&stamp, cached.as_ref()) {
+                            self.inner.record_and_finish(&run, &path, None, outcome);
+                            continue;
+                        }
+                        let permit = tokio::select! {
+                            _ = run.cancel.cancelled() => break 'batches,
+                            p = slots.clone().acquire_owned() => p.expect("never closed"),
+                        };
+                        let inner = self.inner.clone();
+                        let run = run.clone();
+                        let checksum = cached.map(|c| c.checksum);
+                        tasks.spawn(async move {
+                            let _permit = permit;
+                            inner.process(&run, path, stamp, seen, checksum).await;
+                        });
+                    }
                 }
             }
             while let Some(done) = tasks.try_join_next() {
@@ -414,6 +431,9 @@ impl Engine {
         }
         drop(rx);
         drain(&run, tasks).await;
+        if let Err(e) = self.inner.store.flush() {
+            tracing::warn!("{e}");
+        }
         let fatal = run.fatal.lock().unwrap().take();
         let mut summary = std::mem::take(&mut *run.tally.lock().unwrap());
         summary.elapsed_s = started.elapsed().as_secs_f64();
@@ -459,6 +479,35 @@ fn lookup(store: &dyn Store, stamp: &FileStamp) -> Option<Cached> {
         tracing::warn!("{e}");
         None
     })
+}
+
+/// What the cache knows about each file found, in one read (all misses when
+/// the state cannot be read).
+fn with_cache(store: &dyn Store, found: Vec<Found>) -> Batch {
+    let stamps: Vec<FileStamp> = found
+        .iter()
+        .filter_map(|f| match f {
+            Found::File { stamp, .. } => Some(*stamp),
+            Found::Unreadable { .. } => None,
+        })
+        .collect();
+    let mut cached = store
+        .lookup_many(&stamps)
+        .unwrap_or_else(|e| {
+            tracing::warn!("{e}");
+            vec![None; stamps.len()]
+        })
+        .into_iter();
+    found
+        .into_iter()
+        .map(|f| match f {
+            Found::File { .. } => {
+                let c = cached.next().flatten();
+                (f, c)
+            }
+            Found::Unreadable { .. } => (f, None),
+        })
+        .collect()
 }
 
 /// Uploads that were in flight when the agent last stopped, with when their
@@ -529,21 +578,20 @@ impl Inner {
         mut seen: Option<Instant>,
         mut checksum: Option<String>,
     ) {
-        let (mut rehashes, mut rounds) = (0, 0);
+        let (mut looks, mut rehashes, mut rounds) = (0, 0, 0);
         loop {
             let sum = match checksum.take() {
                 Some(sum) => sum,
                 None => {
-                    match self.settle(run, &path, &mut stamp, seen).await {
-                        Settled::Yes => {}
-                        Settled::Gone => return self.vanished(run, &path),
-                        Settled::StillWriting => return self.still_writing(run, &path),
-                        Settled::Stopped => return,
+                    if !self.settle(run, seen).await {
+                        return;
                     }
+                    // The hash's first look at the open file is the settle
+                    // check's second: a file that changed is not read.
                     match self.checksum_of(run, &path, &stamp).await {
                         Ok(sum) => sum,
-                        Err(Step::Rehash(new)) if rehashes < MAX_REHASH => {
-                            (stamp, seen, rehashes) = (new, Some(Instant::now()), rehashes + 1);
+                        Err(Step::Rehash(new)) if looks < MAX_LOOKS => {
+                            (stamp, seen, looks) = (new, Some(Instant::now()), looks + 1);
                             continue;
                         }
                         Err(Step::Rehash(_)) => return self.still_writing(run, &path),
@@ -592,38 +640,21 @@ impl Inner {
         }
     }
 
-    /// The settle check: a file is read only once two looks at it, `settle`
-    /// apart, agree on its size, mtime and identity. Never judged by comparing
-    /// its mtime with the clock, so a file from the future settles like any other.
-    /// `seen`: when `stamp` was looked at; `None` when the file is known complete.
-    async fn settle(
-        &self,
-        run: &Run,
-        path: &Path,
-        stamp: &mut FileStamp,
-        seen: Option<Instant>,
-    ) -> Settled {
-        let Some(mut seen) = seen else {
-            return Settled::Yes;
+    /// The settle check's wait: a file is read only once two looks at it,
+    /// `settle` apart, agree on its size, mtime and identity. The first look is
+    /// the one that found it (`seen`; `None` when it is known complete); the
+    /// second is [`hash::hash_file`]'s look at the open file, so a settled file
+    /// costs no extra stat. Never judged by comparing its mtime with the clock,
+    /// so a file from the future settles like any other. False: stopped.
+    async fn settle(&self, run: &Run, seen: Option<Instant>) -> bool {
+        let Some(seen) = seen else {
+            return true;
         };
-        for _ in 0..MAX_LOOKS {
-            let due = tokio::time::Instant::from_std(seen + self.settle);
-            tokio::select! {
-                _ = run.cancel.cancelled() => return Settled::Stopped,
-                _ = tokio::time::sleep_until(due) => {}
-            }
-            let now = match tokio::fs::metadata(path).await {
-                Ok(meta) => stamp_of(path, &meta),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Settled::Gone,
-                // Reading it will say what is wrong.
-                Err(_) => return Settled::Yes,
-            };
-            if now == *stamp {
-                return Settled::Yes;
-            }
-            (*stamp, seen) = (now, Instant::now());
+        let due = tokio::time::Instant::from_std(seen + self.settle);
+        tokio::select! {
+            _ = run.cancel.cancelled() => false,
+            _ = tokio::time::sleep_until(due) => true,
         }
-        Settled::StillWriting
     }
 
     /// The walk could not look at `path`: a failure, unless it is simply gone
@@ -1268,12 +1299,4 @@ impl Inner {
         }
         run.cancel.cancel();
     }
-}
-
-/// How the settle check ended.
-enum Settled {
-    Yes,
-    Gone,
-    StillWriting,
-    Stopped,
 }

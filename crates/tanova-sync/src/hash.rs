@@ -24,14 +24,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Hash the file at `path` if it still has `expected`'s size and mtime
-/// before and after reading; the bytes hashed are then the version found.
+/// Hash the file at `path` if the open file still has `expected`'s stamp
+/// (identity, size, mtime) before and after reading; the bytes hashed are
+/// then the version found. The look before reading doubles as the settle
+/// check's second look, so it compares the identity too: a file replaced
+/// under the same name is a new version.
 pub fn hash_file(path: &Path, expected: &FileStamp) -> Result<String, HashError> {
     let mut file = File::open(path)?;
-    let same = |file: &File| -> io::Result<bool> {
-        let now = stamp_of(path, &file.metadata()?);
-        Ok(now.size == expected.size && now.mtime_ns == expected.mtime_ns)
-    };
+    let same =
+        |file: &File| -> io::Result<bool> { Ok(stamp_of(path, &file.metadata()?) == *expected) };
     if !same(&file)? {
         return Err(HashError::Changed);
     }

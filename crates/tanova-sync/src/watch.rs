@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::debounce::{Change, Debouncer};
-use crate::engine::{Engine, Item, ITEM_QUEUE};
+use crate::engine::{Batch, Engine, ITEM_QUEUE};
 use crate::filter;
 use crate::scan::Found;
 
@@ -60,7 +60,7 @@ pub async fn run(
     engine: Engine,
     root: PathBuf,
     settings: WatchSettings,
-    tx: mpsc::Sender<Item>,
+    tx: mpsc::Sender<Batch>,
     cancel: CancellationToken,
 ) {
     let close_events = cfg!(target_os = "linux") && settings.mode == WatchMode::Events;
@@ -79,7 +79,7 @@ pub async fn run(
         overflowed: Arc::new(AtomicBool::new(false)),
     };
     let mut watcher = watch.start_watcher(&notice_tx);
-    let (scan_tx, mut scanned) = mpsc::channel::<Item>(ITEM_QUEUE);
+    let (scan_tx, mut scanned) = mpsc::channel::<Batch>(ITEM_QUEUE);
     let mut rescan = every(watch.rescan_period(&watcher));
     let mut scanning: Option<tokio::task::JoinHandle<()>> = None;
     // When the folder is gone: when to look again, and the current backoff.
@@ -111,7 +111,7 @@ pub async fn run(
                 }
             },
             _ = sleep_until(next_due), if next_due.is_some() => watch.check_due().await,
-            Some(item) = scanned.recv() => watch.on_scanned(item).await,
+            Some(batch) = scanned.recv() => watch.on_scanned(batch).await,
             _ = rescan.tick() => {
                 if watch.root.is_dir() {
                     start_scan(&watch, &mut scanning, watch.root.clone(), &scan_tx);
@@ -162,7 +162,7 @@ fn start_scan(
     watch: &Discovery,
     scanning: &mut Option<tokio::task::JoinHandle<()>>,
     dir: PathBuf,
-    tx: &mpsc::Sender<Item>,
+    tx: &mpsc::Sender<Batch>,
 ) {
     if scanning.as_ref().is_some_and(|h| !h.is_finished()) {
         return;
@@ -175,7 +175,7 @@ struct Discovery {
     engine: Engine,
     root: PathBuf,
     debouncer: Debouncer,
-    tx: mpsc::Sender<Item>,
+    tx: mpsc::Sender<Batch>,
     settings: WatchSettings,
     /// Folders that appeared since the last event, to be scanned.
     new_dirs: Vec<PathBuf>,
@@ -187,7 +187,7 @@ impl Discovery {
     /// Take in one event from the queue; new folders are scanned at once, since
     /// files written before their watch was added produce no event. Returns
     /// true when a full rescan is due (events were lost).
-    fn on_notice(&mut self, event: Event, notices: &Notices, scans: &mpsc::Sender<Item>) -> bool {
+    fn on_notice(&mut self, event: Event, notices: &Notices, scans: &mpsc::Sender<Batch>) -> bool {
         let lost = notices.overflowed.swap(false, Ordering::Relaxed);
         if lost {
             tracing::warn!("file-system events were dropped while the agent was busy; rescanning");
@@ -271,19 +271,17 @@ impl Discovery {
                 continue;
             }
             if let Some(item) = self.engine.item_for(&path, closed) {
-                let _ = self.tx.send(item).await;
+                let _ = self.tx.send(vec![item]).await;
             }
         }
     }
 
     /// A rescan found this: files the debouncer is waiting on are left to it.
-    async fn on_scanned(&mut self, item: Item) {
-        if let (Found::File { path, .. }, _) = &item {
-            if self.debouncer.is_pending(path) {
-                return;
-            }
+    async fn on_scanned(&mut self, mut batch: Batch) {
+        batch.retain(|item| !matches!(item, (Found::File { path, .. }, _) if self.debouncer.is_pending(path)));
+        if !batch.is_empty() {
+            let _ = self.tx.send(batch).await;
         }
-        let _ = self.tx.send(item).await;
     }
 
     fn rescan_period(&self, watcher: &Option<RecommendedWatcher>) -> Duration {

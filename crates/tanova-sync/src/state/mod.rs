@@ -57,12 +57,23 @@ pub enum StateError {
 
 pub type Result<T> = std::result::Result<T, StateError>;
 
-/// Durable state. Calls are short local operations; each write is committed before it returns.
+/// Durable state. Calls are short local operations; each outcome is committed
+/// before it returns (only the path cache, which a crash may lose at the cost
+/// of a re-hash, is written in batches).
 pub trait Store: Send + Sync {
     /// The checksum cached for this stamp, and whether it is synced.
     fn lookup(&self, stamp: &FileStamp) -> Result<Option<Cached>>;
-    /// Remember the checksum of a file version so a restart need not re-read it.
+    /// [`Store::lookup`] for many stamps at once, in one read.
+    fn lookup_many(&self, stamps: &[FileStamp]) -> Result<Vec<Option<Cached>>> {
+        stamps.iter().map(|s| self.lookup(s)).collect()
+    }
+    /// Remember the checksum of a file version so a restart need not re-read
+    /// it. May be committed later, with others (see [`Store::flush`]).
     fn remember(&self, stamp: &FileStamp, checksum: &str) -> Result<()>;
+    /// Commit what `remember` has batched.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
     fn is_synced(&self, checksum: &str) -> Result<bool>;
     /// The recorded failure of these bytes, if any (the most attempted one).
     fn failure(&self, checksum: &str) -> Result<Option<Failure>>;

@@ -1,8 +1,9 @@
 //! The embedded store: one SQLite file (WAL) in the state directory.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -57,11 +58,41 @@ pub struct Imported {
     pub added: usize,
 }
 
+/// Path-cache rows are committed together once this many wait…
+const CACHE_BATCH: usize = 1000;
+/// …or the oldest has waited this long (checked on every remember and lookup).
+const CACHE_AGE: Duration = Duration::from_millis(100);
+
 /// The SQLite store. One connection behind a mutex: every call is a short
-/// indexed statement, and each write is its own committed transaction.
+/// indexed statement, and each outcome is its own committed transaction.
+/// Path-cache rows are the exception: a row lost to a crash only costs a
+/// re-hash, so they wait in memory (where lookups see them) and are committed
+/// many at a time; one transaction per hashed file was most of a migration's
+/// per-file cost (issue 12).
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     path: PathBuf,
+    pending: Mutex<PendingCache>,
+}
+
+/// Path-cache rows not committed yet, by file identity.
+#[derive(Default)]
+struct PendingCache {
+    rows: HashMap<(u64, u64), (FileStamp, String)>,
+    since: Option<Instant>,
+}
+
+impl PendingCache {
+    fn due(&self) -> bool {
+        self.rows.len() >= CACHE_BATCH || self.since.is_some_and(|t| t.elapsed() >= CACHE_AGE)
+    }
+
+    fn get(&self, stamp: &FileStamp) -> Option<&str> {
+        self.rows
+            .get(&(stamp.dev, stamp.ino))
+            .filter(|(s, _)| s == stamp)
+            .map(|(_, sum)| sum.as_str())
+    }
 }
 
 impl SqliteStore {
@@ -77,6 +108,7 @@ impl SqliteStore {
         let store = SqliteStore {
             conn: Mutex::new(conn),
             path,
+            pending: Mutex::default(),
         };
         store.with(|c| {
             // WAL + NORMAL: a commit survives the process being killed (it is in
@@ -117,6 +149,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             path,
+            pending: Mutex::default(),
         })
     }
 
@@ -202,6 +235,17 @@ impl SqliteStore {
         })
     }
 
+    fn pending(&self) -> std::sync::MutexGuard<'_, PendingCache> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn flush_if_due(&self) -> Result<()> {
+        if self.pending().due() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
         // A panic while holding the lock cannot leave SQLite inconsistent, so a poisoned lock is still usable.
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -214,31 +258,94 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn lookup(&self, stamp: &FileStamp) -> Result<Option<Cached>> {
+        Ok(self
+            .lookup_many(std::slice::from_ref(stamp))?
+            .pop()
+            .flatten())
+    }
+
+    fn lookup_many(&self, stamps: &[FileStamp]) -> Result<Vec<Option<Cached>>> {
+        self.flush_if_due()?;
+        let pending: Vec<Option<String>> = {
+            let pending = self.pending();
+            stamps
+                .iter()
+                .map(|s| pending.get(s).map(str::to_string))
+                .collect()
+        };
         self.with(|c| {
-            let mut stmt = c.prepare_cached(
+            // One read transaction for the lot: one lock, not one per file.
+            let tx = c.transaction()?;
+            let mut by_stamp = tx.prepare_cached(
                 "SELECT p.checksum, EXISTS (SELECT 1 FROM synced s WHERE s.checksum = p.checksum)
                  FROM path_cache p WHERE p.dev = ?1 AND p.ino = ?2 AND p.size = ?3 AND p.mtime_ns = ?4",
             )?;
-            stmt.query_row(
-                params![stamp.dev as i64, stamp.ino as i64, stamp.size as i64, stamp.mtime_ns],
-                |r| {
-                    Ok(Cached {
-                        checksum: r.get(0)?,
-                        synced: r.get(1)?,
-                    })
-                },
-            )
-            .optional()
+            let mut is_synced =
+                tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM synced WHERE checksum = ?1)")?;
+            let found = stamps
+                .iter()
+                .zip(pending)
+                .map(|(stamp, pending)| match pending {
+                    Some(checksum) => Ok(Some(Cached {
+                        synced: is_synced.query_row([&checksum], |r| r.get(0))?,
+                        checksum,
+                    })),
+                    None => by_stamp
+                        .query_row(
+                            params![
+                                stamp.dev as i64,
+                                stamp.ino as i64,
+                                stamp.size as i64,
+                                stamp.mtime_ns
+                            ],
+                            |r| {
+                                Ok(Cached {
+                                    checksum: r.get(0)?,
+                                    synced: r.get(1)?,
+                                })
+                            },
+                        )
+                        .optional(),
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            drop((by_stamp, is_synced));
+            tx.commit()?;
+            Ok(found)
         })
     }
 
     fn remember(&self, stamp: &FileStamp, checksum: &str) -> Result<()> {
+        {
+            let mut pending = self.pending();
+            pending.since.get_or_insert_with(Instant::now);
+            pending
+                .rows
+                .insert((stamp.dev, stamp.ino), (*stamp, checksum.to_string()));
+        }
+        self.flush_if_due()
+    }
+
+    fn flush(&self) -> Result<()> {
+        let rows = std::mem::take(&mut *self.pending()).rows;
+        if rows.is_empty() {
+            return Ok(());
+        }
         self.with(|c| {
-            c.prepare_cached(
+            let tx = c.transaction()?;
+            let mut insert = tx.prepare_cached(
                 "INSERT OR REPLACE INTO path_cache (dev, ino, size, mtime_ns, checksum) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![stamp.dev as i64, stamp.ino as i64, stamp.size as i64, stamp.mtime_ns, checksum])
-            .map(drop)
+            )?;
+            for (stamp, checksum) in rows.values() {
+                insert.execute(params![
+                    stamp.dev as i64,
+                    stamp.ino as i64,
+                    stamp.size as i64,
+                    stamp.mtime_ns,
+                    checksum
+                ])?;
+            }
+            drop(insert);
+            tx.commit()
         })
     }
 
@@ -383,6 +490,15 @@ impl Store for SqliteStore {
     }
 }
 
+impl Drop for SqliteStore {
+    /// What `remember` batched is committed on the way out.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
 fn failure_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Failure> {
     Ok(Failure {
         path: r.get(0)?,
@@ -464,6 +580,48 @@ mod tests {
         assert_eq!(store.lookup(&stamp(7, 101)).unwrap(), None);
         store.record_synced("abc", Some("cand_1"), "a.pdf").unwrap();
         assert!(store.lookup(&stamp(7, 100)).unwrap().unwrap().synced);
+    }
+
+    /// Path-cache rows wait in memory, where lookups see them, and reach the
+    /// file in one transaction: on `flush`, at CACHE_BATCH rows, or on drop.
+    #[test]
+    fn the_path_cache_is_written_in_batches_and_never_lost_on_a_clean_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let on_disk = |ino: u64| -> i64 {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.query_row(
+                "SELECT COUNT(*) FROM path_cache WHERE ino <= ?1",
+                [ino as i64],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.remember(&stamp(1, 10), "one").unwrap();
+        assert_eq!(on_disk(1), 0, "batched, not committed yet");
+        let got = store
+            .lookup_many(&[stamp(2, 10), stamp(1, 10), stamp(1, 11)])
+            .unwrap();
+        assert_eq!(got[0], None);
+        assert_eq!(got[1].as_ref().map(|c| c.checksum.as_str()), Some("one"));
+        assert_eq!(got[2], None, "another version of the file");
+        store.flush().unwrap();
+        assert_eq!(on_disk(1), 1);
+        for ino in 10..10 + CACHE_BATCH as u64 {
+            store.remember(&stamp(ino, 1), "many").unwrap();
+        }
+        assert_eq!(
+            on_disk(i64::MAX as u64),
+            1 + CACHE_BATCH as i64,
+            "a full batch commits at once"
+        );
+        store.remember(&stamp(5, 10), "five").unwrap();
+        drop(store);
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.lookup(&stamp(5, 10)).unwrap().unwrap().checksum,
+            "five"
+        );
     }
 
     #[test]
