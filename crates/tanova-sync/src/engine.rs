@@ -650,7 +650,12 @@ impl Inner {
         let Some(seen) = seen else {
             return true;
         };
-        let due = tokio::time::Instant::from_std(seen + self.settle);
+        let due = seen + self.settle;
+        if Instant::now() >= due {
+            // Found long enough ago (most of a big scan): no timer, no wake-up.
+            return true;
+        }
+        let due = tokio::time::Instant::from_std(due);
         tokio::select! {
             _ = run.cancel.cancelled() => false,
             _ = tokio::time::sleep_until(due) => true,
