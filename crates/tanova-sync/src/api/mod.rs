@@ -513,6 +513,15 @@ fn transport_error(url: &Url, e: &reqwest::Error) -> ApiError {
 /// out not to be `checksum` (the file changed since it was hashed), or the
 /// `fence` no longer holds, end with an error before the last chunk, so the
 /// server never receives a complete body under a stale checksum or a lost claim.
+///
+/// Why hash the stream rather than compare stats before and after (issue 12):
+/// the upload reads every byte anyway, so the guard costs CPU only (SHA-NI,
+/// over 1 GB/s a core, far above any upload), no second read. A stat check
+/// (size, mtime_ns, ctime_ns, inode) would save that CPU but is not safe:
+/// on file systems with coarse timestamps (FAT and SMB shares: 2 s; ext3: 1 s)
+/// or after tools that restore mtimes (`cp -p`, `rsync -t`, `touch -r`), a
+/// same-size rewrite within one tick is invisible to it, and a stale checksum
+/// would be recorded for the bytes sent. The digest cannot be fooled that way.
 fn verified_stream(
     file: tokio::fs::File,
     size: u64,
