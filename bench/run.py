@@ -24,6 +24,9 @@ Scenarios (see BENCHMARKS.md for what each measures and why):
                  against openssl hashing them
   noop20k        issue 4: no-op restart over 20,000 files, against a find stat walk
   noop1m         issue 4: the same over 1,000,000 files (first sync included in the setup)
+  first20k       issue 12: first sync of the 20,000 small files of noop20k into a fresh state, zero latency
+  first1m        issue 12: the same over the 1,000,000 files of noop1m (minutes a run; only when named)
+  build          issue 12: cold `cargo build --release` time and binary size (only when named)
   watch-latency  issue 3: close-to-receipt latency of 100 files written one at a time
   watch-burst    issue 3: 1,000 files copied into a watched folder, capacity 32
   ledger         issue 6: 2,000-file sync with the Redis ledger against SQLite
@@ -87,11 +90,12 @@ def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def build(rev: str | None) -> tuple[Path, Path, str]:
+def build(rev: str | None) -> tuple[Path, Path, str, Path]:
     """Build the release binaries, from the working tree or from a git revision
     (exported under bench/out/src/, built in bench/out/target/ so the shared
     target/ is not touched), and copy them to bench/out/bin/ so that another
-    build replacing them mid-run cannot mix versions. Returns (agent, emulator, label)."""
+    build replacing them mid-run cannot mix versions. Returns (agent, emulator,
+    label, source directory)."""
     cmd = ["cargo", "build", "--release", "-p", "tanova-sync", "-p", "tanova-emulator"]
     if rev:
         sha = git("rev-parse", "--verify", f"{rev}^{{commit}}")
@@ -120,7 +124,7 @@ def build(rev: str | None) -> tuple[Path, Path, str]:
         shutil.copy2(release / name, tmp)
         os.replace(tmp, bindir / name)  # a rename works even while an old copy is running
         copies.append(bindir / name)
-    return copies[0], copies[1], label
+    return copies[0], copies[1], label, Path(cwd)
 
 
 # --------------------------------------------------------------------------
@@ -384,6 +388,7 @@ class Ctx:
     emulator: Path
     runs: int
     minutes: float = 10.0  # soak only
+    source: Path = ROOT  # the tree the binaries were built from (build only)
     adaptive: bool = False  # the agent has adaptive concurrency (`--concurrency N` pins it)
 
     def __post_init__(self) -> None:
@@ -820,6 +825,71 @@ def noop_restart(ctx: Ctx, scenario: str, corpus_name: str) -> list:
             extra={"runs": extra},
             notes=f"{statistics.median(agent_s) / files * 1e6:.1f} µs per file"),
     ]
+
+
+def first_sync(ctx: Ctx, scenario: str, corpus_name: str) -> list:
+    """Issue 12: the first sync of many small files into a fresh state at zero
+    latency and unlimited capacity: the agent's own cost per file (hash, two
+    requests, two state writes), with the emulator's CPU beside it. Each run
+    starts from an empty state and an empty emulator."""
+    c = corpus(corpus_name)
+    label = f"{c.files // 1000}k" if c.files < 1_000_000 else f"{c.files // 1_000_000}M"
+    row = Row(scenario, f"first sync {label} small files, zero latency", [], extra={"runs": []})
+    with Emulator(ctx.emulator, LOGS / f"{scenario}-emulator.log", latency_ms=0, capacity=0) as emu:
+        for run in range(ctx.runs):
+            emu.reset()
+            emu_cpu = emu.cpu_s()
+            state = fresh_dir(STATE / scenario)
+            m, s = run_agent(ctx, emu, c.path, state, f"{scenario}-run{run}")
+            emu_cpu = emu.cpu_s() - emu_cpu
+            expect_full_sync(f"{scenario} run {run}", s, emu.stats(), c)
+            state_bytes = sum(f.stat().st_size for f in state.rglob("*") if f.is_file())
+            row.samples_s.append(m.wall_s)
+            row.rss_kib.append(m.maxrss_kib)
+            row.cpu_s.append(m.cpu_s)
+            row.extra["runs"].append({"wall_s": m.wall_s, "emulator_cpu_s": emu_cpu, "state_bytes": state_bytes})
+            log(f"  {scenario} run {run}: {m.wall_s:.2f} s, RSS {m.maxrss_kib / 1024:.1f} MiB, "
+                f"CPU agent {m.cpu_s:.2f} s + emulator {emu_cpu:.2f} s, state {state_bytes / 1e6:.1f} MB")
+    runs = row.extra["runs"]
+    row.notes = (f"{statistics.median(row.samples_s) / c.files * 1e6:.0f} µs per file; agent CPU "
+                 f"{statistics.median(row.cpu_s) / c.files * 1e6:.0f} µs/file, emulator "
+                 f"{statistics.median(r['emulator_cpu_s'] for r in runs) / c.files * 1e6:.0f} µs/file; "
+                 f"state {statistics.median(r['state_bytes'] for r in runs) / 1e6:.1f} MB")
+    return [row]
+
+
+def first20k(ctx: Ctx) -> list:
+    return first_sync(ctx, "first20k", "noop20k")
+
+
+def first1m(ctx: Ctx) -> list:
+    return first_sync(ctx, "first1m", "noop1m")
+
+
+def build_cost(ctx: Ctx) -> list:
+    """Issue 12: a cold `cargo build --release` of the agent from an empty
+    target directory (downloads already in ~/.cargo), and the size of the
+    binary it makes. `--timings` writes the per-crate chart to bench/out/logs/."""
+    row = Row("build", "cold cargo build --release -p tanova-sync", [], extra={"runs": []})
+    for run in range(ctx.runs):
+        target = fresh_dir(OUT / "build-target")
+        argv = ["cargo", "build", "--release", "--locked", "-p", "tanova-sync", "--timings"]
+        started = time.perf_counter()
+        done = subprocess.run(argv, cwd=ctx.source, env={**os.environ, "CARGO_TARGET_DIR": str(target)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise BenchError(f"{' '.join(argv)} failed in {ctx.source}")
+        size = (target / "release" / "tanova-sync").stat().st_size
+        timings = sorted((target / "cargo-timings").glob("cargo-timing-*.html"))
+        if timings:
+            shutil.copy2(timings[-1], LOGS / f"build-timings-run{run}.html")
+        row.samples_s.append(wall)
+        row.extra["runs"].append({"wall_s": wall, "binary_bytes": size})
+        log(f"  build run {run}: {wall:.0f} s, binary {size / 1e6:.1f} MB")
+        shutil.rmtree(target)
+    row.notes = f"binary {row.extra['runs'][-1]['binary_bytes'] / 1e6:.1f} MB"
+    return [row]
 
 
 def noop20k(ctx: Ctx) -> list:
@@ -1525,6 +1595,9 @@ SCENARIOS = {
     "migrate20k": migrate20k,
     "noop20k": noop20k,
     "noop1m": noop1m,
+    "first20k": first20k,
+    "first1m": first1m,
+    "build": build_cost,
     "watch-latency": watch_latency,
     "watch-burst": watch_burst,
     "ledger": ledger,
@@ -1532,12 +1605,13 @@ SCENARIOS = {
     "soak-ledger": soak_ledger,
 }
 # Long scenarios, run only when named.
-NOT_BY_DEFAULT = {"soak", "soak-ledger"}
+NOT_BY_DEFAULT = {"soak", "soak-ledger", "first1m", "build"}
 
 # The corpora each scenario needs, for --prepare.
 SCENARIO_CORPORA = {
     "bulk500": ["bulk500"], "bulk500-cap8": ["bulk500"], "bulk2000-cap128": ["bulk2000"],
     "bulk20k": ["bulk20k"], "migrate20k": ["bulk20k"], "noop20k": ["noop20k"], "noop1m": ["noop1m"],
+    "first20k": ["noop20k"], "first1m": ["noop1m"], "build": [],
     "watch-latency": [], "watch-burst": ["burst1000"], "ledger": ["ledger2000"],
     "soak": [], "soak-ledger": [],
 }
@@ -1573,11 +1647,11 @@ def main() -> int:
             return 1
         return 0
     try:
-        agent, emulator, built = build(args.rev)
+        agent, emulator, built, source = build(args.rev)
     except BenchError as e:
         log(f"\nBENCHMARK FAILED: {e}")
         return 1
-    ctx = Ctx(agent, emulator, args.runs, minutes=args.minutes)
+    ctx = Ctx(agent, emulator, args.runs, minutes=args.minutes, source=source)
     info = machine()
     info["built_from"] = built
     info["agent_concurrency"] = "adaptive (--concurrency pins)" if ctx.adaptive else f"fixed, default {DEFAULT_WORKERS}"
