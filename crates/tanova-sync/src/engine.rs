@@ -117,6 +117,8 @@ struct Inner {
     ledger: Ledger,
     reporter: Arc<dyn Reporter>,
     hashers: Semaphore,
+    /// One read buffer per hash in progress, kept between files.
+    read_buffers: Arc<hash::ReadBuffers>,
     /// Checksums being delivered in this run, so equal files are sent once.
     claims: Mutex<HashSet<String>>,
 }
@@ -193,6 +195,7 @@ impl Engine {
                 ledger: Ledger::Local,
                 reporter,
                 hashers: Semaphore::new(cores),
+                read_buffers: Arc::default(),
                 claims: Mutex::new(HashSet::new()),
             }),
         })
@@ -1251,7 +1254,8 @@ impl Inner {
     async fn hash(&self, path: &Path, stamp: &FileStamp) -> Result<String, HashError> {
         let _permit = self.hashers.acquire().await.expect("never closed");
         let (path, stamp) = (path.to_path_buf(), *stamp);
-        tokio::task::spawn_blocking(move || hash::hash_file(&path, &stamp))
+        let buffers = self.read_buffers.clone();
+        tokio::task::spawn_blocking(move || buffers.hash_file(&path, &stamp))
             .await
             .unwrap_or_else(|e| Err(HashError::Io(std::io::Error::other(e))))
     }

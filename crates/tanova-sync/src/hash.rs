@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
+use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
@@ -30,13 +31,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// check's second look, so it compares the identity too: a file replaced
 /// under the same name is a new version.
 pub fn hash_file(path: &Path, expected: &FileStamp) -> Result<String, HashError> {
+    hash_file_with(path, expected, &mut vec![0; READ_SIZE])
+}
+
+fn hash_file_with(path: &Path, expected: &FileStamp, buf: &mut [u8]) -> Result<String, HashError> {
     let mut file = File::open(path)?;
     let same =
         |file: &File| -> io::Result<bool> { Ok(stamp_of(path, &file.metadata()?) == *expected) };
     if !same(&file)? {
         return Err(HashError::Changed);
     }
-    let (digest, total) = READ_BUFFER.with_borrow_mut(|buf| digest_of(&mut file, buf))?;
+    let (digest, total) = digest_of(&mut file, buf)?;
     if total != expected.size || !same(&file)? {
         return Err(HashError::Changed);
     }
@@ -47,10 +52,21 @@ pub fn hash_file(path: &Path, expected: &FileStamp) -> Result<String, HashError>
 /// profile next to the hashing (most CVs take one or two).
 const READ_SIZE: usize = 256 * 1024;
 
-thread_local! {
-    /// Each hashing thread's read buffer, kept between files: allocated per
-    /// file, a buffer this size is an mmap, 64 page faults and an munmap.
-    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_SIZE]);
+/// Read buffers kept between files, one per concurrent hash: allocated per
+/// file, a buffer this size is an mmap, 64 page faults and an munmap; kept
+/// per thread, one per blocking thread tokio ever started.
+#[derive(Default)]
+pub struct ReadBuffers(Mutex<Vec<Box<[u8]>>>);
+
+impl ReadBuffers {
+    /// [`hash_file`] with a kept buffer.
+    pub fn hash_file(&self, path: &Path, expected: &FileStamp) -> Result<String, HashError> {
+        let taken = self.0.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut buf = taken.unwrap_or_else(|| vec![0; READ_SIZE].into_boxed_slice());
+        let result = hash_file_with(path, expected, &mut buf);
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(buf);
+        result
+    }
 }
 
 /// The hex SHA-256 of everything `reader` gives, and how many bytes that was.
