@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::{Access, Blocked, KeySource, Verdict};
 use crate::api::{ApiClient, ApiError, Timeouts};
+use crate::cache_index::CacheIndex;
 use crate::config::{Concurrency, Config};
 use crate::deliver::{Delivered, Deliverer, Job};
 use crate::fence::Fence;
@@ -316,13 +317,29 @@ impl Engine {
         let store = self.inner.store.clone();
         let reporter = self.inner.reporter.clone();
         let follow_links = self.inner.follow_symlinks;
-        let whole_folder = dir == self.inner.root && !self.inner.dry_run;
+        let root = self.inner.root.clone();
+        let whole_folder = dir == root && !self.inner.dry_run;
         tokio::task::spawn_blocking(move || {
             let mut complete = true;
             let mut found = Vec::with_capacity(SCAN_BATCH);
-            let send = |found: &mut Vec<Found>| {
-                // Looked up here, off the async threads, in one read per batch.
-                let batch = with_cache(store.as_ref(), std::mem::take(found));
+            // Looked up here, off the async threads: for the whole folder in
+            // the cache read whole beforehand, for part of it one read per batch.
+            let mut index = (dir == root).then(|| CacheIndex::load(store.as_ref()));
+            let mut send = |found: &mut Vec<Found>| {
+                let found = std::mem::take(found);
+                let batch = match &mut index {
+                    Some(index) => found
+                        .into_iter()
+                        .map(|f| {
+                            let cached = match &f {
+                                Found::File { stamp, .. } => index.take(stamp),
+                                Found::Unreadable { .. } => None,
+                            };
+                            (f, cached)
+                        })
+                        .collect(),
+                    None => with_cache(store.as_ref(), found),
+                };
                 tx.blocking_send(batch).is_ok()
             };
             scan::walk(&dir, follow_links, |f| {

@@ -11,6 +11,7 @@
 pub mod access;
 pub mod agent;
 pub mod api;
+pub(crate) mod cache_index;
 pub mod cli;
 pub mod config;
 pub(crate) mod debounce;

@@ -314,6 +314,28 @@ impl Store for SqliteStore {
         })
     }
 
+    fn for_each_cached(&self, each: &mut dyn FnMut(FileStamp, &str, bool)) -> Result<()> {
+        self.flush()?;
+        self.with(|c| {
+            let mut rows = c.prepare(
+                "SELECT p.dev, p.ino, p.size, p.mtime_ns, p.checksum,
+                        EXISTS (SELECT 1 FROM synced s WHERE s.checksum = p.checksum)
+                 FROM path_cache p",
+            )?;
+            let mut rows = rows.query([])?;
+            while let Some(row) = rows.next()? {
+                let stamp = FileStamp {
+                    dev: row.get::<_, i64>(0)? as u64,
+                    ino: row.get::<_, i64>(1)? as u64,
+                    size: row.get::<_, i64>(2)? as u64,
+                    mtime_ns: row.get(3)?,
+                };
+                each(stamp, row.get_ref(4)?.as_str()?, row.get(5)?);
+            }
+            Ok(())
+        })
+    }
+
     fn remember(&self, stamp: &FileStamp, checksum: &str) -> Result<()> {
         {
             let mut pending = self.pending();
