@@ -324,15 +324,15 @@ impl Engine {
             let mut found = Vec::with_capacity(SCAN_BATCH);
             // Looked up here, off the async threads: for the whole folder in
             // the cache read whole beforehand, for part of it one read per batch.
-            let mut index = (dir == root).then(|| CacheIndex::load(store.as_ref()));
-            let mut send = |found: &mut Vec<Found>| {
+            let index = (dir == root).then(|| CacheIndex::load(store.as_ref()));
+            let send = |found: &mut Vec<Found>| {
                 let found = std::mem::take(found);
-                let batch = match &mut index {
+                let batch = match &index {
                     Some(index) => found
                         .into_iter()
                         .map(|f| {
                             let cached = match &f {
-                                Found::File { stamp, .. } => index.take(stamp),
+                                Found::File { stamp, .. } => index.get(stamp),
                                 Found::Unreadable { .. } => None,
                             };
                             (f, cached)

@@ -67,9 +67,11 @@ pub trait Store: Send + Sync {
     fn lookup_many(&self, stamps: &[FileStamp]) -> Result<Vec<Option<Cached>>> {
         stamps.iter().map(|s| self.lookup(s)).collect()
     }
-    /// Every row of the path cache: its stamp, checksum and whether it is
-    /// synced, in one read (a whole walk's lookups, see `cache_index`).
-    fn for_each_cached(&self, each: &mut dyn FnMut(FileStamp, &str, bool)) -> Result<()>;
+    /// Every row of the path cache, stamp and checksum, in one sequential
+    /// read (a whole walk's lookups, see `cache_index`).
+    fn for_each_cached(&self, each: &mut dyn FnMut(FileStamp, &str)) -> Result<()>;
+    /// Every synced checksum, in one sequential read.
+    fn for_each_synced(&self, each: &mut dyn FnMut(&str)) -> Result<()>;
     /// Remember the checksum of a file version so a restart need not re-read
     /// it. May be committed later, with others (see [`Store::flush`]).
     fn remember(&self, stamp: &FileStamp, checksum: &str) -> Result<()>;

@@ -314,14 +314,11 @@ impl Store for SqliteStore {
         })
     }
 
-    fn for_each_cached(&self, each: &mut dyn FnMut(FileStamp, &str, bool)) -> Result<()> {
+    fn for_each_cached(&self, each: &mut dyn FnMut(FileStamp, &str)) -> Result<()> {
         self.flush()?;
         self.with(|c| {
-            let mut rows = c.prepare(
-                "SELECT p.dev, p.ino, p.size, p.mtime_ns, p.checksum,
-                        EXISTS (SELECT 1 FROM synced s WHERE s.checksum = p.checksum)
-                 FROM path_cache p",
-            )?;
+            let mut rows =
+                c.prepare("SELECT dev, ino, size, mtime_ns, checksum FROM path_cache")?;
             let mut rows = rows.query([])?;
             while let Some(row) = rows.next()? {
                 let stamp = FileStamp {
@@ -330,7 +327,18 @@ impl Store for SqliteStore {
                     size: row.get::<_, i64>(2)? as u64,
                     mtime_ns: row.get(3)?,
                 };
-                each(stamp, row.get_ref(4)?.as_str()?, row.get(5)?);
+                each(stamp, row.get_ref(4)?.as_str()?);
+            }
+            Ok(())
+        })
+    }
+
+    fn for_each_synced(&self, each: &mut dyn FnMut(&str)) -> Result<()> {
+        self.with(|c| {
+            let mut rows = c.prepare("SELECT checksum FROM synced")?;
+            let mut rows = rows.query([])?;
+            while let Some(row) = rows.next()? {
+                each(row.get_ref(0)?.as_str()?);
             }
             Ok(())
         })
