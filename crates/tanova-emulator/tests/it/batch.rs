@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use reqwest::multipart::{Form, Part};
-use reqwest::{Client, Response};
+use reqwest::Response;
 use serde_json::{json, Value};
 use tanova_emulator::{Emulator, Knobs, DEFAULT_API_KEY};
 
@@ -42,7 +42,7 @@ fn form(files: &[File<'_>]) -> Form {
 }
 
 async fn send(emulator: &Emulator, form: Form) -> Response {
-    Client::new()
+    crate::common::client()
         .post(format!("{}/api/sync/upload-batch", emulator.url()))
         .header("X-Tanova-API-Key", DEFAULT_API_KEY)
         .multipart(form)
@@ -225,7 +225,7 @@ async fn malformed_batches_are_refused_whole() {
 #[tokio::test]
 async fn a_bad_key_is_refused_before_anything_is_read() {
     let emulator = Emulator::start(batching(4)).await.unwrap();
-    let response = Client::new()
+    let response = crate::common::client()
         .post(format!("{}/api/sync/upload-batch", emulator.url()))
         .header("X-Tanova-API-Key", "tanova_sk_wrong")
         .multipart(form(&[file("a.pdf", b"a")]))

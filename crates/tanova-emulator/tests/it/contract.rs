@@ -1,7 +1,6 @@
 //! The sync API contract, exercised over real HTTP on loopback.
 
 use crate::common::*;
-use reqwest::Client;
 use serde_json::{json, Value};
 use tanova_emulator::{Emulator, Knobs, UploadRecord, DEFAULT_API_KEY};
 
@@ -27,7 +26,7 @@ async fn health_needs_the_right_key() {
     assert_eq!(bad.status(), 401);
     assert_eq!(message(bad).await, "Invalid API key");
 
-    let missing = Client::new()
+    let missing = crate::common::client()
         .get(format!("{}/api/sync/health", emulator.url()))
         .send()
         .await
@@ -69,7 +68,7 @@ async fn upload_then_check_duplicate_says_exists() {
     );
 
     // The inspection endpoints report exactly what was received.
-    let uploads: Vec<UploadRecord> = Client::new()
+    let uploads: Vec<UploadRecord> = crate::common::client()
         .get(format!("{}/_emulator/uploads", emulator.url()))
         .send()
         .await
@@ -90,7 +89,7 @@ async fn upload_then_check_duplicate_says_exists() {
     assert_eq!(uploads, vec![expected]);
     assert_eq!(emulator.uploads(), uploads);
 
-    let stats: Value = Client::new()
+    let stats: Value = crate::common::client()
         .get(format!("{}/_emulator/stats", emulator.url()))
         .send()
         .await
@@ -155,7 +154,7 @@ async fn checksum_mismatch_is_refused_and_not_stored() {
 async fn missing_fields_are_named() {
     let emulator = emulator().await;
     let send = |form: reqwest::multipart::Form| {
-        Client::new()
+        crate::common::client()
             .post(format!("{}/api/sync/upload", emulator.url()))
             .header("X-Tanova-API-Key", DEFAULT_API_KEY)
             .multipart(form)
@@ -174,7 +173,7 @@ async fn missing_fields_are_named() {
     assert_eq!(no_checksum.status(), 400);
     assert_eq!(message(no_checksum).await, "missing field: checksum");
 
-    let not_json = Client::new()
+    let not_json = crate::common::client()
         .post(format!("{}/api/sync/check-duplicate", emulator.url()))
         .header("X-Tanova-API-Key", DEFAULT_API_KEY)
         .body("{\"sum\":1}")
@@ -205,7 +204,7 @@ async fn large_uploads_work_and_oversized_ones_get_413() {
 async fn preload_and_reset_over_http() {
     let emulator = emulator().await;
     let control = |path: &str, body: Value| {
-        Client::new()
+        crate::common::client()
             .post(format!("{}/_emulator/{path}", emulator.url()))
             .json(&body)
             .send()
@@ -236,7 +235,7 @@ async fn preload_and_reset_over_http() {
 #[tokio::test]
 async fn unknown_paths_get_json_404() {
     let emulator = emulator().await;
-    let response = Client::new()
+    let response = crate::common::client()
         .get(format!("{}/nope", emulator.url()))
         .send()
         .await

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use crate::common::*;
-use reqwest::Client;
 use serde_json::{json, Value};
 use tanova_emulator::{Emulator, Knobs, DEFAULT_API_KEY};
 
@@ -58,7 +57,7 @@ async fn check_error_rate_applies_to_check_duplicate() {
     })
     .await
     .unwrap();
-    let response = Client::new()
+    let response = crate::common::client()
         .post(format!("{}/api/sync/check-duplicate", emulator.url()))
         .header("X-Tanova-API-Key", DEFAULT_API_KEY)
         .json(&json!({"checksum": "00"}))
@@ -116,7 +115,7 @@ async fn api_key_can_be_revoked_at_run_time() {
     let emulator = Emulator::start(Knobs::default()).await.unwrap();
     assert_eq!(health(&emulator, DEFAULT_API_KEY).await.status(), 200);
 
-    let knobs: Value = Client::new()
+    let knobs: Value = crate::common::client()
         .post(format!("{}/_emulator/knobs", emulator.url()))
         .json(&json!({"api_key": "tanova_sk_new"}))
         .send()
@@ -139,7 +138,7 @@ async fn api_key_can_be_revoked_at_run_time() {
     emulator.set_knobs(|k| k.api_key = DEFAULT_API_KEY.into());
     assert_eq!(health(&emulator, DEFAULT_API_KEY).await.status(), 200);
 
-    let typo = Client::new()
+    let typo = crate::common::client()
         .post(format!("{}/_emulator/knobs", emulator.url()))
         .json(&json!({"capacty": 2}))
         .send()

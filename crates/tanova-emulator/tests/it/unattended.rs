@@ -32,7 +32,7 @@ fn spawn_upload(
     let checksum = sha256_hex(&bytes);
     let part = Part::bytes(bytes).file_name(filename.to_owned());
     let form = Form::new().part("file", part).text("checksum", checksum);
-    let request = Client::new()
+    let request = crate::common::client()
         .post(url)
         .header("X-Tanova-API-Key", DEFAULT_API_KEY)
         .multipart(form);
@@ -52,7 +52,7 @@ async fn assert_html(response: Response, status: u16, needles: &[&str]) {
 
 /// The three calls of the contract with the default key, whatever they answer.
 async fn every_endpoint(emulator: &Emulator) -> [reqwest::Result<Response>; 3] {
-    let health = Client::new()
+    let health = crate::common::client()
         .get(format!("{}/api/sync/health", emulator.url()))
         .header("X-Tanova-API-Key", DEFAULT_API_KEY)
         .send()
@@ -179,14 +179,17 @@ async fn an_html502_outage_answers_a_proxy_page_even_to_a_bad_key() {
 async fn a_hang_outage_answers_nothing_until_cleared_then_503() {
     let emulator = started(Knobs::default()).await;
     emulator.set_knobs(|k| k.outage = Some(Outage::Hang));
-    let impatient = Client::builder()
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap()
-        .get(format!("{}/api/sync/health", emulator.url()))
-        .header("X-Tanova-API-Key", DEFAULT_API_KEY)
-        .send()
-        .await;
+    let impatient = {
+        crate::common::install_tls();
+        Client::builder()
+    }
+    .timeout(Duration::from_millis(300))
+    .build()
+    .unwrap()
+    .get(format!("{}/api/sync/health", emulator.url()))
+    .header("X-Tanova-API-Key", DEFAULT_API_KEY)
+    .send()
+    .await;
     assert!(impatient.unwrap_err().is_timeout(), "a stalled server");
 
     let patient = spawn_upload(&emulator, "a.pdf", b"cv".to_vec());

@@ -4,6 +4,7 @@ pub mod batch;
 mod key;
 pub mod rate;
 pub mod status;
+pub mod tls;
 pub mod wire;
 
 use std::io;
@@ -91,6 +92,22 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     message
 }
 
+/// Why reqwest would not build a client, in words: its own text is
+/// "builder error" followed by the cause, if it gives one.
+fn build_failure(e: &reqwest::Error, trusted: &tls::Roots) -> String {
+    let text = with_causes(e);
+    let reason = match text.strip_prefix("builder error") {
+        Some(rest) => rest.trim_start_matches(':').trim(),
+        None => text.as_str(),
+    };
+    let reason = if reason.is_empty() {
+        "reqwest refused its settings without saying why (check HTTPS_PROXY / HTTP_PROXY and ca_file)"
+    } else {
+        reason
+    };
+    format!("{reason} (TLS roots: {trusted})")
+}
+
 /// One file to upload, with its metadata.
 #[derive(Debug, Clone)]
 pub struct Upload<'a> {
@@ -127,7 +144,8 @@ impl ApiClient {
         Self::with_extra_roots(base, key, timeouts, &[])
     }
 
-    /// A client that also trusts `roots` (a corporate CA, `ca_file`) besides the system's.
+    /// A client that also trusts `roots` (a corporate CA, `ca_file`) besides the
+    /// system's (or, where the system has none, the bundled Mozilla roots).
     pub fn with_extra_roots(
         base: &Url,
         key: &ApiKey,
@@ -135,17 +153,19 @@ impl ApiClient {
         roots: &[reqwest::Certificate],
     ) -> Result<Self, ClientError> {
         let value = key_header(key)?;
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .user_agent(concat!("tanova-sync/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(timeouts.connect)
             .read_timeout(timeouts.read)
             .pool_idle_timeout(Duration::from_secs(60))
             // reqwest's own policy sends default headers (the key) to any host it
             // is redirected to; redirects are judged by `ApiClient::redirect` instead.
-            .redirect(reqwest::redirect::Policy::none())
-            .tls_certs_merge(roots.iter().cloned())
+            .redirect(reqwest::redirect::Policy::none());
+        let (builder, trusted) = tls::with_roots(builder, roots);
+        tracing::debug!("TLS: trusting {trusted}");
+        let http = builder
             .build()
-            .map_err(|e| ClientError::Build(with_causes(&e)))?;
+            .map_err(|e| ClientError::Build(build_failure(&e, &trusted)))?;
         // Joining relative paths onto "https://host/prefix" needs the trailing slash.
         let mut base = base.clone();
         if !base.path().ends_with('/') {

@@ -1,4 +1,4 @@
-//! Transport: rustls with the system's roots plus `ca_file`, and HTTPS_PROXY / NO_PROXY honoured.
+//! Transport: rustls with the system's roots (bundled Mozilla roots where there are none) plus `ca_file`, and HTTPS_PROXY / NO_PROXY honoured.
 
 use crate::common::net;
 use crate::common::*;
@@ -32,6 +32,59 @@ fn a_private_ca_is_refused_until_ca_file_trusts_it() {
     run.assert_code(0);
     assert_eq!(run.count("synced"), 1);
     assert_eq!(env.emulator.stats().uploads, 1);
+}
+
+/// A machine without a CA store (a minimal container image): the variables
+/// point rustls-native-certs at nothing, as an image without ca-certificates does.
+const NO_SYSTEM_STORE: [(&str, &str); 2] = [
+    ("SSL_CERT_FILE", "/nonexistent/ca-certificates.crt"),
+    ("SSL_CERT_DIR", "/nonexistent/certs"),
+];
+
+#[test]
+fn without_a_system_ca_store_the_bundled_roots_are_used_and_ca_file_adds_to_them() {
+    // Regression (issue 13): "cannot build the HTTP client: builder error" on a
+    // machine with no CA store, even for a plain http:// URL.
+    let env = TestEnv::new();
+    env.write("a.pdf", "no system store");
+    let plain = env.run_with(&NO_SYSTEM_STORE, &["sync", "-vv"]);
+    plain.assert_code(0);
+    assert!(
+        plain
+            .stderr
+            .contains("bundled Mozilla roots (no system CA store was found)"),
+        "{}",
+        plain.stderr
+    );
+
+    let (env, front, url) = https_env();
+    let ca = env.dir.path().join("corporate-ca.pem");
+    std::fs::write(&ca, &front.ca_pem).unwrap();
+    env.config(json!({ "retry_count": 0, "ca_file": ca }));
+    let mut vars = NO_SYSTEM_STORE.to_vec();
+    vars.push(("TANOVA_URL", &url));
+    let run = env.run_with(&vars, &["sync", "--json", "-vv"]);
+    run.assert_code(0);
+    assert!(
+        run.stderr.contains("bundled Mozilla roots") && run.stderr.contains("plus 1 from ca_file"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.emulator.stats().uploads, 1);
+}
+
+#[test]
+fn with_a_system_ca_store_its_roots_are_used() {
+    let env = TestEnv::new();
+    env.write("a.pdf", "system store");
+    let run = env.run(&["sync", "-vv"]);
+    run.assert_code(0);
+    // This machine has ca-certificates (rustls-native-certs finds them).
+    assert!(
+        run.stderr.contains("TLS: trusting the system's "),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -341,7 +341,7 @@ fn a_restart_after_a_crash_mid_upload_sends_nothing_twice() {
         let knobs_url = format!("{}/_emulator/knobs", env.emulator.url());
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(1500));
-            reqwest::blocking::Client::new()
+            crate::common::live::client()
                 .post(knobs_url)
                 .body(r#"{"hold_uploads":false}"#)
                 .send()

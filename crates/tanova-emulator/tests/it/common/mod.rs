@@ -8,6 +8,18 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tanova_emulator::{Emulator, DEFAULT_API_KEY};
 
+/// A plain-HTTP client. The workspace's reqwest is built on rustls without a
+/// provider of its own (the agent picks ring), so ring is installed first.
+pub fn client() -> Client {
+    install_tls();
+    Client::new()
+}
+
+/// Make ring the process's rustls provider (any reqwest client needs one).
+pub fn install_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -53,7 +65,7 @@ pub async fn upload_as(
 }
 
 async fn post_upload(emulator: &Emulator, key: &str, form: Form) -> reqwest::Result<Response> {
-    Client::new()
+    client()
         .post(format!("{}/api/sync/upload", emulator.url()))
         .header("X-Tanova-API-Key", key)
         .multipart(form)
@@ -75,7 +87,7 @@ pub async fn upload_batch(
             .text(format!("checksum_{i}"), sha256_hex(bytes))
             .part(format!("file_{i}"), part);
     }
-    Client::new()
+    client()
         .post(format!("{}/api/sync/upload-batch", emulator.url()))
         .header("X-Tanova-API-Key", DEFAULT_API_KEY)
         .multipart(form)
@@ -89,7 +101,7 @@ pub async fn check_duplicate_as(
     key: &str,
     checksum: &str,
 ) -> reqwest::Result<Response> {
-    Client::new()
+    client()
         .post(format!("{}/api/sync/check-duplicate", emulator.url()))
         .header("X-Tanova-API-Key", key)
         .json(&json!({ "checksum": checksum }))
@@ -99,7 +111,7 @@ pub async fn check_duplicate_as(
 
 /// Changes knobs over HTTP, as a script would, and gives the full knobs back.
 pub async fn patch_knobs(emulator: &Emulator, patch: Value) -> Value {
-    let response = Client::new()
+    let response = client()
         .post(format!("{}/_emulator/knobs", emulator.url()))
         .json(&patch)
         .send()
@@ -132,7 +144,7 @@ pub async fn upload(
 }
 
 pub async fn check_duplicate(emulator: &Emulator, checksum: &str) -> Value {
-    let response = Client::new()
+    let response = client()
         .post(format!("{}/api/sync/check-duplicate", emulator.url()))
         .header("X-Tanova-API-Key", DEFAULT_API_KEY)
         .json(&serde_json::json!({ "checksum": checksum }))
@@ -144,7 +156,7 @@ pub async fn check_duplicate(emulator: &Emulator, checksum: &str) -> Value {
 }
 
 pub async fn health(emulator: &Emulator, key: &str) -> Response {
-    Client::new()
+    client()
         .get(format!("{}/api/sync/health", emulator.url()))
         .header("X-Tanova-API-Key", key)
         .send()

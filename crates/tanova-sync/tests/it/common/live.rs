@@ -86,6 +86,7 @@ impl LiveAgent {
 }
 
 pub fn client() -> reqwest::blocking::Client {
+    tanova_sync::api::tls::install_provider();
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
         .no_proxy()

@@ -105,6 +105,7 @@ pub struct Front {
 
 impl Front {
     pub fn start(backend: SocketAddr) -> Self {
+        tanova_sync::api::tls::install_provider();
         let state = FrontState {
             backend,
             rules: Arc::default(),
