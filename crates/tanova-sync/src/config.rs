@@ -153,12 +153,15 @@ settings! {
             watching, like 127.0.0.1:9898 (port 0 picks one)",
     listen_public: boolean,
     listen_hosts: strings,
-    log_format: string;
+    log_format: string = "TANOVA_LOG_FORMAT";
         flag "log-format" FORMAT: "How log lines are written: text, or json (one object per line, \
             for log shippers) [default: text]",
     log_file: string;
         flag "log-file" FILE: "Write the log to FILE instead of stderr, rotated daily \
             (FILE's name gets the date)",
+    log_target: string = "TANOVA_LOG_TARGET";
+        flag "log-target" TARGET: "Where the log goes without a log file: stderr, stdout, journald, \
+            syslog (/dev/log), or a syslog collector udp://HOST:PORT, tcp://HOST:PORT [default: stderr]",
     legacy_history: string;
         flag "legacy-history" FILE: "Also import this history file of tanova_sync.py (a JSON array \
             of checksums), over legacy_history; ~/.tanova/sync_history.json is always looked for",
@@ -1035,6 +1038,11 @@ fn log_settings(raw: &mut Raw) -> Result<crate::logging::LogSettings, ConfigErro
             .take()
             .filter(|s| !s.value.trim().is_empty())
             .map(|s| PathBuf::from(s.value)),
+        target: match raw.log_target.take() {
+            None => crate::logging::LogTarget::Stderr,
+            Some(s) => crate::logging::LogTarget::parse(&s.value)
+                .map_err(|m| ConfigError::new(s.origin, "log_target", m))?,
+        },
     })
 }
 

@@ -1303,6 +1303,7 @@ impl Inner {
         if let Err(e) = recorded {
             return self.stop(run, e.into());
         }
+        crate::logging::file_event(path, sum, &outcome);
         self.finish(run, path, outcome);
     }
 

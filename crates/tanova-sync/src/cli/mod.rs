@@ -95,7 +95,11 @@ fn load_config(global: &GlobalArgs, command: impl FnOnce(&mut Overrides)) -> Res
     match config::load(&overrides, &|name| std::env::var(name).ok()) {
         Ok(loaded) => {
             if let Err(e) = crate::logging::apply(&loaded.config.log) {
-                report_error(global, &format!("config error: log_file: {e}"));
+                let field = match loaded.config.log.file {
+                    Some(_) => "log_file",
+                    None => "log_target",
+                };
+                report_error(global, &format!("config error: {field}: {e}"));
                 return Err(Exit::Usage);
             }
             for warning in &loaded.warnings {
@@ -316,6 +320,7 @@ fn init_logging(global: &GlobalArgs) -> Result<(), String> {
             .log_file
             .as_ref()
             .map(std::path::PathBuf::from),
+        target: crate::logging::LogTarget::Stderr,
     };
     crate::logging::init(filter, &settings).map_err(|e| format!("--log-file: {e}"))
 }

@@ -24,6 +24,7 @@ mod setup;
 mod shared;
 mod state_commands;
 mod sync;
+mod syslog;
 mod transport;
 mod unattended;
 mod watch;

@@ -4,6 +4,7 @@ pub mod live;
 pub mod net;
 pub mod redirect;
 pub mod redis_server;
+pub mod rsyslog;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};

@@ -1,19 +1,32 @@
-//! Where log lines go and how they look: plain text on stderr (journald takes it as is), JSON lines for log shippers, or a file rotated daily.
+//! Where log lines go and how they look: plain text on stderr (journald takes it as is), JSON lines for log shippers, a file rotated daily, the journal's native fields, or syslog (RFC 5424).
 //!
 //! Logging starts from the flags, before the config is read, so that config
 //! errors are logged as asked; once the config is loaded, [`apply`] switches to
-//! its `log_format` / `log_file` if they differ.
+//! its `log_format` / `log_file` / `log_target` if they differ.
+//!
+//! Each file's outcome is also an event of its own ([`file_event`], target
+//! [`FILE_TARGET`], fields `file` and `checksum`), so that a collector gets one
+//! record per CV; on a terminal the progress reporter prints those lines
+//! instead, so the plain-text stderr output leaves them out.
+
+mod syslog;
 
 use crate::error::Invalid;
+use crate::report::Outcome;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+pub use syslog::SyslogAddr;
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::{Layered, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
+
+/// The target of the one event per file outcome.
+pub const FILE_TARGET: &str = "tanova_sync::file";
 
 /// How many daily log files are kept.
 pub const KEEP_LOG_FILES: usize = 14;
@@ -42,12 +55,49 @@ impl LogFormat {
     }
 }
 
+/// Where log lines go besides a file (`log_target`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Standard error (what a service manager or a container runtime collects).
+    #[default]
+    Stderr,
+    /// Standard output (`docker logs` and log drivers that read only stdout).
+    Stdout,
+    /// The systemd journal, with native fields (`PRIORITY`, `FILE`, `CHECKSUM`, `CODE_FILE`, …).
+    Journald,
+    /// RFC 5424 syslog, to the local socket or a collector.
+    Syslog(SyslogAddr),
+}
+
+impl LogTarget {
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
+        Self::parse_text(text).map_err(Invalid)
+    }
+
+    fn parse_text(text: &str) -> Result<Self, String> {
+        let trimmed = text.trim();
+        match trimmed.to_ascii_lowercase().as_str() {
+            "stderr" => Ok(LogTarget::Stderr),
+            "stdout" => Ok(LogTarget::Stdout),
+            "journald" => Ok(LogTarget::Journald),
+            "syslog" => Ok(LogTarget::Syslog(SyslogAddr::local())),
+            _ if trimmed.contains("://") => SyslogAddr::parse(trimmed).map(LogTarget::Syslog),
+            _ => Err(format!(
+                "expected \"stderr\", \"stdout\", \"journald\", \"syslog\" (the local /dev/log), \
+                 or a syslog collector as udp://HOST:PORT, tcp://HOST:PORT or unix:///PATH; got {trimmed:?}"
+            )),
+        }
+    }
+}
+
 /// The log's format and destination.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogSettings {
     pub format: LogFormat,
-    /// Rotated daily: `DIR/NAME.log` is written as `DIR/NAME.YYYY-MM-DD.log`. None: stderr.
+    /// Rotated daily: `DIR/NAME.log` is written as `DIR/NAME.YYYY-MM-DD.log`. None: `target`.
     pub file: Option<PathBuf>,
+    /// Where lines go when there is no `file`.
+    pub target: LogTarget,
 }
 
 type Inner = Layered<EnvFilter, Registry>;
@@ -106,12 +156,17 @@ fn switch(settings: &LogSettings) -> Result<(), String> {
     Ok(())
 }
 
-/// The formatting layer for `settings`.
+/// The output layer for `settings`.
 fn output(settings: &LogSettings) -> Result<BoxedLayer, String> {
     let to_file = settings.file.is_some();
-    let writer = match &settings.file {
-        None => BoxMakeWriter::new(std::io::stderr),
-        Some(path) => BoxMakeWriter::new(rotating(path)?),
+    let writer = match (&settings.file, &settings.target) {
+        (Some(path), _) => BoxMakeWriter::new(rotating(path)?),
+        (None, LogTarget::Stderr) => BoxMakeWriter::new(std::io::stderr),
+        (None, LogTarget::Stdout) => BoxMakeWriter::new(std::io::stdout),
+        (None, LogTarget::Journald) => return journald(),
+        (None, LogTarget::Syslog(addr)) => {
+            return Ok(Box::new(syslog::SyslogLayer::connect(addr)?));
+        }
     };
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
@@ -126,12 +181,65 @@ fn output(settings: &LogSettings) -> Result<BoxedLayer, String> {
         ),
         // Timestamps in a file; none on stderr: a terminal user does not need them and journald adds its own.
         LogFormat::Text if to_file => Box::new(layer.with_ansi(false)),
+        // The progress reporter prints each file's line on the terminal itself.
         LogFormat::Text => Box::new(
             layer
-                .with_ansi(std::io::stderr().is_terminal())
-                .without_time(),
+                .with_ansi(settings.target == LogTarget::Stderr && std::io::stderr().is_terminal())
+                .without_time()
+                .with_filter(filter_fn(|meta| meta.target() != FILE_TARGET)),
         ),
     })
+}
+
+/// The journal's native protocol: PRIORITY from the level, the event's fields
+/// as journal fields (`FILE`, `CHECKSUM`), `SYSLOG_IDENTIFIER=tanova-sync`.
+#[cfg(target_os = "linux")]
+fn journald() -> Result<BoxedLayer, String> {
+    let layer = tracing_journald::layer()
+        .map_err(|e| format!("cannot reach the journal at /run/systemd/journal/socket: {e}"))?
+        .with_field_prefix(None)
+        .with_syslog_identifier("tanova-sync".to_string());
+    Ok(Box::new(layer))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn journald() -> Result<BoxedLayer, String> {
+    Err("journald is only on Linux: use stderr, a log_file, or a syslog URL".to_string())
+}
+
+/// One event for a file's outcome: `file` and `checksum` as fields, at INFO
+/// for a delivery, WARN for a failure, DEBUG for a skip.
+pub fn file_event(path: &Path, checksum: Option<&str>, outcome: &Outcome) {
+    let file = path.display().to_string();
+    let checksum = checksum.unwrap_or("");
+    match outcome {
+        Outcome::Uploaded { candidate_id, .. } => tracing::info!(
+            target: FILE_TARGET,
+            file, checksum, candidate_id = candidate_id.as_deref().unwrap_or(""),
+            "uploaded"
+        ),
+        Outcome::OnServer { .. } => tracing::info!(
+            target: FILE_TARGET, file, checksum, "already on the server"
+        ),
+        Outcome::Failed { reason, .. } => tracing::warn!(
+            target: FILE_TARGET, file, checksum, "failed: {reason}"
+        ),
+        Outcome::AlreadySynced => {
+            tracing::debug!(target: FILE_TARGET, file, checksum, "already synced")
+        }
+        Outcome::SameContent => tracing::debug!(
+            target: FILE_TARGET, file, checksum, "same bytes as another file"
+        ),
+        Outcome::Deferred { reason } => tracing::debug!(
+            target: FILE_TARGET, file, checksum, "deferred: {reason}"
+        ),
+        Outcome::Ignored { reason } => tracing::debug!(
+            target: FILE_TARGET, file, checksum, "ignored: {reason}"
+        ),
+        Outcome::WouldUpload { .. } => tracing::debug!(
+            target: FILE_TARGET, file, checksum, "would be uploaded (dry run)"
+        ),
+    }
 }
 
 /// A daily-rotated appender for `path`: `tanova.log` becomes `tanova.2024-05-01.log`.
@@ -181,6 +289,35 @@ mod tests {
         ];
         for (text, want) in table {
             assert_eq!(LogFormat::parse(text).map_err(|_| ()), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn targets() {
+        let table = [
+            ("stderr", Some(LogTarget::Stderr)),
+            (" STDOUT ", Some(LogTarget::Stdout)),
+            ("journald", Some(LogTarget::Journald)),
+            ("syslog", Some(LogTarget::Syslog(SyslogAddr::local()))),
+            (
+                "udp://127.0.0.1:514",
+                Some(LogTarget::Syslog(SyslogAddr::Udp("127.0.0.1:514".into()))),
+            ),
+            (
+                "tcp://[::1]:601",
+                Some(LogTarget::Syslog(SyslogAddr::Tcp("[::1]:601".into()))),
+            ),
+            (
+                "unix:///run/log",
+                Some(LogTarget::Syslog(SyslogAddr::Unix("/run/log".into()))),
+            ),
+            ("udp://127.0.0.1", None),
+            ("http://127.0.0.1:80", None),
+            ("eventlog", None),
+            ("", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(LogTarget::parse(text).ok(), want, "{text:?}");
         }
     }
 
