@@ -87,6 +87,15 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff) to stdout, e.g. `tanova-sync man > /usr/local/share/man/man1/tanova-sync.1`
     Man,
+    /// Ask the running agent's /health (at --listen / TANOVA_LISTEN, or URL): exit 0 if healthy, 1 if not; for a container's HEALTHCHECK
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct HealthcheckArgs {
+    /// The status server's /health URL, or HOST:PORT [default: http://LISTEN/health, LISTEN from --listen or TANOVA_LISTEN, else 127.0.0.1:9898]
+    #[arg(value_name = "URL")]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

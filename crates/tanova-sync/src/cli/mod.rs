@@ -5,6 +5,7 @@ mod completions;
 mod demo;
 mod doctor;
 mod exit;
+mod healthcheck;
 mod init;
 mod inspect;
 mod progress;
@@ -77,6 +78,15 @@ async fn run(cli: Cli) -> Exit {
         }
         Some(Command::Completions(args)) => completions::completions(args.shell),
         Some(Command::Man) => completions::man(),
+        Some(Command::Healthcheck(args)) => {
+            let listen = cli
+                .global
+                .settings
+                .listen
+                .clone()
+                .or_else(|| std::env::var("TANOVA_LISTEN").ok());
+            healthcheck::healthcheck(args.url.as_deref(), listen.as_deref()).await
+        }
         None => watch_command(&cli.global, &WatchArgs::default(), &cancel).await,
     }
 }

@@ -11,6 +11,7 @@ mod batch;
 mod config;
 mod crash;
 mod faults;
+mod healthcheck;
 mod install;
 mod ledger;
 mod legacy;

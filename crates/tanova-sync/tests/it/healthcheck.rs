@@ -1,0 +1,83 @@
+//! `tanova-sync healthcheck [URL]`, the container's HEALTHCHECK: exit 0 for a healthy agent's /health, 1 for a 503 or no answer, 2 for a URL that is not one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::common::live::LiveAgent;
+use crate::common::*;
+use serde_json::json;
+
+#[test]
+fn a_watching_agent_is_healthy_by_url_and_by_tanova_listen() {
+    let env = TestEnv::new();
+    env.write_many(2);
+    env.config(json!({ "settle_ms": 100 }));
+    let agent = LiveAgent::start(&env, &["watch"]);
+    let addr = agent.base.trim_start_matches("http://").to_string();
+
+    let by_url = env.run(&["healthcheck", &agent.url("/health")]);
+    by_url.assert_code(0);
+    let by_listen = env.run_with(&[("TANOVA_LISTEN", &addr)], &["healthcheck"]);
+    by_listen.assert_code(0);
+    let by_host_port = env.run(&["healthcheck", &addr]);
+    by_host_port.assert_code(0);
+    let (code, log) = agent.stop();
+    assert_eq!(code, 0, "{log}");
+}
+
+#[test]
+fn an_unhealthy_agent_or_none_at_all_fails_the_check_saying_why() {
+    use tanova_sync::metrics::{Gauges, Metrics, Problem};
+    use tanova_sync::serve::{Sources, StatusServer};
+
+    let env = TestEnv::new();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let metrics = Arc::new(Metrics::new(env.dir.path()));
+    let sources = Sources {
+        metrics: metrics.clone(),
+        folder: env.folder(),
+        gauges: Arc::new(Gauges::default),
+    };
+    let server = runtime
+        .block_on(StatusServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            sources,
+            &[],
+        ))
+        .unwrap();
+    let url = format!("http://{}/health", server.addr());
+    env.run(&["healthcheck", &url]).assert_code(0);
+
+    metrics.set_problem(Problem::KeyRejected);
+    let rejected = env.run(&["healthcheck", &url]);
+    rejected.assert_code(1);
+    assert!(
+        rejected.stderr.contains("503") && rejected.stderr.contains("key_rejected"),
+        "{}",
+        rejected.stderr
+    );
+    drop(server);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+
+    let closed = crate::common::redis_server::free_port();
+    let nobody = env.run_with(
+        &[("TANOVA_LISTEN", &format!("127.0.0.1:{closed}"))],
+        &["healthcheck"],
+    );
+    nobody.assert_code(1);
+    assert!(
+        nobody
+            .stderr
+            .contains(&format!("http://127.0.0.1:{closed}/health: no answer")),
+        "{}",
+        nobody.stderr
+    );
+
+    let nonsense = env.run(&["healthcheck", "ftp://127.0.0.1/health"]);
+    nonsense.assert_code(2);
+    assert!(
+        nonsense.stderr.contains("expected an http:// URL"),
+        "{}",
+        nonsense.stderr
+    );
+}
