@@ -46,7 +46,7 @@ pub fn install_provider() {
 }
 
 /// `builder` trusting the platform's roots (or the bundled ones) and `extra`.
-pub(crate) fn with_roots(builder: ClientBuilder, extra: &[Certificate]) -> (ClientBuilder, Roots) {
+pub fn with_roots(builder: ClientBuilder, extra: &[Certificate]) -> (ClientBuilder, Roots) {
     install_provider();
     platform(builder, extra)
 }

@@ -21,16 +21,16 @@ pub async fn healthcheck(url: Option<&str>, listen: Option<&str>) -> Exit {
             return Exit::Usage;
         }
     };
-    crate::api::tls::install_provider();
-    let client = match reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .no_proxy()
         .timeout(TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
+        .redirect(reqwest::redirect::Policy::none());
+    // The same roots as the agent's, so that it builds in an image without a CA store.
+    let (builder, _) = crate::api::tls::with_roots(builder, &[]);
+    let client = match builder.build() {
         Ok(client) => client,
         Err(e) => {
-            eprintln!("error: cannot build the HTTP client: {e}");
+            eprintln!("error: cannot build the HTTP client: {}", causes(&e));
             return Exit::Usage;
         }
     };
