@@ -10,6 +10,7 @@ mod bad_files;
 mod batch;
 mod config;
 mod crash;
+mod deb;
 mod docker;
 mod faults;
 mod healthcheck;
