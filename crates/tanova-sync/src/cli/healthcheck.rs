@@ -145,7 +145,13 @@ mod tests {
 
     #[test]
     fn targets() {
-        let table: [(Option<&str>, Option<&str>, Result<&str, ()>); 9] = [
+        // (URL argument, TANOVA_LISTEN, the URL checked or an error)
+        type Row = (
+            Option<&'static str>,
+            Option<&'static str>,
+            Result<&'static str, ()>,
+        );
+        let table: [Row; 9] = [
             (None, None, Ok("http://127.0.0.1:9898/health")),
             (
                 None,
