@@ -102,6 +102,10 @@ fn the_deb_installs_the_binary_man_page_unit_user_and_config_and_removes_cleanly
         "640 root:tanova"
     );
     assert_eq!(
+        ok("stat -c '%a %U:%G' /var/lib/tanova-sync"),
+        "700 tanova:tanova"
+    );
+    assert_eq!(
         ok("dpkg-query -W -f='${Conffiles}' tanova-sync | awk '{print $1}'"),
         "/etc/tanova-sync/tanova-config.json"
     );
