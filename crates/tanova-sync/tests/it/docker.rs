@@ -200,3 +200,111 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn compose_yaml_runs_the_image_with_the_key_from_a_docker_secret() {
+    let Some(docker) = Docker::find() else {
+        return;
+    };
+    let Some(compose) = require_tool(&["docker-compose"], "apt-get install docker-compose") else {
+        return;
+    };
+    let tag = format!("tanova-sync-compose-test:{}", std::process::id());
+    let image = docker.build_image(&tag);
+    let project = format!("tanova-compose-test-{}", std::process::id());
+
+    let env = TestEnv::new();
+    env.write_many(3);
+    for dir in [env.dir.path().to_path_buf(), env.folder()] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for entry in walk(&env.folder()) {
+        let mode = if entry.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    // The repository's compose.yaml as is, beside the key file it names; the
+    // override only puts it on the host's network (the emulator is on loopback).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        crate::common::docker::repo_root().join("compose.yaml"),
+        dir.path().join("compose.yaml"),
+    )
+    .unwrap();
+    let key_file = dir.path().join("tanova_api_key.txt");
+    std::fs::write(&key_file, format!("{DEFAULT_API_KEY}\n")).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    std::fs::write(
+        dir.path().join("host-network.yaml"),
+        format!(
+            "services:\n  tanova-sync:\n    network_mode: host\n    environment:\n      \
+             TANOVA_LISTEN: {listen}\n    healthcheck:\n      interval: 1s\n"
+        ),
+    )
+    .unwrap();
+    let compose_cmd = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(&compose);
+        cmd.current_dir(dir.path())
+            .args([
+                "-p",
+                &project,
+                "-f",
+                "compose.yaml",
+                "-f",
+                "host-network.yaml",
+            ])
+            .args(args)
+            .env("TANOVA_IMAGE", &image.tag)
+            .env("TANOVA_URL", env.emulator.url())
+            .env("TANOVA_CV_FOLDER", env.folder())
+            .env_remove("TANOVA_API_KEY");
+        cmd.output().expect("docker-compose runs")
+    };
+    struct Down<F: Fn(&[&str]) -> std::process::Output>(F);
+    impl<F: Fn(&[&str]) -> std::process::Output> Drop for Down<F> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["down", "-v", "--timeout", "5"]);
+        }
+    }
+    let down = Down(compose_cmd);
+    let up = (down.0)(&["up", "-d", "--no-build"]);
+    assert!(
+        up.status.success(),
+        "docker-compose up: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let logs = || {
+        let out = (down.0)(&["logs", "--no-color"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_for(
+        "the 3 CVs arrive, sent with the key from the secret",
+        Duration::from_secs(60),
+        || env.emulator.uploads().len() >= 3,
+        logs,
+    );
+    let id = String::from_utf8_lossy(&(down.0)(&["ps", "-q", "tanova-sync"]).stdout)
+        .trim()
+        .to_string();
+    assert!(!id.is_empty(), "{}", logs());
+    wait_for(
+        "the health check turns healthy",
+        Duration::from_secs(60),
+        || docker.ok(&["inspect", "-f", "{{.State.Health.Status}}", &id]) == "healthy",
+        logs,
+    );
+    assert_eq!(
+        docker.ok(&["inspect", "-f", "{{.HostConfig.ReadonlyRootfs}}", &id]),
+        "true"
+    );
+    let uid = docker.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "awk '/^Uid:/ {print $2}' /proc/1/status",
+    ]);
+    assert_eq!(uid, "10001");
+    assert_no_key(&logs());
+    drop(down);
+}
