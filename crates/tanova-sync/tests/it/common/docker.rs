@@ -105,9 +105,13 @@ impl Docker {
             .arg("--strip-debug")
             .arg(&binary)
             .status();
+        // No network for RUN steps: the runtime stage needs none, and the
+        // daemon .ci/run starts has no bridge to give them.
         self.ok(&[
             "build",
             "--quiet",
+            "--network",
+            "none",
             "--build-arg",
             "BINARY=prebuilt",
             "-t",
