@@ -1,7 +1,9 @@
 //! Access to the service: whether uploads may go out now. A 401/403 is
 //! confirmed with `GET /api/sync/health` before the key counts as rejected; a
 //! watching agent then pauses, probes with backoff, takes a new key from its
-//! config, and resumes by itself.
+//! config, and resumes by itself. The user may also hold uploads back
+//! ([`Access::set_held`], the console's pause button): the gate then stays
+//! closed until they are released, whatever the service says.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -89,6 +91,8 @@ pub fn probe_delay(blocked: &Blocked, attempt: u32) -> Duration {
 pub struct Access {
     api: Arc<ApiClient>,
     state: watch::Sender<Option<Blocked>>,
+    /// Uploads held back by the user (the console's pause), apart from what the service says.
+    held: watch::Sender<bool>,
     /// One health check at a time, so a burst of 401s costs one check.
     confirming: tokio::sync::Mutex<()>,
     reload: std::sync::OnceLock<KeySource>,
@@ -104,6 +108,7 @@ impl Access {
         Access {
             api,
             state: watch::Sender::new(None),
+            held: watch::Sender::new(false),
             confirming: tokio::sync::Mutex::new(()),
             reload: std::sync::OnceLock::new(),
             key: Mutex::new(key),
@@ -177,12 +182,43 @@ impl Access {
         self.check().await.is_err() || self.blocked().is_some()
     }
 
-    /// Wait until uploads may go out; false when `cancel` fired first.
+    /// Hold uploads back (`true`) or let them go again: no new delivery starts
+    /// while held; uploads already on the wire finish. Logged when it changes.
+    pub fn set_held(&self, held: bool) {
+        if self.held.send_replace(held) != held {
+            tracing::info!(
+                "{}",
+                if held {
+                    "uploads paused by the user"
+                } else {
+                    "uploads resumed by the user"
+                }
+            );
+        }
+    }
+
+    /// Whether the user holds uploads back.
+    pub fn held(&self) -> bool {
+        *self.held.borrow()
+    }
+
+    /// Wait until uploads may go out (the service accepts the key and answers,
+    /// and the user does not hold them back); false when `cancel` fired first.
     pub async fn wait_open(&self, cancel: &CancellationToken) -> bool {
         let mut state = self.state.subscribe();
-        tokio::select! {
-            _ = cancel.cancelled() => false,
-            open = state.wait_for(Option::is_none) => open.is_ok(),
+        let mut held = self.held.subscribe();
+        loop {
+            if state.borrow_and_update().is_none() && !*held.borrow_and_update() {
+                return true;
+            }
+            let alive = tokio::select! {
+                _ = cancel.cancelled() => return false,
+                changed = state.changed() => changed.is_ok(),
+                changed = held.changed() => changed.is_ok(),
+            };
+            if !alive {
+                return false;
+            }
         }
     }
 
@@ -327,5 +363,38 @@ mod tests {
         );
         assert!(!Blocked::Unreachable(String::new()).is_key_problem());
         assert!(Blocked::NoUploadPermission.is_key_problem());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_closes_the_gate_until_released_whatever_the_service_says() {
+        let key = ApiKey::new("tanova_sk_test_0000000000");
+        let url = url::Url::parse("http://127.0.0.1:9/").unwrap();
+        let timeouts = crate::api::Timeouts {
+            connect: Duration::from_secs(1),
+            read: Duration::from_secs(1),
+        };
+        let access = Arc::new(Access::new(
+            Arc::new(ApiClient::new(&url, &key, timeouts).unwrap()),
+            key,
+        ));
+        let cancel = CancellationToken::new();
+        assert!(access.wait_open(&cancel).await, "open at first");
+        access.set_held(true);
+        assert!(access.held());
+        let waiter = {
+            let (access, cancel) = (access.clone(), cancel.clone());
+            tokio::spawn(async move { access.wait_open(&cancel).await })
+        };
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!waiter.is_finished(), "held: no delivery may start");
+        // The service answering again does not lift the user's hold.
+        access.open();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiter.is_finished());
+        access.set_held(false);
+        assert!(waiter.await.unwrap(), "released: deliveries go on");
+        access.set_held(true);
+        cancel.cancel();
+        assert!(!access.wait_open(&cancel).await, "a stop ends the wait");
     }
 }
