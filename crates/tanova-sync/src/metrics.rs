@@ -1,4 +1,4 @@
-//! Live figures of a running agent (counts, latency histogram, rate, recent files), fed as a [`Reporter`] and read by the status server.
+//! Live figures of a running agent (counts, latency histogram, rate, recent files, an hour of per-minute history), fed as a [`Reporter`] and read by the status server.
 //!
 //! Counters are atomics; the recent files, the failures and the rate window
 //! sit behind one mutex that is held for a few pushes at a time. The core
@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,6 +23,9 @@ pub const RECENT: usize = 50;
 pub const FAILURES: usize = 100;
 /// The window the current rate is measured over.
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// How many minutes the console's chart shows.
+pub const HISTORY_MINUTES: u64 = 60;
 
 pub use crate::report::Problem;
 
@@ -163,6 +166,86 @@ impl RateWindow {
     }
 }
 
+/// One minute of history: uploads finished in it, and the backlog (files found
+/// and not yet at an outcome) at its peak and at its last look.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Minute {
+    /// Minutes since the agent started.
+    pub minute: u64,
+    pub uploads: u64,
+    pub backlog: u64,
+    /// The backlog last seen in this minute, which a quiet minute after it carries on.
+    pub backlog_end: u64,
+}
+
+/// A ring of the last [`HISTORY_MINUTES`] minutes: bounded whatever the uptime.
+/// Pure: the minute is passed in.
+#[derive(Debug, Default)]
+pub struct History {
+    /// Oldest first; quiet minutes have no slot.
+    slots: VecDeque<Minute>,
+}
+
+impl History {
+    pub fn uploaded(&mut self, minute: u64) {
+        self.slot(minute).uploads += 1;
+    }
+
+    pub fn backlog(&mut self, minute: u64, backlog: u64) {
+        let slot = self.slot(minute);
+        slot.backlog = slot.backlog.max(backlog);
+        slot.backlog_end = backlog;
+    }
+
+    /// The minute `minute`'s slot, made (and the oldest dropped) when new.
+    fn slot(&mut self, minute: u64) -> &mut Minute {
+        if self.slots.back().map(|m| m.minute) != Some(minute) {
+            let carried = self.slots.back().map_or(0, |m| m.backlog_end);
+            self.slots.push_back(Minute {
+                minute,
+                uploads: 0,
+                backlog: carried,
+                backlog_end: carried,
+            });
+            while self
+                .slots
+                .front()
+                .is_some_and(|m| m.minute + HISTORY_MINUTES <= minute)
+            {
+                self.slots.pop_front();
+            }
+        }
+        self.slots.back_mut().expect("pushed above")
+    }
+
+    /// One entry per minute up to `now` (at most [`HISTORY_MINUTES`]), oldest
+    /// first, quiet minutes filled in: no uploads, the backlog carried on.
+    pub fn series(&self, now: u64) -> Vec<Minute> {
+        let first = (now + 1).saturating_sub(HISTORY_MINUTES);
+        let mut slots = self.slots.iter().peekable();
+        let mut carried = 0;
+        let mut out = Vec::with_capacity(HISTORY_MINUTES as usize);
+        for minute in first..=now {
+            while let Some(m) = slots.next_if(|m| m.minute < minute) {
+                carried = m.backlog_end;
+            }
+            match slots.next_if(|m| m.minute == minute) {
+                Some(m) => {
+                    carried = m.backlog_end;
+                    out.push(*m);
+                }
+                None => out.push(Minute {
+                    minute,
+                    uploads: 0,
+                    backlog: carried,
+                    backlog_end: carried,
+                }),
+            }
+        }
+        out
+    }
+}
+
 /// A consistent copy of everything the status server shows.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -184,6 +267,10 @@ pub struct Snapshot {
     pub failing: u64,
     /// The newest [`FAILURES`] of them, newest first.
     pub failures: Vec<Event>,
+    /// The initial pass is over and the agent watches the folder.
+    pub watching: bool,
+    /// The last hour, one entry per minute, oldest first.
+    pub history: Vec<Minute>,
 }
 
 /// The uploads in flight and the current limit, read from the engine's limiter.
@@ -208,6 +295,9 @@ pub struct Metrics {
     bytes_uploaded: AtomicU64,
     /// One bit per active [`Problem`], by its place in [`Problem::ALL`].
     problems: AtomicU8,
+    watching: AtomicBool,
+    /// The last minute the backlog was recorded in by `found`, so a scan takes the lock once a minute.
+    backlog_minute: AtomicU64,
     lists: Mutex<Lists>,
 }
 
@@ -219,6 +309,7 @@ struct Lists {
     rate: RateWindow,
     durations: Histogram,
     last_upload_at: Option<SystemTime>,
+    history: History,
 }
 
 impl Metrics {
@@ -236,12 +327,15 @@ impl Metrics {
             deferred: AtomicU64::new(0),
             bytes_uploaded: AtomicU64::new(0),
             problems: AtomicU8::new(0),
+            watching: AtomicBool::new(false),
+            backlog_minute: AtomicU64::new(u64::MAX),
             lists: Mutex::new(Lists {
                 recent: VecDeque::with_capacity(RECENT),
                 failures: HashMap::new(),
                 rate: RateWindow::default(),
                 durations: Histogram::new(&DURATION_BUCKETS),
                 last_upload_at: None,
+                history: History::default(),
             }),
         }
     }
@@ -290,7 +384,25 @@ impl Metrics {
             recent: lists.recent.iter().rev().cloned().collect(),
             failing: lists.failures.len() as u64,
             failures: newest_failures(&lists.failures),
+            watching: self.watching.load(Ordering::Relaxed),
+            history: lists.history.series(uptime.as_secs() / 60),
         }
+    }
+
+    /// Files found and not yet at an outcome.
+    fn backlog(&self) -> u64 {
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let done = load(&self.synced)
+            + load(&self.skipped)
+            + load(&self.duplicates)
+            + load(&self.failed)
+            + load(&self.ignored)
+            + load(&self.deferred);
+        load(&self.found).saturating_sub(done)
+    }
+
+    fn minute(&self) -> u64 {
+        self.started.elapsed().as_secs() / 60
     }
 
     fn lists(&self) -> MutexGuard<'_, Lists> {
@@ -309,6 +421,15 @@ impl Metrics {
 impl Reporter for Metrics {
     fn found(&self, _tally: &Summary) {
         self.found.fetch_add(1, Ordering::Relaxed);
+        let minute = self.minute();
+        if self.backlog_minute.swap(minute, Ordering::Relaxed) != minute {
+            let backlog = self.backlog();
+            self.lists().history.backlog(minute, backlog);
+        }
+    }
+
+    fn watching(&self, _initial: &Summary, _how: &crate::settings::WatchSettings) {
+        self.watching.store(true, Ordering::Relaxed);
     }
 
     fn finished(&self, path: &Path, outcome: &Outcome, _tally: &Summary) {
@@ -352,7 +473,9 @@ impl Reporter for Metrics {
             reason,
         };
         let now = self.started.elapsed().as_secs();
+        let backlog = self.backlog();
         let mut lists = self.lists();
+        lists.history.backlog(now / 60, backlog);
         // A file's latest outcome replaces an earlier failure of it.
         lists.failures.remove(&event.path);
         match kind {
@@ -361,6 +484,7 @@ impl Reporter for Metrics {
             }
             EventKind::Uploaded => {
                 lists.rate.record(now);
+                lists.history.uploaded(now / 60);
                 lists.last_upload_at = Some(event.at);
             }
             _ => {}
@@ -508,6 +632,60 @@ mod tests {
         let s = m.snapshot(Gauges::default());
         assert_eq!((s.recent.len(), s.failures.len()), (RECENT, FAILURES));
         assert_eq!(s.failures[0].path, format!("{}.pdf", FAILURES + RECENT - 1));
+    }
+
+    #[test]
+    fn the_history_keeps_an_hour_and_carries_the_backlog_over_quiet_minutes() {
+        let mut h = History::default();
+        assert_eq!(h.series(0).len(), 1, "one minute so far");
+        h.backlog(0, 10);
+        h.uploaded(0);
+        h.backlog(0, 4);
+        h.uploaded(2);
+        h.uploaded(2);
+        let s = h.series(3);
+        let got: Vec<(u64, u64, u64)> =
+            s.iter().map(|m| (m.minute, m.uploads, m.backlog)).collect();
+        // Minute 1 was quiet: the backlog last seen (4) carries on, not the peak (10).
+        assert_eq!(got, [(0, 1, 10), (1, 0, 4), (2, 2, 4), (3, 0, 4)]);
+        // Hours later: a full hour, oldest first, nothing older than an hour kept.
+        for minute in 0..500 {
+            h.uploaded(minute);
+        }
+        assert!(h.slots.len() <= HISTORY_MINUTES as usize, "bounded");
+        let s = h.series(600);
+        assert_eq!(s.len(), HISTORY_MINUTES as usize);
+        assert_eq!((s[0].minute, s[59].minute), (541, 600));
+        assert!(
+            s.iter().all(|m| m.uploads == 0),
+            "the last uploads were at minute 499"
+        );
+        let s = h.series(520);
+        assert_eq!(
+            s.iter().filter(|m| m.uploads == 1).count(),
+            39,
+            "minutes 461..=499"
+        );
+    }
+
+    #[test]
+    fn uploads_and_backlog_reach_the_snapshot() {
+        let m = Metrics::new(Path::new("/cvs"));
+        let tally = Summary::default();
+        for _ in 0..3 {
+            m.found(&tally);
+        }
+        let uploaded = Outcome::Uploaded {
+            candidate_id: None,
+            bytes: 1,
+        };
+        m.finished(Path::new("/cvs/a.pdf"), &uploaded, &tally);
+        let s = m.snapshot(Gauges::default());
+        let now = s.history.last().expect("this minute");
+        assert_eq!((now.uploads, now.backlog, now.backlog_end), (1, 2, 2));
+        assert!(!s.watching);
+        m.watching(&tally, &crate::settings::WatchSettings::default());
+        assert!(m.snapshot(Gauges::default()).watching);
     }
 
     #[test]
