@@ -1,9 +1,13 @@
 //! The agent: one folder's state, ledger, engine and status server, assembled
 //! and checked; it syncs once or watches until shut down. The CLI, `demo` and
-//! tests drive it; it never prints (progress goes to its [`Reporter`]).
+//! tests drive it; it never prints (progress goes to its [`Reporter`]). A
+//! watching agent takes the console's actions through [`Controls`].
 
 use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use tokio_util::sync::CancellationToken;
 
@@ -13,7 +17,7 @@ pub use crate::engine::EngineError;
 use crate::engine::{Engine, ITEM_QUEUE};
 use crate::metrics::{Gauges, Metrics};
 use crate::report::{Reporter, Summary};
-use crate::serve::{Sources, StatusServer};
+use crate::serve::{Actions, Sources, StatusServer};
 use crate::state::lock::{self, InstanceLock};
 use crate::state::redis::RedisLedger;
 use crate::state::{Ledger, SqliteStore, StateError, Store};
@@ -58,6 +62,8 @@ pub struct Agent {
     config: Config,
     reporter: Arc<dyn Reporter>,
     status: Option<StatusServer>,
+    /// The console asks for a rescan now.
+    rescan: Arc<Notify>,
     _lock: Option<InstanceLock>,
 }
 
@@ -72,6 +78,7 @@ impl Agent {
         shutdown: &CancellationToken,
     ) -> Result<Agent, AgentError> {
         let (store, lock) = open_state(config)?;
+        let store_for_actions = store.clone();
         let ledger = open_ledger(config, shutdown)
             .await
             .map_err(AgentError::Ledger)?;
@@ -92,12 +99,23 @@ impl Agent {
         if mode == Mode::Watch {
             engine = engine.pausing();
         }
+        let rescan = Arc::new(Notify::new());
+        // Only a watching agent acts: a one-shot sync ends before a retry or a rescan would run.
+        let actions = (mode == Mode::Watch && !config.dry_run).then(|| {
+            Arc::new(Controls {
+                engine: engine.clone(),
+                store: store_for_actions,
+                root: config.folder.clone(),
+                rescan: rescan.clone(),
+            }) as Arc<dyn Actions>
+        });
         let status = match (config.listen, metrics) {
             (Some(addr), Some(metrics)) => {
-                Some(serve_status(addr, config, metrics, &engine).await?)
+                Some(serve_status(addr, config, metrics, &engine, actions).await?)
             }
             _ => None,
         };
+
         tracing::info!(
             "syncing {} to {} (key {}, {})",
             config.folder.display(),
@@ -110,8 +128,14 @@ impl Agent {
             config: config.clone(),
             reporter,
             status,
+            rescan,
             _lock: lock,
         })
+    }
+
+    /// The console's URL with its token (`--listen`), as `ui` prints it.
+    pub fn console_url(&self) -> Option<String> {
+        self.status.as_ref().map(StatusServer::console_url)
     }
 
     /// Check the key with the service. A watching agent starts even when it is
@@ -164,6 +188,7 @@ impl Agent {
             self.config.folder.clone(),
             self.config.watch.clone(),
             tx,
+            self.rescan.clone(),
             shutdown.clone(),
         ));
         let (initial, fatal) = self.engine.sync_once(shutdown).await;
@@ -219,6 +244,7 @@ async fn serve_status(
     config: &Config,
     metrics: Arc<Metrics>,
     engine: &Engine,
+    actions: Option<Arc<dyn Actions>>,
 ) -> Result<StatusServer, AgentError> {
     let limiter_of = engine.clone();
     let sources = Sources {
@@ -231,10 +257,58 @@ async fn serve_status(
                 limit: limiter.limit(),
             }
         }),
+        actions,
     };
     StatusServer::start(addr, sources, &config.listen_hosts)
         .await
         .map_err(|source| AgentError::Listen { addr, source })
+}
+
+/// The console's actions on a watching agent, through the library code the
+/// CLI uses (`retry` clears failures in the store, as `tanova-sync retry` does).
+struct Controls {
+    engine: Engine,
+    store: Arc<dyn Store>,
+    root: PathBuf,
+    rescan: Arc<Notify>,
+}
+
+impl Controls {
+    /// The file at `shown` (relative to the folder, as the console lists it),
+    /// refused when it would leave the folder.
+    fn within(&self, shown: &str) -> Result<String, String> {
+        let rel = Path::new(shown);
+        if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(format!("{shown:?} is not a file in the folder"));
+        }
+        Ok(self.root.join(rel).display().to_string())
+    }
+}
+
+impl Actions for Controls {
+    fn retry(&self, shown: Option<&str>) -> Result<usize, String> {
+        let target = shown.map(|s| self.within(s)).transpose()?;
+        let cleared = self
+            .store
+            .clear_failures(target.as_deref())
+            .map_err(|e| format!("state error: {e}"))?;
+        tracing::info!("the console cleared {cleared} failure(s); rescanning to try them again");
+        self.rescan.notify_one();
+        Ok(cleared)
+    }
+
+    fn hold(&self, held: bool) {
+        self.engine.hold(held);
+    }
+
+    fn held(&self) -> bool {
+        self.engine.held()
+    }
+
+    fn rescan(&self) {
+        tracing::info!("the console asked for a rescan");
+        self.rescan.notify_one();
+    }
 }
 
 /// Lock and open the state, and import the Python script's history on first start.

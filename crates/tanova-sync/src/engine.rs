@@ -238,6 +238,15 @@ impl Engine {
         self.inner.access.blocked()
     }
 
+    /// Hold uploads back (the console's pause) or let them go: see [`Access::set_held`].
+    pub fn hold(&self, held: bool) {
+        self.inner.access.set_held(held);
+    }
+
+    pub fn held(&self) -> bool {
+        self.inner.access.held()
+    }
+
     /// Share the synced set and claims with other agents through `ledger`.
     /// Call it on a new engine, before it is cloned.
     pub fn with_ledger(mut self, ledger: Ledger) -> Self {

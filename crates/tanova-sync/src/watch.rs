@@ -61,6 +61,7 @@ pub async fn run(
     root: PathBuf,
     settings: WatchSettings,
     tx: mpsc::Sender<Batch>,
+    rescan_now: Arc<tokio::sync::Notify>,
     cancel: CancellationToken,
 ) {
     let close_events = cfg!(target_os = "linux") && settings.mode == WatchMode::Events;
@@ -112,6 +113,11 @@ pub async fn run(
             },
             _ = sleep_until(next_due), if next_due.is_some() => watch.check_due().await,
             Some(batch) = scanned.recv() => watch.on_scanned(batch).await,
+            _ = rescan_now.notified() => {
+                if watch.root.is_dir() {
+                    start_scan(&watch, &mut scanning, watch.root.clone(), &scan_tx);
+                }
+            }
             _ = rescan.tick() => {
                 if watch.root.is_dir() {
                     start_scan(&watch, &mut scanning, watch.root.clone(), &scan_tx);

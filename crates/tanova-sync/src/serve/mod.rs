@@ -1,9 +1,13 @@
-//! The status server behind `--listen`: `/health`, `/metrics` and a status page, read from [`Metrics`] and never writing anything.
+//! The status server behind `--listen`: `/health`, `/metrics`, and the console (a live dashboard at `/`, `/events`, and actions under `/api/` behind a per-process token).
 
+mod chart;
+mod console;
+mod events;
 mod health;
 mod host;
 mod page;
 mod prometheus;
+mod token;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -12,32 +16,36 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::metrics::{Gauges, Metrics, Problem, Snapshot};
 
+pub use console::{Actions, Console};
 pub use health::health_body;
 pub use host::AllowedHosts;
-pub use page::{escape_html, status_page};
+pub use page::{banner, dashboard, escape_html, Banner, View};
 pub use prometheus::render as prometheus_text;
+pub use token::Token;
 
 /// The agent's version, as `/health` and `/metrics` report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// What the server reads: the figures, the folder (to notice it has gone), and the limiter's gauges.
+/// What the server reads: the figures, the folder (to notice it has gone), and the limiter's gauges;
+/// and what the console's actions drive (a watching agent; `None` for a one-shot sync).
 #[derive(Clone)]
 pub struct Sources {
     pub metrics: Arc<Metrics>,
     pub folder: PathBuf,
     pub gauges: Arc<dyn Fn() -> Gauges + Send + Sync>,
+    pub actions: Option<Arc<dyn Actions>>,
 }
 
 impl Sources {
     /// A snapshot, with a folder that is gone reported as the problem (unless a worse one is known).
-    async fn snapshot(&self) -> Snapshot {
+    pub(crate) async fn snapshot(&self) -> Snapshot {
         let mut snapshot = self.metrics.snapshot((self.gauges)());
         if snapshot.problem.is_none() {
             let present = tokio::fs::metadata(&self.folder)
@@ -54,12 +62,14 @@ impl Sources {
 /// A running status server; dropping it stops it.
 pub struct StatusServer {
     addr: SocketAddr,
+    token: Token,
     task: JoinHandle<()>,
 }
 
 impl StatusServer {
     /// Bind `addr` (port 0 picks a free one) and serve until dropped,
-    /// answering only to loopback names, `addr` and `listen_hosts`.
+    /// answering only to loopback names, `addr` and `listen_hosts`. The
+    /// console's token is new for each server.
     pub async fn start(
         addr: SocketAddr,
         sources: Sources,
@@ -68,17 +78,34 @@ impl StatusServer {
         let hosts = AllowedHosts::new(addr, listen_hosts);
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let token = Token::random();
+        let console = Arc::new(Console {
+            sources,
+            token: token.clone(),
+            port: addr.port(),
+            public: !addr.ip().is_loopback(),
+        });
         let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router(sources, hosts)).await {
+            if let Err(e) = axum::serve(listener, router(console, hosts)).await {
                 tracing::warn!("the status server on {addr} stopped: {e}");
             }
         });
-        Ok(StatusServer { addr, task })
+        Ok(StatusServer { addr, token, task })
     }
 
     /// The address it listens on, with the real port.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The console's address with its token, as `ui` prints it: the first
+    /// visit turns the token into a cookie. A wildcard address is shown as loopback.
+    pub fn console_url(&self) -> String {
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        format!("http://{addr}/?{}={}", token::QUERY, self.token.expose())
     }
 }
 
@@ -88,13 +115,18 @@ impl Drop for StatusServer {
     }
 }
 
-/// The routes, for tests that serve them on a listener of their own.
-pub fn router(sources: Sources, hosts: AllowedHosts) -> Router {
+/// The routes, for tests that serve them on a listener of their own. No
+/// route answers `OPTIONS` or sends CORS headers: other origins read nothing.
+pub fn router(console: Arc<Console>, hosts: AllowedHosts) -> Router {
     Router::new()
-        .route("/", get(page_handler))
+        .route("/", get(console::page))
+        .route("/events", get(events::events))
+        .route("/assets/console.js", get(console::script))
+        .route("/assets/console.css", get(console::style))
+        .route("/api/{action}", post(console::act))
         .route("/health", get(health_handler))
         .route("/metrics", get(metrics_handler))
-        .with_state(sources)
+        .with_state(console)
         .layer(axum::middleware::from_fn_with_state(Arc::new(hosts), guard))
 }
 
@@ -121,6 +153,7 @@ async fn guard(
             .into_response()
     };
     let headers = response.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -133,8 +166,8 @@ async fn guard(
     response
 }
 
-async fn health_handler(State(sources): State<Sources>) -> Response {
-    let snapshot = sources.snapshot().await;
+async fn health_handler(State(console): State<Arc<Console>>) -> Response {
+    let snapshot = console.sources.snapshot().await;
     let code = match snapshot.problem {
         None => StatusCode::OK,
         Some(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -143,28 +176,13 @@ async fn health_handler(State(sources): State<Sources>) -> Response {
     reply(code, "application/json", body)
 }
 
-async fn metrics_handler(State(sources): State<Sources>) -> Response {
-    let snapshot = sources.snapshot().await;
+async fn metrics_handler(State(console): State<Arc<Console>>) -> Response {
+    let snapshot = console.sources.snapshot().await;
     reply(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
         prometheus_text(&snapshot, VERSION),
     )
-}
-
-async fn page_handler(State(sources): State<Sources>) -> Response {
-    let snapshot = sources.snapshot().await;
-    let mut response = reply(
-        StatusCode::OK,
-        "text/html; charset=utf-8",
-        status_page(&snapshot, &sources.folder.display().to_string(), VERSION),
-    );
-    // No scripts at all, nothing from elsewhere: a file name that slipped through escaping still runs nothing.
-    response.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
-    );
-    response
 }
 
 fn reply(code: StatusCode, content_type: &'static str, body: String) -> Response {

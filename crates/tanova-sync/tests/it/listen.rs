@@ -276,6 +276,7 @@ fn a_rejected_key_answers_503() {
         metrics: metrics.clone(),
         folder: dir.path().to_path_buf(),
         gauges: Arc::new(Gauges::default),
+        actions: None,
     };
     let server = runtime
         .block_on(StatusServer::start(
