@@ -63,6 +63,11 @@ pub enum Command {
     /// again with backoff, reads a new key from the config file or api_key_file
     /// within seconds (or at once on SIGHUP), and then delivers what queued.
     Watch(WatchArgs),
+    /// Open the web console: finds the running agent's, or starts watching with the console on loopback; prints its URL and opens the browser
+    ///
+    /// The URL carries a token that changes each time the agent starts; the
+    /// console keeps it in a cookie after the first visit. Stop it with Ctrl+C.
+    Ui(UiArgs),
     /// Sync the folder once: upload every new CV, print a summary, exit
     Sync(SyncArgs),
     /// Try it without an account: sync sample CVs (or --folder DIR, only read) to a local emulator over real HTTP
@@ -180,6 +185,13 @@ pub enum HistoryAction {
         #[arg(long, value_name = "FILE")]
         legacy: PathBuf,
     },
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct UiArgs {
+    /// Print the URL only; do not open a browser
+    #[arg(long)]
+    pub no_browser: bool,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -128,7 +128,7 @@ fn ask_key(input: &mut impl BufRead) -> Result<String, String> {
 }
 
 /// Write a file only its owner can read: it holds the key.
-fn write_private(path: &Path, text: &str) -> Result<(), String> {
+pub(super) fn write_private(path: &Path, text: &str) -> Result<(), String> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

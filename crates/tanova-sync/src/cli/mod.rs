@@ -11,6 +11,7 @@ mod inspect;
 mod progress;
 pub mod samples;
 mod service;
+mod ui;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -59,6 +60,7 @@ async fn run(cli: Cli) -> Exit {
             Err(exit) => exit,
         },
         Some(Command::Watch(args)) => watch_command(&cli.global, &args, &cancel).await,
+        Some(Command::Ui(args)) => ui::ui(&cli.global, &args, &cancel).await,
         Some(Command::Status) => inspect::status(&cli.global),
         Some(Command::Doctor) => match load_config(&cli.global, |_| {}) {
             Ok(config) => doctor::doctor(&cli.global, &config).await,
@@ -163,14 +165,15 @@ fn reload_on_hangup(engine: Engine, cancel: CancellationToken) {
     let _ = (engine, cancel);
 }
 
-/// Open the agent, say where its status server listens, and check the key.
+/// Open the agent, say where its status server listens (and leave the
+/// console's URL for `ui` in the state directory), and check the key.
 async fn start_agent(
     global: &GlobalArgs,
     config: &Config,
     mode: Mode,
     reporter: Arc<TerminalReporter>,
     cancel: &CancellationToken,
-) -> Result<Agent, Exit> {
+) -> Result<(Agent, Option<ui::ConsoleUrlFile>), Exit> {
     let fail = |e: AgentError| {
         report_error(global, &e.to_string());
         exit_for_agent_error(&e)
@@ -182,17 +185,22 @@ async fn start_agent(
         // Tests and scripts read the port from this line when they asked for port 0.
         eprintln!("listening on http://{addr} (status page; /health, /metrics)");
     }
+    let url_file = match (agent.console_url(), config.dry_run) {
+        (Some(url), false) => ui::ConsoleUrlFile::write(&config.state_dir, &url),
+        _ => None,
+    };
     agent.connect(cancel).await.map_err(fail)?;
-    Ok(agent)
+    Ok((agent, url_file))
 }
 
 /// `tanova-sync sync`: one pass over the folder.
 pub async fn sync(global: &GlobalArgs, config: &Config, cancel: &CancellationToken) -> Exit {
     let reporter = Arc::new(TerminalReporter::new(verbosity(global), global.json));
-    let agent = match start_agent(global, config, Mode::Once, reporter.clone(), cancel).await {
-        Ok(agent) => agent,
-        Err(exit) => return exit,
-    };
+    let (agent, _url_file) =
+        match start_agent(global, config, Mode::Once, reporter.clone(), cancel).await {
+            Ok(started) => started,
+            Err(exit) => return exit,
+        };
     let (summary, fatal) = agent.sync(cancel).await;
     reporter.summary(&summary);
     match fatal {
@@ -215,11 +223,25 @@ pub async fn sync(global: &GlobalArgs, config: &Config, cancel: &CancellationTok
 
 /// `tanova-sync watch`: the initial sync, then events and rescans until a signal.
 pub async fn watch(global: &GlobalArgs, config: &Config, cancel: &CancellationToken) -> Exit {
+    watch_with(global, config, cancel, &|_| {}).await
+}
+
+/// `watch`, telling `started` the console's URL (with `listen`) once the agent runs.
+async fn watch_with(
+    global: &GlobalArgs,
+    config: &Config,
+    cancel: &CancellationToken,
+    started: &dyn Fn(&str),
+) -> Exit {
     let reporter = Arc::new(TerminalReporter::new(verbosity(global), global.json));
-    let agent = match start_agent(global, config, Mode::Watch, reporter.clone(), cancel).await {
-        Ok(agent) => agent,
-        Err(exit) => return exit,
-    };
+    let (agent, _url_file) =
+        match start_agent(global, config, Mode::Watch, reporter.clone(), cancel).await {
+            Ok(started) => started,
+            Err(exit) => return exit,
+        };
+    if let Some(url) = agent.console_url() {
+        started(&url);
+    }
     let overrides = global_overrides(global);
     agent.set_key_source(Arc::new(move || reload_key(&overrides)));
     reload_on_hangup(agent.engine().clone(), cancel.clone());

@@ -1,0 +1,129 @@
+//! `tanova-sync ui`: open the console. It finds a running agent's console (the `console-url` file in the state directory), or starts a watching agent listening on loopback; then it prints the URL and opens the browser where there is one.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::args::{GlobalArgs, UiArgs};
+use super::{load_config, report_error, watch_with, Exit};
+
+/// The file in the state directory that holds the running console's URL (with its token).
+pub const CONSOLE_URL_FILE: &str = "console-url";
+
+/// `console-url`, written mode 0600 (it holds the token) while an agent runs; removed when it stops.
+pub(super) struct ConsoleUrlFile(PathBuf);
+
+impl ConsoleUrlFile {
+    pub(super) fn write(state_dir: &Path, url: &str) -> Option<Self> {
+        let path = state_dir.join(CONSOLE_URL_FILE);
+        match super::init::write_private(&path, url) {
+            Ok(()) => Some(ConsoleUrlFile(path)),
+            Err(e) => {
+                tracing::warn!("cannot write the console's address: {e}; `ui` will not find it");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for ConsoleUrlFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+pub async fn ui(global: &GlobalArgs, args: &UiArgs, cancel: &CancellationToken) -> Exit {
+    let mut config = match load_config(global, |_| {}) {
+        Ok(config) => config,
+        Err(exit) => {
+            report_error(
+                global,
+                "the console needs a config: run `tanova-sync init` first (it asks for the \
+                 folder and the key)",
+            );
+            return exit;
+        }
+    };
+    if let Some(url) = running_console(&config.state_dir).await {
+        announce(global, &url, args.no_browser);
+        return Exit::Ok;
+    }
+    // The console is for this machine's user: loopback, whatever the config says.
+    if !config.listen.is_some_and(|addr| addr.ip().is_loopback()) {
+        config.listen = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
+    }
+    let no_browser = args.no_browser;
+    watch_with(global, &config, cancel, &|url: &str| {
+        announce(global, url, no_browser)
+    })
+    .await
+}
+
+/// The URL of a console that answers, from a running agent's `console-url`.
+/// Only a loopback address is asked: the file could have been edited.
+async fn running_console(state_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(state_dir.join(CONSOLE_URL_FILE)).ok()?;
+    let url = url::Url::parse(text.trim()).ok()?;
+    let loopback = match url.host()? {
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+        url::Host::Domain(name) => name == "localhost",
+    };
+    if !loopback || url.scheme() != "http" {
+        return None;
+    }
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?;
+    let health = url.join("/health").ok()?;
+    // A 503 is an agent that answers (paused, waiting): its console is there.
+    client.get(health).send().await.ok()?;
+    Some(url.to_string())
+}
+
+/// Print the URL, and open it in the default browser when there is a desktop.
+fn announce(global: &GlobalArgs, url: &str, no_browser: bool) {
+    if global.json {
+        println!("{}", serde_json::json!({ "console": url }));
+    } else {
+        println!("The console: {url}");
+    }
+    if no_browser {
+        return;
+    }
+    match open_browser(url) {
+        Ok(true) => {}
+        Ok(false) => eprintln!("(no desktop here: open the address above in a browser)"),
+        Err(e) => eprintln!("cannot open a browser ({e}): open the address above"),
+    }
+}
+
+/// Start the platform's opener; `Ok(false)` when there is no desktop to open it on.
+fn open_browser(url: &str) -> std::io::Result<bool> {
+    let mut command = if cfg!(target_os = "macos") {
+        std::process::Command::new("open")
+    } else if cfg!(windows) {
+        let mut c = std::process::Command::new("cmd");
+        c.args(["/C", "start", ""]);
+        c
+    } else {
+        let desktop = ["DISPLAY", "WAYLAND_DISPLAY"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+        if !desktop {
+            return Ok(false);
+        }
+        std::process::Command::new("xdg-open")
+    };
+    command
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(|_| true)
+}
