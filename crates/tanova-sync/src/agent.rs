@@ -86,6 +86,7 @@ impl Agent {
         let metrics = config
             .listen
             .map(|_| Arc::new(Metrics::new(&config.folder)));
+        // The agent's own reports (watching) go the same way, so the figures hear them too.
         let reports: Arc<dyn Reporter> = match &metrics {
             Some(metrics) => Arc::new(crate::report::Fanout(vec![
                 reporter.clone(),
@@ -93,7 +94,7 @@ impl Agent {
             ])),
             None => reporter.clone(),
         };
-        let mut engine = Engine::new(config, store, reports)
+        let mut engine = Engine::new(config, store, reports.clone())
             .map_err(AgentError::Client)?
             .with_ledger(ledger);
         if mode == Mode::Watch {
@@ -126,7 +127,7 @@ impl Agent {
         Ok(Agent {
             engine,
             config: config.clone(),
-            reporter,
+            reporter: reports,
             status,
             rescan,
             _lock: lock,
