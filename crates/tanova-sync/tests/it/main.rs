@@ -9,6 +9,7 @@ mod api_client;
 mod bad_files;
 mod batch;
 mod config;
+mod console;
 mod crash;
 mod deb;
 mod docker;

@@ -15,6 +15,8 @@ pub struct LiveAgent {
     pub child: Child,
     pub base: String,
     pub stderr: Arc<Mutex<String>>,
+    /// What it printed on stdout (`ui` prints the console's URL there).
+    pub stdout: Arc<Mutex<String>>,
 }
 
 impl LiveAgent {
@@ -26,10 +28,22 @@ impl LiveAgent {
     pub fn start_command(mut command: Command) -> LiveAgent {
         command.args(["--listen", "127.0.0.1:0"]);
         let mut child = command
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("binary starts");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        {
+            let pipe = child.stdout.take().unwrap();
+            let stdout = stdout.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut all = stdout.lock().unwrap();
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+            });
+        }
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
         {
@@ -58,6 +72,7 @@ impl LiveAgent {
             child,
             base: format!("http://{addr}"),
             stderr,
+            stdout,
         }
     }
 
@@ -116,6 +131,22 @@ impl LiveAgent {
             status,
             serde_json::from_str(&body).expect("/health is JSON"),
         )
+    }
+
+    /// The console's URL with its token, from `ui`'s `The console: URL` line.
+    pub fn console_url(&self) -> String {
+        let mut url = None;
+        let printed = wait_until(WAIT, || {
+            url = self
+                .stdout
+                .lock()
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix("The console: ").map(str::to_string));
+            url.is_some()
+        });
+        assert!(printed, "no console URL on stdout:\n{}", self.log());
+        url.unwrap()
     }
 
     /// Whether the process is still running.

@@ -1,5 +1,6 @@
 //! Test environment: a temporary folder, state and home, the emulator on loopback, and the real binary.
 
+pub mod browser;
 pub mod docker;
 pub mod live;
 pub mod net;
