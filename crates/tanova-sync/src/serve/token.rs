@@ -129,7 +129,8 @@ mod tests {
         let t = token.expose();
         let mine = format!("a=b; tanova_console_9898={t}");
         let other_port = format!("tanova_console_9899={t}");
-        let table: &[(Vec<(&'static str, &str)>, Option<&str>, bool)] = &[
+        type Case<'a> = (Vec<(&'static str, &'a str)>, Option<&'a str>, bool);
+        let table: &[Case] = &[
             (vec![], None, false),
             (vec![("cookie", &mine)], None, true),
             (vec![("cookie", &other_port)], None, false),

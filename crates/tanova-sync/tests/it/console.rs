@@ -242,7 +242,9 @@ fn a_state_changing_request_without_the_token_or_from_another_origin_is_refused(
     };
     assert!(wait_for_uploads(&env, 1, WAIT));
 
-    let refused: &[(&str, Vec<(&str, &str)>, &str)] = &[
+    // (case, headers, form body)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let refused: &[Case] = &[
         ("no token", vec![], ""),
         ("a wrong token", vec![("x-tanova-token", "0123")], ""),
         ("a wrong form token", vec![], "token=nope"),

@@ -12,6 +12,29 @@ use serde_json::{json, Value};
 
 use super::require_tool;
 
+/// Chromium's flags: headless, quiet, and reaching nothing but loopback.
+const FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--no-pings",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+    "--safebrowsing-disable-auto-update",
+    "--lang=en-US",
+    // Nothing but loopback is looked up, so the browser reaches nowhere else.
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    "--remote-debugging-pipe",
+];
+
 /// A headless browser with one tab.
 pub struct Browser {
     child: Child,
@@ -42,27 +65,7 @@ impl Browser {
         let (from_browser_read, from_browser_write) = pipe();
         let mut command = Command::new(binary);
         command
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--no-default-browser-check",
-                "--no-pings",
-                "--disable-extensions",
-                "--disable-default-apps",
-                "--disable-domain-reliability",
-                "--disable-client-side-phishing-detection",
-                "--safebrowsing-disable-auto-update",
-                "--lang=en-US",
-                // Nothing but loopback is looked up, so the browser reaches nowhere else.
-                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-                "--remote-debugging-pipe",
-            ])
+            .args(FLAGS)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdin(Stdio::null())
