@@ -389,3 +389,66 @@ fn a_one_shot_sync_serves_the_dashboard_but_takes_no_actions() {
     assert_eq!(status, 403, "{text}");
     agent.stop();
 }
+
+#[test]
+fn on_a_public_address_the_console_needs_the_token_to_be_read_at_all() {
+    use std::sync::Arc;
+    use tanova_sync::metrics::{Gauges, Metrics};
+    use tanova_sync::serve::{Sources, StatusServer};
+
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sources = Sources {
+        metrics: Arc::new(Metrics::new(dir.path())),
+        folder: dir.path().to_path_buf(),
+        gauges: Arc::new(Gauges::default),
+        actions: None,
+    };
+    // listen_public: bound to every address; asked here over loopback only.
+    let server = runtime
+        .block_on(StatusServer::start(
+            "0.0.0.0:0".parse().unwrap(),
+            sources,
+            &[],
+        ))
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", server.addr().port());
+    let url = server.console_url();
+    assert!(url.starts_with(&format!("{base}/?token=")), "{url}");
+    for path in ["/", "/events"] {
+        let (status, _, body) = get(&format!("{base}{path}"));
+        assert_eq!(status, 403, "{path} without the token: {body}");
+        assert!(!body.contains(&dir.path().display().to_string()));
+    }
+    assert_eq!(
+        get(&format!("{base}/health")).0,
+        200,
+        "monitoring needs no token"
+    );
+    let no_redirects = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let first = no_redirects.get(&url).send().unwrap();
+    assert_eq!(first.status().as_u16(), 303);
+    let cookie = first.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("SameSite=Strict") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap();
+    let page = no_redirects
+        .get(format!("{base}/"))
+        .header("cookie", pair)
+        .send()
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.starts_with("default-src 'none'; script-src 'self'"),
+        "{csp}"
+    );
+    drop(server);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+}
