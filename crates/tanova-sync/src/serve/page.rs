@@ -112,16 +112,15 @@ pub fn banner(s: &Snapshot, held: bool) -> Banner {
             "Checking which CVs are new; this takes a moment on a large folder.".to_string(),
         );
     }
-    let failing = match s.failing {
-        0 => String::new(),
-        1 => " One file could not be uploaded: see Failures.".to_string(),
-        n => format!(" {n} files could not be uploaded: see Failures."),
+    let detail = match s.failing {
+        0 => "Every CV found is in Tanova; watching the folder for new ones.".to_string(),
+        1 => "Watching the folder for new CVs. One file could not be uploaded: see Failures."
+            .to_string(),
+        n => format!(
+            "Watching the folder for new CVs. {n} files could not be uploaded: see Failures."
+        ),
     };
-    make(
-        "up-to-date",
-        "Up to date",
-        format!("Every CV found is in Tanova; watching the folder for new ones.{failing}"),
-    )
+    make("up-to-date", "Up to date", detail)
 }
 
 fn minutes(m: f64) -> String {
@@ -226,6 +225,11 @@ fn counts_html(s: &Snapshot) -> String {
             format!("{} (limit {})", s.in_flight, s.concurrency_limit),
         ),
         ("waiting", s.queue.to_string()),
+        (
+            "running for",
+            humantime::format_duration(std::time::Duration::from_secs(s.uptime.as_secs()))
+                .to_string(),
+        ),
     ];
     let mut html = String::from("<table><caption>Counts since the agent started</caption>");
     for (name, value) in rows {
@@ -335,11 +339,10 @@ pub fn dashboard(s: &Snapshot, folder: &str, version: &str, view: View) -> Strin
          <link rel=\"stylesheet\" href=\"/assets/console.css\">\
          <script src=\"/assets/console.js\" defer></script></head><body>\n\
          <header><h1>tanova-sync</h1><p class=\"muted\">Folder <code>{folder}</code> · version \
-         {version} · up {uptime} <span id=\"live\" class=\"muted\">· this page reloads every \
+         {version} <span id=\"live\" class=\"muted\">· this page reloads every \
          {REFRESH_S}&nbsp;s</span></p></header>\n<main>\n",
         folder = escape_html(folder),
         version = escape_html(version),
-        uptime = humantime::format_duration(std::time::Duration::from_secs(s.uptime.as_secs())),
     );
     for (id, section) in sections(s, view) {
         let (tag, extra) = match id {
