@@ -80,10 +80,14 @@ fn the_banner_says_syncing_then_up_to_date_then_paused_on_a_revoked_key_and_back
         browser.html()
     );
     banner_reaches(&mut browser, "syncing", WAIT);
-    let title = browser.text("#state");
+    // The walk hands files over as it goes: all eight are counted within moments.
     assert!(
-        title.starts_with("Syncing ") && title.ends_with(" of 8"),
-        "{title}"
+        browser.wait_for(
+            "/^Syncing \\d of 8$/.test(document.querySelector('#state').textContent)",
+            WAIT
+        ),
+        "{}",
+        browser.html()
     );
     let loaded_at = browser.eval("performance.timeOrigin");
     banner_reaches(&mut browser, "up-to-date", WAIT);
@@ -104,6 +108,7 @@ fn the_banner_says_syncing_then_up_to_date_then_paused_on_a_revoked_key_and_back
         "document.querySelectorAll('#chart rect.bar').length >= 1",
         WAIT
     ));
+    browser.screenshot("console-up-to-date");
     // Without JavaScript the page says the same.
     let (_, _, raw) = get(&agent.url("/"));
     assert!(
@@ -121,6 +126,7 @@ fn the_banner_says_syncing_then_up_to_date_then_paused_on_a_revoked_key_and_back
         "{}",
         browser.html()
     );
+    browser.screenshot("console-key-rejected");
     assert_no_key_anywhere(&mut browser, &agent);
 
     // The key is accepted again: the agent finds out by itself and catches up.
@@ -157,6 +163,7 @@ fn retry_and_pause_in_the_browser_change_what_the_agent_does() {
         "no retry button for the refused file:\n{}",
         browser.html()
     );
+    browser.screenshot("console-failure");
     assert_eq!(env.uploaded_names(), ["good.pdf"]);
 
     // The server accepts it now; one click and it arrives.

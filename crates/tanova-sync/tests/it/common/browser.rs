@@ -30,6 +30,7 @@ const FLAGS: &[&str] = &[
     "--disable-client-side-phishing-detection",
     "--safebrowsing-disable-auto-update",
     "--lang=en-US",
+    "--window-size=1100,1000",
     // Nothing but loopback is looked up, so the browser reaches nowhere else.
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
     "--remote-debugging-pipe",
@@ -228,6 +229,24 @@ impl Browser {
             .to_string()
     }
 
+    /// With `TANOVA_SCREENSHOTS=DIR`, save the page as `DIR/NAME.png` (README's pictures are made so).
+    pub fn screenshot(&mut self, name: &str) {
+        let Some(dir) = std::env::var_os("TANOVA_SCREENSHOTS") else {
+            return;
+        };
+        let session = self.session.clone();
+        let shot = self
+            .call(
+                Some(&session),
+                "Page.captureScreenshot",
+                json!({ "format": "png" }),
+            )
+            .expect("a screenshot");
+        let png = base64_decode(shot["data"].as_str().expect("base64 data"));
+        let path = std::path::Path::new(&dir).join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+
     /// The text of the first element `selector` finds, or "".
     pub fn text(&mut self, selector: &str) -> String {
         let js = format!(
@@ -243,4 +262,26 @@ impl Drop for Browser {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Standard base64 (with padding) to bytes.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let digits: Vec<u8> = text.bytes().filter(|&c| c != b'=').map(value).collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &d)| n | u32::from(d) << (18 - 6 * i));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
 }
