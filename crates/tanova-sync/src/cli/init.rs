@@ -42,48 +42,18 @@ async fn ask_and_write(target: &Path) -> Result<(), String> {
         "Folder of CVs to sync",
         Some(&here.display().to_string()),
     )?;
-    let folder = std::path::absolute(&folder).map_err(|e| format!("{folder}: {e}"))?;
-    if !folder.is_dir() {
-        return Err(format!("{} is not a folder", folder.display()));
-    }
+    let (folder, cvs) = check_folder(&folder)?;
     let key = ask_key(&mut input)?;
     if !key.starts_with(API_KEY_PREFIX) {
         eprintln!("note: Tanova keys start with `{API_KEY_PREFIX}`; checking this one anyway");
     }
     let url_text = ask(&mut input, "Tanova URL", Some(DEFAULT_URL))?;
-    let url = config::parse_url(&url_text, false).map_err(|e| format!("tanova_url: {e}"))?;
-
     let key = ApiKey::new(key);
-    let timeouts = Timeouts {
-        connect: Duration::from_secs(10),
-        read: Duration::from_secs(20),
-    };
-    let api = ApiClient::new(&url, &key, timeouts).map_err(|e| e.to_string())?;
-    let health = api.health().await.map_err(|e| match e {
-        ApiError::Rejected { .. } | ApiError::Misdirected { .. } => {
-            format!("{e}; nothing was written")
-        }
-        other => format!("cannot check the key with {url}: {other}; nothing was written"),
-    })?;
-    let agency = health.agency.map_or_else(
-        || "your agency".to_string(),
-        |a| a.as_str().map_or(a.to_string(), str::to_string),
-    );
+    let (url, agency) = check_key(&url_text, &key)
+        .await
+        .map_err(|e| format!("{e}; nothing was written"))?;
     println!("The key is valid for {agency}.");
-
-    let mut config = json!({ "folder_path": folder, "api_key": key.expose() });
-    if url.as_str().trim_end_matches('/') != DEFAULT_URL {
-        config["tanova_url"] = json!(url.as_str().trim_end_matches('/'));
-    }
-    write_private(
-        target,
-        &serde_json::to_string_pretty(&config).expect("serializable"),
-    )?;
-    let cvs = walkdir::WalkDir::new(&folder)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file() && crate::filter::is_candidate_path(e.path()))
-        .count();
+    write_config(target, &folder, &key, &url)?;
     println!(
         "Wrote {} (readable only by you).\n\
          Next: run `tanova-sync` in this directory to upload the {cvs} CVs found in {} and keep watching for new ones,\n\
@@ -92,6 +62,62 @@ async fn ask_and_write(target: &Path) -> Result<(), String> {
         folder.display()
     );
     Ok(())
+}
+
+/// The folder as an absolute path, if it is a folder that can be read, and how many CVs it holds.
+pub(super) fn check_folder(text: &str) -> Result<(PathBuf, usize), String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("the folder is required".to_string());
+    }
+    let folder = std::path::absolute(text).map_err(|e| format!("{text}: {e}"))?;
+    if !folder.is_dir() {
+        return Err(format!("{} is not a folder", folder.display()));
+    }
+    std::fs::read_dir(&folder).map_err(|e| format!("{} cannot be read: {e}", folder.display()))?;
+    let cvs = walkdir::WalkDir::new(&folder)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && crate::filter::is_candidate_path(e.path()))
+        .count();
+    Ok((folder, cvs))
+}
+
+/// Ask the service at `url_text` about `key` (`GET /api/sync/health`): the
+/// URL, and the agency's name when the key is accepted.
+pub(super) async fn check_key(url_text: &str, key: &ApiKey) -> Result<(url::Url, String), String> {
+    let url = config::parse_url(url_text.trim(), false).map_err(|e| format!("tanova_url: {e}"))?;
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(10),
+        read: Duration::from_secs(20),
+    };
+    let api = ApiClient::new(&url, key, timeouts).map_err(|e| e.to_string())?;
+    let health = api.health().await.map_err(|e| match e {
+        ApiError::Rejected { .. } | ApiError::Misdirected { .. } => e.to_string(),
+        other => format!("cannot check the key with {url}: {other}"),
+    })?;
+    let agency = health.agency.map_or_else(
+        || "your agency".to_string(),
+        |a| a.as_str().map_or(a.to_string(), str::to_string),
+    );
+    Ok((url, agency))
+}
+
+/// Write `tanova-config.json` (mode 0600): the folder, the key, and the URL unless it is the default.
+pub(super) fn write_config(
+    target: &Path,
+    folder: &Path,
+    key: &ApiKey,
+    url: &url::Url,
+) -> Result<(), String> {
+    let mut config = json!({ "folder_path": folder, "api_key": key.expose() });
+    if url.as_str().trim_end_matches('/') != DEFAULT_URL {
+        config["tanova_url"] = json!(url.as_str().trim_end_matches('/'));
+    }
+    write_private(
+        target,
+        &serde_json::to_string_pretty(&config).expect("serializable"),
+    )
 }
 
 /// One question; an empty answer takes the default.
