@@ -11,6 +11,7 @@ mod inspect;
 mod progress;
 pub mod samples;
 mod service;
+mod setup;
 mod ui;
 
 use std::process::ExitCode;

@@ -1,4 +1,4 @@
-//! `tanova-sync ui`: open the console. It finds a running agent's console (the `console-url` file in the state directory), or starts a watching agent listening on loopback; then it prints the URL and opens the browser where there is one.
+//! `tanova-sync ui`: open the console. With no config it serves the setup page first (`setup.rs`); then it finds a running agent's console (the `console-url` file in the state directory), or starts a watching agent listening on loopback; it prints the URL and opens the browser where there is one.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -35,30 +35,57 @@ impl Drop for ConsoleUrlFile {
 }
 
 pub async fn ui(global: &GlobalArgs, args: &UiArgs, cancel: &CancellationToken) -> Exit {
+    let mut no_browser = args.no_browser;
+    // No config at all: the setup page writes one, then the agent starts on its address.
+    let mut listen = None;
+    if let Some(target) = first_time(global) {
+        let announced = |url: &str| announce(global, url, no_browser);
+        match super::setup::run(target, cancel, &announced).await {
+            Ok(Some(addr)) => listen = Some(addr),
+            Ok(None) => return Exit::Interrupted,
+            Err(e) => {
+                report_error(global, &format!("cannot serve the setup page: {e}"));
+                return Exit::Usage;
+            }
+        }
+        // The browser is open already: it moves on to the dashboard by itself.
+        no_browser = true;
+    }
     let mut config = match load_config(global, |_| {}) {
         Ok(config) => config,
-        Err(exit) => {
-            report_error(
-                global,
-                "the console needs a config: run `tanova-sync init` first (it asks for the \
-                 folder and the key)",
-            );
-            return exit;
-        }
+        Err(exit) => return exit,
     };
-    if let Some(url) = running_console(&config.state_dir).await {
-        announce(global, &url, args.no_browser);
-        return Exit::Ok;
+    if listen.is_none() {
+        if let Some(url) = running_console(&config.state_dir).await {
+            announce(global, &url, no_browser);
+            return Exit::Ok;
+        }
     }
     // The console is for this machine's user: loopback, whatever the config says.
-    if !config.listen.is_some_and(|addr| addr.ip().is_loopback()) {
+    config.listen = listen.or(config.listen.filter(|addr| addr.ip().is_loopback()));
+    if config.listen.is_none() {
         config.listen = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
     }
-    let no_browser = args.no_browser;
     watch_with(global, &config, cancel, &|url: &str| {
         announce(global, url, no_browser)
     })
     .await
+}
+
+/// Where the setup page should write the config, when there is none: no
+/// config file, and the environment does not make a config either.
+fn first_time(global: &GlobalArgs) -> Option<PathBuf> {
+    let target = global
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG_FILE));
+    if target.exists() {
+        return None;
+    }
+    let overrides = super::global_overrides(global);
+    crate::config::load(&overrides, &|name| std::env::var(name).ok())
+        .is_err()
+        .then_some(target)
 }
 
 /// The URL of a console that answers, from a running agent's `console-url`.

@@ -59,7 +59,7 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
      base-uri 'none'";
 
 const JS: &str = include_str!("assets/console.js");
-const CSS: &str = include_str!("assets/console.css");
+pub const CSS: &str = include_str!("assets/console.css");
 
 /// `/`: the dashboard. `?token=…` with the right token sets the cookie and
 /// sends the browser on to `/`, so the token leaves the address bar.

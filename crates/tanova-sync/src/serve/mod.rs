@@ -7,7 +7,7 @@ mod health;
 mod host;
 mod page;
 mod prometheus;
-mod token;
+pub mod token;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::{Gauges, Metrics, Problem, Snapshot};
 
-pub use console::{Actions, Console};
+pub use console::{with_csp, Actions, Console, CSS};
 pub use health::health_body;
 pub use host::AllowedHosts;
 pub use page::{banner, dashboard, escape_html, Banner, View};
@@ -78,7 +78,7 @@ impl StatusServer {
         let hosts = AllowedHosts::new(addr, listen_hosts);
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let token = Token::random();
+        let token = Token::for_process();
         let console = Arc::new(Console {
             sources,
             token: token.clone(),
@@ -128,6 +128,11 @@ pub fn router(console: Arc<Console>, hosts: AllowedHosts) -> Router {
         .route("/metrics", get(metrics_handler))
         .with_state(console)
         .layer(axum::middleware::from_fn_with_state(Arc::new(hosts), guard))
+}
+
+/// `router` behind the same Host check and security headers as the status server (the setup page's).
+pub fn guarded(router: Router, hosts: AllowedHosts) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(Arc::new(hosts), guard))
 }
 
 /// Refuse a `Host` the server is not bound for (421, nothing else said), and

@@ -27,6 +27,13 @@ impl Token {
         Token(hex::encode(rand::random::<[u8; 32]>()))
     }
 
+    /// This process's token, made on first use: the setup page and the agent
+    /// it starts share it, so the browser's cookie stays good across the switch.
+    pub fn for_process() -> Self {
+        static TOKEN: std::sync::OnceLock<Token> = std::sync::OnceLock::new();
+        TOKEN.get_or_init(Token::random).clone()
+    }
+
     /// The token's text, for the URL the `ui` command prints.
     pub fn expose(&self) -> &str {
         &self.0

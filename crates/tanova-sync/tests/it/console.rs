@@ -459,3 +459,115 @@ fn on_a_public_address_the_console_needs_the_token_to_be_read_at_all() {
     drop(server);
     runtime.shutdown_timeout(Duration::from_secs(1));
 }
+
+#[test]
+fn with_no_config_the_setup_page_checks_the_folder_and_key_writes_the_config_and_starts_syncing() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    env.write("Nurse/alice.pdf", "Alice's CV");
+    env.write("bob.docx", "Bob's CV");
+    // Nothing configures it: no file, no variables.
+    let mut command = env.command(&["ui", "--no-browser"]);
+    for var in ["TANOVA_FOLDER_PATH", "TANOVA_API_KEY", "TANOVA_URL"] {
+        command.env_remove(var);
+    }
+    let agent = Agent::start_command(command);
+    let Some(mut browser) = Browser::start() else {
+        agent.stop();
+        return;
+    };
+    let url = agent.console_url();
+    // Saving needs the token, from the page's own origin.
+    let folder_field = format!("folder={}", env.folder().display());
+    let token = url.split("token=").nth(1).unwrap();
+    for (case, headers) in [
+        ("no token", vec![]),
+        (
+            "another origin",
+            vec![("x-tanova-token", token), ("origin", "http://evil.example")],
+        ),
+    ] {
+        let (status, text) = post(&agent, "/setup/save", &headers, &folder_field);
+        assert_eq!(status, 403, "{case}: {text}");
+    }
+    assert_eq!(
+        get(&agent.url("/")).0,
+        403,
+        "the page itself needs the token"
+    );
+    browser.open(&url);
+    assert_eq!(
+        browser.text("h1"),
+        "Set up tanova-sync",
+        "{}",
+        browser.html()
+    );
+    let fill = |browser: &mut Browser, id: &str, value: &str| {
+        let js = format!(
+            "document.getElementById({}).value = {}; true",
+            json!(id),
+            json!(value)
+        );
+        assert_eq!(browser.eval(&js), json!(true));
+    };
+    // A folder that is not there, then the real one: checked, with its CVs counted.
+    fill(&mut browser, "folder", "/nowhere/at/all");
+    browser.click("#check-folder");
+    assert!(browser.wait_for(
+        "document.getElementById('folder-result').textContent.includes('is not a folder')",
+        WAIT
+    ));
+    fill(&mut browser, "folder", env.folder().to_str().unwrap());
+    browser.click("#check-folder");
+    assert!(browser.wait_for(
+        "document.getElementById('folder-result').textContent.includes('holds 2 CVs')",
+        WAIT
+    ));
+    // A wrong key is refused by the service; the right one names the agency.
+    browser.eval("document.querySelector('details').open = true");
+    fill(&mut browser, "tanova_url", &env.emulator.url());
+    fill(&mut browser, "api_key", "tanova_sk_wrong_key_123456");
+    browser.click("#test-key");
+    assert!(
+        browser.wait_for(
+            "/401|rejected|invalid/i.test(document.getElementById('key-result').textContent)",
+            WAIT
+        ),
+        "{}",
+        browser.html()
+    );
+    fill(&mut browser, "api_key", DEFAULT_API_KEY);
+    browser.click("#test-key");
+    assert!(browser.wait_for(
+        "document.getElementById('key-result').textContent.includes('valid for Emulator Agency')",
+        WAIT
+    ));
+    browser.screenshot("console-setup");
+    assert_no_key(&browser.html());
+    browser.click("#save");
+    // The config is written as `init` writes it, and the same page becomes the dashboard.
+    let config = env.dir.path().join("tanova-config.json");
+    assert!(wait_until(WAIT, || config.exists()), "{}", agent.log());
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    assert_eq!(written["api_key"], DEFAULT_API_KEY);
+    assert_eq!(written["folder_path"], env.folder().to_str().unwrap());
+    assert!(wait_for_uploads(&env, 2, WAIT), "{}", agent.log());
+    assert!(
+        browser.wait_for(
+            &format!("{STATE} === 'up-to-date'"),
+            Duration::from_secs(30)
+        ),
+        "{}\n{}",
+        browser.html(),
+        agent.log()
+    );
+    assert_no_key(&browser.html());
+    let (code, log) = agent.stop();
+    assert_eq!(code, 0, "{log}");
+    assert_no_key(&log);
+}
