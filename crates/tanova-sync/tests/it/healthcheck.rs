@@ -37,6 +37,7 @@ fn an_unhealthy_agent_or_none_at_all_fails_the_check_saying_why() {
         metrics: metrics.clone(),
         folder: env.folder(),
         gauges: Arc::new(Gauges::default),
+        actions: None,
     };
     let server = runtime
         .block_on(StatusServer::start(
