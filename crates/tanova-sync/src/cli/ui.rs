@@ -101,9 +101,12 @@ async fn running_console(state_dir: &Path) -> Option<String> {
     if !loopback || url.scheme() != "http" {
         return None;
     }
+    // Plain HTTP on loopback, but reqwest is built without a default TLS provider.
+    crate::api::tls::install_provider();
     let client = reqwest::Client::builder()
         .no_proxy()
-        .timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .ok()?;
     let health = url.join("/health").ok()?;
