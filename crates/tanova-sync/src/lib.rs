@@ -25,6 +25,7 @@ pub(crate) mod logging;
 pub(crate) mod meta;
 pub mod metrics;
 pub(crate) mod plan;
+pub mod privacy;
 pub mod report;
 pub(crate) mod retry;
 pub(crate) mod scan;

@@ -134,6 +134,22 @@ impl Ledger {
         }
     }
 
+    /// The suppression rules shared with other agents (none when nothing is shared).
+    pub async fn rules(&self) -> Result<Vec<crate::privacy::Rule>> {
+        match self {
+            Ledger::Local => Ok(Vec::new()),
+            Ledger::Redis(redis) => redis.rules().await,
+        }
+    }
+
+    /// Share an audit record with other agents. Local: the store keeps it.
+    pub async fn record_audit(&self, entry: &crate::privacy::AuditEntry) -> Result<()> {
+        match self {
+            Ledger::Local => Ok(()),
+            Ledger::Redis(redis) => redis.record_audit(entry).await,
+        }
+    }
+
     /// How long a claim lives unrenewed (None: claims are not shared).
     pub fn lease(&self) -> Option<Duration> {
         match self {

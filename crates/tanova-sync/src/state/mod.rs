@@ -1,5 +1,6 @@
 //! The agent's memory: which checksums are synced, the path → checksum cache, and failures;
-//! and the ledger that shares the synced set with other agents.
+//! the GDPR records (suppression rules, the audit trail); and the ledger that shares
+//! the synced set, rules and audit records with other agents.
 
 pub mod ledger;
 pub mod legacy;
@@ -107,4 +108,10 @@ pub trait Store: Send + Sync {
     fn intents(&self) -> Result<Vec<(String, i64)>>;
     fn failures(&self) -> Result<Vec<Failure>>;
     fn synced_count(&self) -> Result<u64>;
+    /// The suppression rules recorded here (`tanova-sync forget`).
+    fn suppression_rules(&self) -> Result<Vec<crate::privacy::Rule>>;
+    /// Keep an upload or a duplicate in the audit trail.
+    fn record_audit(&self, entry: &crate::privacy::AuditEntry) -> Result<()>;
+    /// Note a file a rule kept from being uploaded (`status` counts them).
+    fn record_suppressed(&self, path: &str, checksum: Option<&str>, rule: &str) -> Result<()>;
 }

@@ -5,6 +5,7 @@
 //! - `tanova:claim:<checksum>`: the id of the agent uploading those bytes, with a TTL (the lease).
 //! - `tanova:sending:<checksum>`: the same id, living the lease plus the in-flight grace, so an
 //!   agent taking over a lapsed claim waits for the earlier request before asking the server.
+//! - `tanova:rules` and `tanova:audit`: suppression rules and audit records (see `privacy.rs`).
 //!
 //! Every read-modify-write is one Lua script, so agents never race between a check and a claim.
 
@@ -18,6 +19,8 @@ use reqwest::Url;
 
 use super::{Result, StateError};
 use crate::error::Invalid;
+
+mod privacy;
 
 /// How long a claim lives without being renewed, unless `lease_ms` says otherwise.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -528,7 +531,8 @@ fn agent_id() -> String {
     )
 }
 
-fn hostname() -> String {
+/// This machine's name, as claims and audit records give it.
+pub fn hostname() -> String {
     #[cfg(unix)]
     {
         let mut buf = [0u8; 256];

@@ -8,6 +8,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{legacy, Cached, Failure, FileStamp, Result, StateError, Store};
+use crate::privacy::{AuditEntry, Rule};
+
+mod privacy;
+pub use privacy::{relative_to, Pruned};
 
 /// The database's file name inside the state directory.
 pub const DB_FILE: &str = "tanova-sync.db";
@@ -116,7 +120,8 @@ impl SqliteStore {
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", "NORMAL")?;
             c.busy_timeout(std::time::Duration::from_secs(10))?;
-            c.execute_batch(SCHEMA)
+            c.execute_batch(SCHEMA)?;
+            c.execute_batch(privacy::SCHEMA)
         })?;
         Ok(store)
     }
@@ -144,6 +149,7 @@ impl SqliteStore {
         } else {
             let conn = Connection::open_in_memory().map_err(sqlite)?;
             conn.execute_batch(SCHEMA).map_err(sqlite)?;
+            conn.execute_batch(privacy::SCHEMA).map_err(sqlite)?;
             conn
         };
         Ok(SqliteStore {
@@ -517,6 +523,26 @@ impl Store for SqliteStore {
     fn synced_count(&self) -> Result<u64> {
         self.with(|c| c.query_row("SELECT COUNT(*) FROM synced", [], |r| r.get::<_, i64>(0)))
             .map(|n| n as u64)
+    }
+
+    fn suppression_rules(&self) -> Result<Vec<Rule>> {
+        match self.read_rules() {
+            // A state from before `forget` opened read-only (`--dry-run`) has no rules table.
+            Err(StateError::Sqlite { source, .. })
+                if source.to_string().contains("no such table") =>
+            {
+                Ok(Vec::new())
+            }
+            read => read,
+        }
+    }
+
+    fn record_audit(&self, entry: &AuditEntry) -> Result<()> {
+        self.insert_audit(entry)
+    }
+
+    fn record_suppressed(&self, path: &str, checksum: Option<&str>, rule: &str) -> Result<()> {
+        self.insert_suppressed(path, checksum, rule)
     }
 }
 
