@@ -343,7 +343,10 @@ pub fn import_histories(store: &SqliteStore, config: &Config) {
 }
 
 /// The shared ledger when `state_url` is set, once Redis answers; else this machine's state alone.
-async fn open_ledger(config: &Config, shutdown: &CancellationToken) -> Result<Ledger, StateError> {
+pub(crate) async fn open_ledger(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<Ledger, StateError> {
     let ledger = Ledger::connect(
         config.state_url.as_ref(),
         config.lease,

@@ -17,6 +17,7 @@ use crate::config::{Concurrency, Config};
 use crate::deliver::{Delivered, Deliverer, Job};
 use crate::fence::Fence;
 use crate::filter;
+use crate::gdpr::Gdpr;
 use crate::hash::{self, HashError};
 use crate::plan::{plan, Plan};
 use crate::report::{FailKind, Outcome, Problem, Reporter, Summary};
@@ -122,6 +123,8 @@ struct Inner {
     read_buffers: Arc<hash::ReadBuffers>,
     /// Checksums being delivered in this run, so equal files are sent once.
     claims: Mutex<HashSet<String>>,
+    /// Suppression rules in force, and audit records.
+    gdpr: Gdpr,
 }
 
 /// One run's shared bookkeeping.
@@ -198,6 +201,7 @@ impl Engine {
                 hashers: Semaphore::new(cores),
                 read_buffers: Arc::default(),
                 claims: Mutex::new(HashSet::new()),
+                gdpr: Gdpr::new(config.folder.clone()),
             }),
         })
     }
@@ -436,8 +440,11 @@ impl Engine {
                         self.inner.unreadable(&run, &path, reason)
                     }
                     Found::File { path, stamp, seen } => {
-                        if let Some(outcome) = self.inner.quick_outcome(&stamp, cached.as_ref()) {
-                            self.inner.record_and_finish(&run, &path, None, outcome);
+                        if self
+                            .inner
+                            .settled_early(&run, &path, &stamp, cached.as_ref())
+                            .await
+                        {
                             continue;
                         }
                         let permit = tokio::select! {
@@ -583,6 +590,30 @@ fn log_panic(done: Result<(), tokio::task::JoinError>) {
 }
 
 impl Inner {
+    /// Record and count the outcome of a file known without reading it (a
+    /// suppression rule, an empty or oversized file, bytes already synced); false when there is none.
+    async fn settled_early(
+        &self,
+        run: &Run,
+        path: &Path,
+        stamp: &FileStamp,
+        cached: Option<&Cached>,
+    ) -> bool {
+        let known = cached.map(|c| c.checksum.as_str());
+        if let Some(sum) = known {
+            crate::privacy::redact::note(path, sum);
+        }
+        let (outcome, sum) = match self.suppressed(path, known).await {
+            Some(outcome) => (outcome, known),
+            None => match self.quick_outcome(stamp, cached) {
+                Some(outcome) => (outcome, None),
+                None => return false,
+            },
+        };
+        self.record_and_finish(run, path, sum, outcome);
+        true
+    }
+
     /// Outcomes known without reading the file.
     fn quick_outcome(&self, stamp: &FileStamp, cached: Option<&Cached>) -> Option<Outcome> {
         if let Some(problem) = filter::size_problem(stamp.size, self.max_file_size) {
@@ -628,6 +659,10 @@ impl Inner {
                     }
                 }
             };
+            crate::privacy::redact::note(&path, &sum);
+            if let Some(outcome) = self.suppressed(&path, Some(&sum)).await {
+                return self.record_and_finish(run, &path, Some(&sum), outcome);
+            }
             let plan = match self.decide(&sum) {
                 Ok(plan) => plan,
                 Err(e) => return self.stop(run, e.into()),
@@ -763,10 +798,15 @@ impl Inner {
             Ok(claimed) => claimed,
             Err(step) => return step,
         };
+        // A rule set while the file waited (for the service, a slot, the claim) holds too.
+        if let Some(outcome) = self.suppressed(path, Some(sum)).await {
+            self.release(sum).await;
+            return Step::Record(outcome);
+        }
         let delivered = self
             .deliver_claimed(run, path, stamp, sum, fence, earlier)
             .await;
-        self.settle_delivery(run, sum, &delivered).await;
+        self.settle_delivery(run, path, sum, &delivered).await;
         self.step_after(run, path, stamp, sum, round, delivered)
             .await
     }
@@ -807,7 +847,8 @@ impl Inner {
 
     /// Tell the ledger how the delivery ended, and drop the intent of an
     /// upload the server has nothing more to do with.
-    async fn settle_delivery(&self, run: &Run, sum: &str, delivered: &Delivered) {
+    async fn settle_delivery(&self, run: &Run, path: &Path, sum: &str, delivered: &Delivered) {
+        self.audit(path, sum, delivered).await;
         match delivered {
             Delivered::Uploaded { candidate_id } => {
                 self.share_synced(run, sum, candidate_id.as_deref()).await
@@ -828,6 +869,26 @@ impl Inner {
                 tracing::warn!("{e}");
             }
         }
+    }
+
+    /// Keep an upload or a duplicate in the audit trail: in the state, and in the
+    /// shared ledger when there is one. A record that cannot be written is logged.
+    async fn audit(&self, path: &Path, sum: &str, delivered: &Delivered) {
+        let Some(entry) = self.gdpr.audit_entry(path, sum, delivered) else {
+            return;
+        };
+        if let Err(e) = self.store.record_audit(&entry) {
+            tracing::error!("audit record of {sum} not kept: {e}");
+        }
+        if let Err(e) = self.ledger.record_audit(&entry).await {
+            tracing::warn!("audit record of {sum} kept on this machine only: {e}");
+        }
+    }
+
+    /// The outcome of a file a suppression rule covers, with the rules re-read when stale.
+    async fn suppressed(&self, path: &Path, checksum: Option<&str>) -> Option<Outcome> {
+        let rules = self.gdpr.rules(self.store.as_ref(), &self.ledger).await;
+        self.gdpr.suppressed(&rules, path, checksum)
     }
 
     /// Where a delivery leads.
@@ -998,7 +1059,7 @@ impl Inner {
             .min(FILE_RETRY);
             tracing::warn!(
                 "{}: {reason}; trying again in {}s",
-                path.display(),
+                crate::privacy::redact::file(path, None),
                 wait.as_secs()
             );
             tokio::select! {
@@ -1022,7 +1083,7 @@ impl Inner {
         };
         tracing::info!(
             "{}: its upload was in flight when the agent stopped; asking the server again in {}s",
-            path.display(),
+            crate::privacy::redact::file(path, None),
             until
                 .saturating_duration_since(tokio::time::Instant::now())
                 .as_secs()
@@ -1214,7 +1275,7 @@ impl Inner {
             tracing::warn!(
                 "{}: the claim on its bytes passed to another agent during the upload \
                  (is lease_ms long enough?); the upload stops before its last byte",
-                path.display()
+                crate::privacy::redact::file(path, None)
             )
         };
         let deliver = async {
@@ -1222,7 +1283,7 @@ impl Inner {
                 tracing::info!(
                     "{}: another agent's claim on these bytes lapsed mid-upload; asking the \
                      server about them in {}s, once that upload can no longer be in flight",
-                    path.display(),
+                    crate::privacy::redact::file(path, None),
                     earlier.as_secs()
                 );
                 tokio::select! {
@@ -1266,7 +1327,7 @@ impl Inner {
         let delivered = self
             .deliverer
             .deliver(&job, &run.cancel, |attempt, reason, delay| {
-                tracing::debug!(path = %path.display(), attempt, "retrying in {:.1}s: {reason}", delay.as_secs_f64());
+                tracing::debug!(path = %crate::privacy::redact::file(path, Some(sum)), attempt, "retrying in {:.1}s: {reason}", delay.as_secs_f64());
                 reporter.retrying(path, attempt, reason, delay);
             }, intent)
             .await;
@@ -1303,6 +1364,7 @@ impl Inner {
                     .record_synced(sum, candidate_id.as_deref(), &shown)
             }
             (Outcome::OnServer { .. }, Some(sum)) => self.store.record_synced(sum, None, &shown),
+            (Outcome::Suppressed { rule }, sum) => self.store.record_suppressed(&shown, sum, rule),
             (Outcome::Failed { reason, kind }, sum) => {
                 self.store
                     .record_failure(&shown, sum, reason, kind.is_permanent(), kind.counts())

@@ -37,6 +37,7 @@ pub enum EventKind {
     Failed,
     Ignored,
     Deferred,
+    Suppressed,
 }
 
 impl EventKind {
@@ -47,6 +48,7 @@ impl EventKind {
             EventKind::Failed => "failed",
             EventKind::Ignored => "ignored",
             EventKind::Deferred => "left to another agent",
+            EventKind::Suppressed => "suppressed (forget rule)",
         }
     }
 }
@@ -71,12 +73,19 @@ pub struct Counts {
     pub failed: u64,
     pub ignored: u64,
     pub deferred: u64,
+    pub suppressed: u64,
 }
 
 impl Counts {
     /// Files that reached an outcome.
     pub fn processed(&self) -> u64 {
-        self.synced + self.skipped + self.duplicates + self.failed + self.ignored + self.deferred
+        self.synced
+            + self.skipped
+            + self.duplicates
+            + self.failed
+            + self.ignored
+            + self.deferred
+            + self.suppressed
     }
 }
 
@@ -292,6 +301,7 @@ pub struct Metrics {
     failed: AtomicU64,
     ignored: AtomicU64,
     deferred: AtomicU64,
+    suppressed: AtomicU64,
     bytes_uploaded: AtomicU64,
     /// One bit per active [`Problem`], by its place in [`Problem::ALL`].
     problems: AtomicU8,
@@ -325,6 +335,7 @@ impl Metrics {
             failed: AtomicU64::new(0),
             ignored: AtomicU64::new(0),
             deferred: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
             bytes_uploaded: AtomicU64::new(0),
             problems: AtomicU8::new(0),
             watching: AtomicBool::new(false),
@@ -367,6 +378,7 @@ impl Metrics {
             failed: load(&self.failed),
             ignored: load(&self.ignored),
             deferred: load(&self.deferred),
+            suppressed: load(&self.suppressed),
         };
         let pending = counts.found.saturating_sub(counts.processed());
         let uptime = self.started.elapsed();
@@ -457,6 +469,10 @@ impl Reporter for Metrics {
                 bump(&self.deferred);
                 (EventKind::Deferred, reason.clone())
             }
+            Outcome::Suppressed { rule } => {
+                bump(&self.suppressed);
+                (EventKind::Suppressed, rule.clone())
+            }
             Outcome::Ignored { reason } => {
                 bump(&self.ignored);
                 (EventKind::Ignored, reason.clone())
@@ -466,9 +482,11 @@ impl Reporter for Metrics {
                 (EventKind::Failed, reason.clone())
             }
         };
+        let key = self.shown(path);
         let event = Event {
             at: SystemTime::now(),
-            path: self.shown(path),
+            // `privacy_redact_logs`: the page and /health show the folder and checksum only.
+            path: crate::privacy::redact::file_in(&self.root, path),
             kind,
             reason,
         };
@@ -477,10 +495,10 @@ impl Reporter for Metrics {
         let mut lists = self.lists();
         lists.history.backlog(now / 60, backlog);
         // A file's latest outcome replaces an earlier failure of it.
-        lists.failures.remove(&event.path);
+        lists.failures.remove(&key);
         match kind {
             EventKind::Failed => {
-                lists.failures.insert(event.path.clone(), event.clone());
+                lists.failures.insert(key, event.clone());
             }
             EventKind::Uploaded => {
                 lists.rate.record(now);

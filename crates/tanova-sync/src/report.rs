@@ -24,6 +24,9 @@ pub enum Outcome {
     Deferred { reason: String },
     /// Not a CV to upload, and not a failure (empty, vanished).
     Ignored { reason: String },
+    /// A suppression rule (`tanova-sync forget`) covers the file: never uploaded.
+    /// `rule` names it by id and kind, never by its value.
+    Suppressed { rule: String },
     /// `--dry-run`: would be uploaded; nothing was sent.
     WouldUpload { bytes: u64 },
     /// Could not be delivered; the reason is recorded.
@@ -142,6 +145,8 @@ pub struct Summary {
     pub failed: u64,
     /// Empty or vanished files.
     pub ignored: u64,
+    /// Kept from upload by a suppression rule (`tanova-sync forget`).
+    pub suppressed: u64,
     /// `--dry-run`: files that would be uploaded.
     #[serde(skip_serializing_if = "is_zero")]
     pub would_upload: u64,
@@ -163,13 +168,19 @@ pub struct Summary {
 impl Summary {
     /// Files that reached an outcome.
     pub fn processed(&self) -> u64 {
-        self.synced + self.skipped + self.duplicates + self.deferred + self.failed + self.ignored
+        self.synced
+            + self.skipped
+            + self.duplicates
+            + self.deferred
+            + self.failed
+            + self.ignored
+            + self.suppressed
     }
 
     /// Count an outcome.
     pub fn add(&mut self, path: &Path, outcome: &Outcome) {
         let mut note = |ignored: bool, reason: &str| {
-            let shown = path.display().to_string();
+            let shown = crate::privacy::redact::file(path, None);
             let notes = if ignored {
                 &mut self.ignored_files
             } else {
@@ -195,6 +206,7 @@ impl Summary {
             Outcome::OnServer { .. } => self.duplicates += 1,
             Outcome::Deferred { .. } => self.deferred += 1,
             Outcome::WouldUpload { .. } => self.would_upload += 1,
+            Outcome::Suppressed { .. } => self.suppressed += 1,
             Outcome::Ignored { reason } => {
                 self.ignored += 1;
                 note(true, reason);
@@ -302,6 +314,12 @@ mod tests {
         );
         s.add(
             p,
+            &Outcome::Suppressed {
+                rule: "rule 1".into(),
+            },
+        );
+        s.add(
+            p,
             &Outcome::Failed {
                 reason: "no".into(),
                 kind: FailKind::Refused,
@@ -319,7 +337,7 @@ mod tests {
             (1, 2, 1, 1, 2)
         );
         assert_eq!(s.bytes_uploaded, 10);
-        assert_eq!((s.deferred, s.processed()), (1, 8));
+        assert_eq!((s.deferred, s.suppressed, s.processed()), (1, 1, 9));
         assert_eq!(
             s.failures,
             vec![FileNote {

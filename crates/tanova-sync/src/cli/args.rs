@@ -82,6 +82,19 @@ pub enum Command {
     Retry(RetryArgs),
     /// Export the synced history in the Python script's format, to switch back to it
     History(HistoryArgs),
+    /// GDPR erasure: never upload a person's CVs again, whatever their bytes, on any agent
+    ///
+    /// Adds a suppression rule (one of --email, --path, --checksum, --name) with a
+    /// reason and a date; a file it matches is never uploaded, in any mode, and is
+    /// counted as `suppressed`. Rules live in the state and, with state_url, in Redis,
+    /// so every agent honours them. The rule is recorded before this returns success.
+    Forget(ForgetArgs),
+    /// GDPR access and audit: what was sent about a person, and when
+    ///
+    /// Lists every upload and duplicate (time, path, checksum, candidate, job hint,
+    /// agent host, outcome) from the state and, with state_url, every agent's in Redis.
+    /// Filters combine; --json prints JSON; --export writes CSV.
+    Audit(AuditArgs),
     /// Manage the state: `state push` copies this machine's synced set into the shared Redis ledger
     #[command(subcommand)]
     State(StateCommand),
@@ -192,6 +205,63 @@ pub struct UiArgs {
     /// Print the URL only; do not open a browser
     #[arg(long)]
     pub no_browser: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+#[command(group = clap::ArgGroup::new("what").required(true))]
+#[command(group = clap::ArgGroup::new("rule"))]
+pub struct ForgetArgs {
+    /// Files whose name carries this email (`jane_doe_jane@x.org.pdf`), case-insensitively
+    #[arg(long, groups = ["what", "rule"], value_name = "ADDR")]
+    pub email: Option<String>,
+    /// A file, a folder or a glob (`Sales/**/*Doe*`), relative to the CV folder; a glob
+    /// without `/` matches file names at any depth
+    #[arg(long, groups = ["what", "rule"], value_name = "PATH|GLOB")]
+    pub path: Option<String>,
+    /// These bytes (their SHA-256, as `audit` shows it)
+    #[arg(long, groups = ["what", "rule"], value_name = "HEX")]
+    pub checksum: Option<String>,
+    /// File names containing this text, case- and accent-insensitively (`_`, `-`, `.` read as spaces)
+    #[arg(long, groups = ["what", "rule"], value_name = "TEXT")]
+    pub name: Option<String>,
+    /// Why: the request and its reference, kept with the rule
+    #[arg(long, value_name = "TEXT", requires = "rule")]
+    pub reason: Option<String>,
+    /// The date of the request, YYYY-MM-DD [default: today]
+    #[arg(long, value_name = "DATE", requires = "rule")]
+    pub date: Option<String>,
+    /// Also delete the path, name and email of the matching audit records and state entries now
+    /// (checksums and candidate ids stay, so nothing is uploaded again)
+    #[arg(long, requires = "rule")]
+    pub purge: bool,
+    /// List the rules
+    #[arg(long, group = "what")]
+    pub list: bool,
+    /// Remove the rule with this id (see --list)
+    #[arg(long, group = "what", value_name = "ID")]
+    pub remove: Option<String>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct AuditArgs {
+    /// Records of files whose name carries this email, case-insensitively
+    #[arg(long, value_name = "ADDR")]
+    pub email: Option<String>,
+    /// Records of files whose name contains this text, case- and accent-insensitively
+    #[arg(long, value_name = "TEXT")]
+    pub name: Option<String>,
+    /// Records under this file, folder or glob, relative to the CV folder
+    #[arg(long, value_name = "PATH|GLOB")]
+    pub path: Option<String>,
+    /// From this day (YYYY-MM-DD) or instant (RFC 3339), inclusive
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Up to this day (YYYY-MM-DD, inclusive) or instant (RFC 3339, exclusive)
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// Write the records as CSV to FILE (for a subject access request)
+    #[arg(long, value_name = "FILE.csv")]
+    pub export: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -51,6 +51,10 @@ struct Status {
     last_upload_at: Option<String>,
     failed: usize,
     failures: Vec<Failure>,
+    /// Files a suppression rule kept from upload, as last seen.
+    suppressed: u64,
+    /// Suppression rules in this machine's state (`forget --list` adds the ledger's).
+    rules: usize,
 }
 
 /// `tanova-sync status`.
@@ -74,6 +78,8 @@ pub fn status(global: &GlobalArgs) -> Exit {
             }),
             failed: failures.len(),
             failures,
+            suppressed: store.suppressed_count().map_err(fail)?,
+            rules: store.suppression_rules().map_err(fail)?.len(),
         };
         if global.json {
             println!("{}", serde_json::to_string(&status).expect("serializable"));
@@ -96,6 +102,12 @@ fn print_status(status: &Status) {
         status.synced,
         status.last_upload_at.as_deref().unwrap_or("none yet")
     );
+    if status.suppressed > 0 || status.rules > 0 {
+        println!(
+            "Suppressed: {} files, by {} rules (`tanova-sync forget --list`)",
+            status.suppressed, status.rules
+        );
+    }
     println!("Failed: {}", status.failed);
     for f in &status.failures {
         let runs = if f.attempts == 1 {

@@ -1,10 +1,12 @@
 //! The command-line edge: parse, load the config, run a command, map the result to an exit code.
 
 mod args;
+mod audit;
 mod completions;
 mod demo;
 mod doctor;
 mod exit;
+mod forget;
 mod healthcheck;
 mod init;
 mod inspect;
@@ -71,6 +73,14 @@ async fn run(cli: Cli) -> Exit {
         Some(Command::Retry(args)) => inspect::retry(&cli.global, args.path.as_deref()),
         Some(Command::History(args)) => match args.action {
             args::HistoryAction::Export { legacy } => inspect::export_legacy(&cli.global, &legacy),
+        },
+        Some(Command::Forget(args)) => match load_config(&cli.global, |_| {}) {
+            Ok(config) => forget::forget(&cli.global, &config, &args, &cancel).await,
+            Err(exit) => exit,
+        },
+        Some(Command::Audit(args)) => match load_config(&cli.global, |_| {}) {
+            Ok(config) => audit::audit(&cli.global, &config, &args, &cancel).await,
+            Err(exit) => exit,
         },
         Some(Command::State(StateCommand::Push)) => match load_config(&cli.global, |_| {}) {
             Ok(config) => state_push(&cli.global, &config, &cancel).await,

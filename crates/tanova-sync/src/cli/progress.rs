@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::filter::human_bytes;
+use crate::privacy::redact;
 use crate::report::{Outcome, Reporter, Summary};
 
 /// Lines are printed every this many uploaded or failed files, or this often, when stderr is not a terminal.
@@ -155,12 +156,16 @@ impl Reporter for TerminalReporter {
                     && self.verbosity == Verbosity::Normal
                     && self.is_news(path, outcome, &line))
             {
-                eprintln!("{}: {line}", path.display());
+                eprintln!("{}: {line}", redact::file(path, None));
             }
             return;
         }
         if self.verbosity >= Verbosity::Files {
-            self.say(&format!("{}: {}", path.display(), describe(outcome)));
+            self.say(&format!(
+                "{}: {}",
+                redact::file(path, None),
+                describe(outcome)
+            ));
         }
         if let Some(bar) = &self.bar {
             bar.set_position(tally.processed());
@@ -191,7 +196,7 @@ impl Reporter for TerminalReporter {
         if self.verbosity >= Verbosity::Files {
             self.say(&format!(
                 "{}: retry {attempt} in {:.1}s: {reason}",
-                path.display(),
+                redact::file(path, None),
                 delay.as_secs_f64()
             ));
         }
@@ -253,6 +258,7 @@ fn describe(outcome: &Outcome) -> String {
         Outcome::Deferred { reason } => format!("left for now: {reason}"),
         Outcome::Ignored { reason } => format!("ignored: {reason}"),
         Outcome::WouldUpload { bytes } => format!("would upload ({})", human_bytes(*bytes)),
+        Outcome::Suppressed { rule } => format!("suppressed by {rule}: not uploaded"),
         Outcome::Failed { reason, .. } => format!("FAILED: {reason}"),
     }
 }
@@ -275,6 +281,9 @@ pub fn write_summary(out: &mut dyn Write, s: &Summary) -> std::io::Result<()> {
     writeln!(out, "  duplicates (already in Tanova): {}", s.duplicates)?;
     if s.deferred > 0 {
         writeln!(out, "  deferred (to another agent):    {}", s.deferred)?;
+    }
+    if s.suppressed > 0 {
+        writeln!(out, "  suppressed (`forget` rules):    {}", s.suppressed)?;
     }
     if s.ignored > 0 {
         writeln!(out, "  ignored:                        {}", s.ignored)?;

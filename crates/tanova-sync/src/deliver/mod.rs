@@ -313,7 +313,7 @@ impl Deliverer {
             Err(e @ (ApiError::Rejected { .. } | ApiError::Misdirected { .. })) => return Err(e),
             // A failing check never blocks the upload: the server dedupes anyway.
             Err(e) => {
-                tracing::debug!(path = %upload.path.display(), "duplicate check failed, uploading anyway: {e}")
+                tracing::debug!(path = %crate::privacy::redact::file(upload.path, Some(upload.checksum)), "duplicate check failed, uploading anyway: {e}")
             }
         }
         on_send();
@@ -353,7 +353,7 @@ impl Deliverer {
                 return Batched::Done(Err(e))
             }
             Err(e) => {
-                tracing::debug!(path = %upload.path.display(), "duplicate check failed, uploading anyway: {e}")
+                tracing::debug!(path = %crate::privacy::redact::file(upload.path, Some(upload.checksum)), "duplicate check failed, uploading anyway: {e}")
             }
         }
         on_send();

@@ -233,6 +233,9 @@ pub fn file_event(path: &Path, checksum: Option<&str>, outcome: &Outcome) {
         Outcome::Deferred { reason } => tracing::debug!(
             target: FILE_TARGET, file, checksum, "deferred: {reason}"
         ),
+        Outcome::Suppressed { rule } => tracing::info!(
+            target: FILE_TARGET, file, checksum, "suppressed by {rule}: not uploaded"
+        ),
         Outcome::Ignored { reason } => tracing::debug!(
             target: FILE_TARGET, file, checksum, "ignored: {reason}"
         ),

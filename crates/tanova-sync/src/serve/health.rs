@@ -28,6 +28,7 @@ pub fn health_body(s: &Snapshot, version: &str) -> Value {
             "failed": s.counts.failed,
             "ignored": s.counts.ignored,
             "deferred": s.counts.deferred,
+            "suppressed": s.counts.suppressed,
         },
         // Distinct files whose latest outcome is a failure; `counts.failed` counts outcomes,
         // and a rescan reports a file that still fails again.

@@ -218,6 +218,7 @@ fn counts_html(s: &Snapshot) -> String {
         ("duplicates (already in Tanova)", c.duplicates.to_string()),
         ("failed", c.failed.to_string()),
         ("ignored", c.ignored.to_string()),
+        ("suppressed (forget rules)", c.suppressed.to_string()),
         ("uploaded", human_bytes(s.bytes_uploaded)),
         ("current rate", format!("{:.1} CVs/min", s.rate_per_min)),
         (

@@ -42,6 +42,11 @@ pub fn render(s: &Snapshot, version: &str) -> String {
             c.deferred,
         ),
         (
+            "tanova_files_suppressed_total",
+            "Files a suppression rule (tanova-sync forget) kept from upload.",
+            c.suppressed,
+        ),
+        (
             "tanova_bytes_uploaded_total",
             "Bytes of CVs uploaded.",
             s.bytes_uploaded,

@@ -14,6 +14,7 @@ mod crash;
 mod deb;
 mod docker;
 mod faults;
+mod gdpr;
 mod healthcheck;
 mod install;
 mod ledger;

@@ -4,22 +4,11 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::common::redis_server::{free_port, RedisServer};
+use crate::common::redis_server::{agent, free_port, RedisServer};
 use crate::common::*;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// An agent with its own state directory, sharing `redis`.
-fn agent(env: &TestEnv, redis: &RedisServer, name: &str, args: &[&str]) -> Command {
-    let mut cmd = env.command(args);
-    cmd.env(
-        "TANOVA_STATE_DIR",
-        env.dir.path().join(format!("state-{name}")),
-    )
-    .env("TANOVA_STATE_URL", redis.url());
-    cmd
-}
 
 fn spawn(mut cmd: Command) -> Child {
     cmd.stdout(Stdio::piped())

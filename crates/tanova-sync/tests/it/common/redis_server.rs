@@ -138,3 +138,14 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The command of an agent (`name`) with its own state directory, sharing `redis`.
+pub fn agent(env: &super::TestEnv, redis: &RedisServer, name: &str, args: &[&str]) -> Command {
+    let mut cmd = env.command(args);
+    cmd.env(
+        "TANOVA_STATE_DIR",
+        env.dir.path().join(format!("state-{name}")),
+    )
+    .env("TANOVA_STATE_URL", redis.url());
+    cmd
+}

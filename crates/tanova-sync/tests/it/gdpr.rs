@@ -1,0 +1,366 @@
+//! GDPR tools end to end: `forget` rules keep a person's CVs from upload in every mode and
+//! on every agent, `audit` finds what was sent about them, and `--purge`. Real binaries,
+//! the emulator, a real SQLite file and a real redis-server.
+
+use std::time::Duration;
+
+use crate::common::live::{get, LiveAgent};
+use crate::common::redis_server::{agent, RedisServer};
+use crate::common::*;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(20);
+const JANE: &str = "Nurse/jane_doe_jane@example.com.pdf";
+
+/// Names of the files the emulator received whose name contains `part`.
+fn uploaded_with(env: &TestEnv, part: &str) -> usize {
+    env.uploaded_names()
+        .iter()
+        .filter(|n| n.contains(part))
+        .count()
+}
+
+/// The `audit --json` records.
+fn audit_records(run: &Run) -> Vec<Value> {
+    run.assert_code(0);
+    run.json()["records"].as_array().expect("records").clone()
+}
+
+#[test]
+fn a_forgotten_email_is_never_uploaded_again_whatever_its_bytes() {
+    let env = TestEnv::new();
+    env.write(JANE, "Jane's CV, version 1");
+    env.write("Nurse/john.pdf", "John's CV");
+    let forget = env.run(&[
+        "forget",
+        "--email",
+        "JANE@example.com",
+        "--reason",
+        "erasure request #12",
+        "--date",
+        "2026-11-30",
+    ]);
+    forget.assert_code(0);
+    assert!(
+        forget.stdout.contains("erasure request #12"),
+        "{}",
+        forget.stdout
+    );
+
+    let run = env.run(&["sync", "--json"]);
+    run.assert_code(0);
+    assert_eq!(
+        (run.count("synced"), run.count("suppressed")),
+        (1, 1),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(uploaded_with(&env, "jane"), 0);
+
+    // Re-saved with new bytes, and a copy elsewhere: still never uploaded.
+    env.write(JANE, "Jane's CV, version 2, re-exported");
+    env.write("Archive/jane_doe_jane@example.com.docx", "another copy");
+    let again = env.run(&["sync", "--json"]);
+    assert_eq!(again.count("suppressed"), 2, "{}", again.stdout);
+    assert_eq!(again.count("synced"), 0);
+    assert_eq!(uploaded_with(&env, "jane"), 0);
+
+    let status = env.run(&["status", "--json"]);
+    assert_eq!(status.json()["suppressed"], 2, "{}", status.stdout);
+
+    // Listed with its reason and date, and removable: then the files go up.
+    let listed = env.run(&["forget", "--list", "--json"]);
+    listed.assert_code(0);
+    let rules = listed.json()["rules"].as_array().unwrap().clone();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        (&rules[0]["kind"], &rules[0]["value"], &rules[0]["date"]),
+        (
+            &json!("email"),
+            &json!("jane@example.com"),
+            &json!("2026-11-30")
+        )
+    );
+    let id = rules[0]["id"].as_str().unwrap();
+    env.run(&["forget", "--remove", id]).assert_code(0);
+    env.run(&["forget", "--remove", id]).assert_code(1);
+    let after = env.run(&["sync", "--json"]);
+    assert_eq!((after.count("synced"), after.count("suppressed")), (2, 0));
+}
+
+#[test]
+fn name_path_and_checksum_rules_each_hold_with_single_and_batch_uploads() {
+    for batch_max_files in [0, 8] {
+        let env = TestEnv::with_knobs(Knobs {
+            batch_max_files,
+            ..Knobs::default()
+        });
+        env.write("Sales/jose_garcia_cv.txt", "José's CV");
+        env.write("Old/2019/anyone.txt", "old CV");
+        env.write("keep.txt", "kept CV");
+        env.write("keep2.txt", "kept CV 2");
+        let refused_bytes = "a CV the agency was asked to forget";
+        env.write("Misc/renamed.txt", refused_bytes);
+        env.run(&["forget", "--name", "JOSÉ García"]).assert_code(0);
+        env.run(&["forget", "--path", "Old/**/*.txt"])
+            .assert_code(0);
+        let sum = sha256_hex(refused_bytes.as_bytes());
+        env.run(&["forget", "--checksum", &sum]).assert_code(0);
+        let run = env.run(&["sync", "--json"]);
+        run.assert_code(0);
+        let counts = (run.count("synced"), run.count("suppressed"));
+        assert_eq!(counts, (2, 3), "batch {batch_max_files}: {}", run.stdout);
+        assert_eq!(env.uploaded_names(), ["keep.txt", "keep2.txt"]);
+        assert_eq!(env.emulator.stats().batch_requests > 0, batch_max_files > 0);
+    }
+}
+
+#[test]
+fn a_held_file_forgotten_then_retried_is_suppressed_not_sent() {
+    let env = TestEnv::with_knobs(Knobs {
+        reject_filename_contains: Some("jane".into()),
+        ..Knobs::default()
+    });
+    env.write(JANE, "Jane's CV");
+    env.run(&["sync"]).assert_code(1);
+    env.run(&["forget", "--email", "jane@example.com"])
+        .assert_code(0);
+    env.run(&["retry", "--all"]).assert_code(0);
+    env.emulator
+        .set_knobs(|k| k.reject_filename_contains = None);
+    let run = env.run(&["sync", "--json"]);
+    run.assert_code(0);
+    assert_eq!(
+        (run.count("suppressed"), run.count("failed")),
+        (1, 0),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(uploaded_with(&env, "jane"), 0);
+}
+
+#[test]
+fn bad_rules_are_refused_naming_the_flag_and_value() {
+    let env = TestEnv::new();
+    let table: [(&[&str], &str); 4] = [
+        (
+            &["forget", "--email", "not-an-email"],
+            "--email \"not-an-email\"",
+        ),
+        (&["forget", "--checksum", "abc"], "--checksum \"abc\""),
+        (
+            &["forget", "--path", "/elsewhere/x.pdf"],
+            "not inside the CV folder",
+        ),
+        (
+            &["forget", "--name", "x", "--date", "2026-02-30"],
+            "2026-02-30",
+        ),
+    ];
+    for (args, want) in table {
+        let run = env.run(args);
+        run.assert_code(2);
+        assert!(run.stderr.contains(want), "{args:?}: {}", run.stderr);
+    }
+    assert!(env.run(&["forget", "--list", "--json"]).json()["rules"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn audit_before_any_sync_says_so_and_creates_no_state() {
+    let env = TestEnv::new();
+    let run = env.run(&["audit"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("no state in"), "{}", run.stderr);
+    assert!(!env.state_dir().join("tanova-sync.db").exists());
+}
+
+#[test]
+fn a_rule_set_while_watching_holds_within_seconds_and_shows_in_metrics() {
+    let env = TestEnv::new();
+    env.config(json!({ "settle_ms": 100, "retry_delay": 0.05 }));
+    env.write("first.pdf", "first");
+    let agent = LiveAgent::start(&env, &["watch"]);
+    assert!(wait_for_uploads(&env, 1, WAIT));
+    env.run(&["forget", "--email", "jane@example.com"])
+        .assert_code(0);
+    std::thread::sleep(Duration::from_millis(1500));
+    env.write(JANE, "Jane's CV");
+    env.write("after.pdf", "after");
+    assert!(wait_for_uploads(&env, 2, WAIT));
+    let suppressed = || agent.health().1["counts"]["suppressed"].as_u64();
+    assert!(
+        wait_until(WAIT, || suppressed() >= Some(1)),
+        "suppressed: {:?}\n{}",
+        suppressed(),
+        agent.log()
+    );
+    let (_, _, metrics) = get(&agent.url("/metrics"));
+    let suppressed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tanova_files_suppressed_total "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(suppressed >= Some(1), "{metrics}");
+    let (code, _) = agent.stop();
+    assert_eq!(code, 0);
+    assert_eq!(uploaded_with(&env, "jane"), 0);
+}
+
+#[test]
+fn audit_lists_uploads_and_duplicates_and_purge_forgets_the_person() {
+    let env = TestEnv::new();
+    env.write(JANE, "Jane's CV");
+    env.write("Sales/john.pdf", "John's CV");
+    // Already on the server: a duplicate, audited too.
+    env.emulator.preload([sha256_hex(b"John's CV")]);
+    env.run(&["sync"]).assert_code(0);
+    let all = audit_records(&env.run(&["audit", "--json"]));
+    assert_eq!(all.len(), 2);
+    let jane = audit_records(&env.run(&["audit", "--json", "--email", "Jane@Example.com"]));
+    assert_eq!(jane.len(), 1);
+    let r = &jane[0];
+    assert_eq!(r["path"], JANE);
+    assert_eq!(r["checksum"], sha256_hex(b"Jane's CV"));
+    assert_eq!(r["job_hint"], "Nurse");
+    assert_eq!(r["outcome"], "uploaded");
+    assert!(
+        r["candidate_id"].is_string() && r["host"].is_string() && r["time"].is_string(),
+        "{r}"
+    );
+    let john = audit_records(&env.run(&["audit", "--json", "--path", "Sales"]));
+    assert_eq!(john[0]["outcome"], "duplicate");
+    assert!(audit_records(&env.run(&["audit", "--json", "--until", "2000-01-01"])).is_empty());
+
+    let csv = env.dir.path().join("jane.csv");
+    env.run(&[
+        "audit",
+        "--name",
+        "jane doe",
+        "--export",
+        csv.to_str().unwrap(),
+    ])
+    .assert_code(0);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.lines().nth(1).unwrap().contains(JANE), "{text}");
+
+    env.run(&["forget", "--email", "jane@example.com", "--purge"])
+        .assert_code(0);
+    assert!(
+        audit_records(&env.run(&["audit", "--json", "--email", "jane@example.com"])).is_empty()
+    );
+    let kept = audit_records(&env.run(&["audit", "--json"]));
+    assert_eq!(kept.len(), 2, "the record stays, without the person");
+    let purged = kept
+        .iter()
+        .find(|r| r["checksum"] == sha256_hex(b"Jane's CV"))
+        .unwrap();
+    assert!(
+        purged["path"].is_null() && purged["email"].is_null(),
+        "{purged}"
+    );
+    assert!(purged["candidate_id"].is_string());
+    // Nor does the state keep the path elsewhere.
+    let db = rusqlite::Connection::open(env.state_dir().join("tanova-sync.db")).unwrap();
+    let left: i64 = db
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM synced WHERE path LIKE '%jane%')
+                  + (SELECT COUNT(*) FROM audit WHERE path LIKE '%jane%' OR email IS NOT NULL)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn two_agents_share_rules_both_ways_and_audit_sees_both() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let env = TestEnv::new();
+    env.write(JANE, "Jane's CV");
+    finish(&mut agent(&env, &redis, "a", &["sync"])).assert_code(0);
+    env.write("Archive/jane_doe_jane@example.com.docx", "Jane's older CV");
+    let b = finish(&mut agent(&env, &redis, "b", &["sync", "--json"]));
+    assert_eq!(b.count("synced"), 1, "{}", b.stdout);
+
+    // Each agent's uploads, from either agent: the ledger holds them all.
+    for name in ["a", "b"] {
+        let run = finish(&mut agent(
+            &env,
+            &redis,
+            name,
+            &["audit", "--json", "--email", "jane@example.com"],
+        ));
+        let records = audit_records(&run);
+        assert_eq!(records.len(), 2, "{name}: {}", run.stdout);
+    }
+    // A machine that never synced sees them too, and its state is not created by looking.
+    let c = finish(&mut agent(&env, &redis, "c", &["audit", "--json"]));
+    assert_eq!(audit_records(&c).len(), 2, "{}", c.stdout);
+    assert!(!env
+        .dir
+        .path()
+        .join("state-c")
+        .join("tanova-sync.db")
+        .exists());
+    let local = env.run_with(
+        &[(
+            "TANOVA_STATE_DIR",
+            env.dir.path().join("state-a").to_str().unwrap(),
+        )],
+        &["audit", "--json"],
+    );
+    assert_eq!(
+        audit_records(&local).len(),
+        1,
+        "without the ledger: this machine's only"
+    );
+
+    // A rule set on b holds on a: the re-saved file is not uploaded.
+    finish(&mut agent(
+        &env,
+        &redis,
+        "b",
+        &["forget", "--email", "jane@example.com"],
+    ))
+    .assert_code(0);
+    env.write(JANE, "Jane's CV, re-saved with new bytes");
+    let a = finish(&mut agent(&env, &redis, "a", &["sync", "--json"]));
+    assert_eq!(
+        (a.count("suppressed"), a.count("synced")),
+        (2, 0),
+        "{}",
+        a.stdout
+    );
+
+    // A rule set on a holds on b.
+    finish(&mut agent(
+        &env,
+        &redis,
+        "a",
+        &["forget", "--name", "Peter Pan"],
+    ))
+    .assert_code(0);
+    env.write("peter_pan.txt", "Peter's CV");
+    let b = finish(&mut agent(&env, &redis, "b", &["sync", "--json"]));
+    assert_eq!(
+        (b.count("suppressed"), b.count("synced")),
+        (3, 0),
+        "{}",
+        b.stdout
+    );
+    assert_eq!(uploaded_with(&env, "peter"), 0);
+    assert_eq!(env.emulator.stats().uploads, 2);
+
+    let listed = finish(&mut agent(
+        &env,
+        &redis,
+        "b",
+        &["forget", "--list", "--json"],
+    ));
+    assert_eq!(listed.json()["rules"].as_array().unwrap().len(), 2);
+}
