@@ -64,6 +64,8 @@ pub struct Agent {
     status: Option<StatusServer>,
     /// The console asks for a rescan now.
     rescan: Arc<Notify>,
+    /// The state, for pruning personal data (`privacy_retain_days`); `None` in a dry run.
+    retained: Option<Arc<SqliteStore>>,
     _lock: Option<InstanceLock>,
 }
 
@@ -77,11 +79,18 @@ impl Agent {
         reporter: Arc<dyn Reporter>,
         shutdown: &CancellationToken,
     ) -> Result<Agent, AgentError> {
-        let (store, lock) = open_state(config)?;
+        crate::privacy::redact::set_redact_logs(config.privacy.redact_logs);
+        let (store, retained, lock) = open_state(config)?;
+        if let Some(state) = &retained {
+            prune_personal(state, config);
+        }
         let store_for_actions = store.clone();
         let ledger = open_ledger(config, shutdown)
             .await
             .map_err(AgentError::Ledger)?;
+        if retained.is_some() {
+            prune_shared(&ledger, config).await;
+        }
         // With --listen, every report also feeds the status server's figures.
         let metrics = config
             .listen
@@ -130,6 +139,7 @@ impl Agent {
             reporter: reports,
             status,
             rescan,
+            retained,
             _lock: lock,
         })
     }
@@ -192,6 +202,10 @@ impl Agent {
             self.rescan.clone(),
             shutdown.clone(),
         ));
+        let pruner = self.retained.clone().map(|state| {
+            let (config, shutdown) = (self.config.clone(), shutdown.clone());
+            tokio::spawn(async move { prune_daily(&state, &config, &shutdown).await })
+        });
         let (initial, fatal) = self.engine.sync_once(shutdown).await;
         let watched = if fatal.is_some() || shutdown.is_cancelled() {
             shutdown.cancel();
@@ -214,6 +228,9 @@ impl Agent {
         };
         let _ = discovery.await;
         prober.abort();
+        if let Some(pruner) = pruner {
+            pruner.abort();
+        }
         watched
     }
 
@@ -312,17 +329,85 @@ impl Actions for Controls {
     }
 }
 
+/// The state as the engine uses it, the same store for pruning (not in a dry run), and its lock.
+type Opened = (
+    Arc<dyn Store>,
+    Option<Arc<SqliteStore>>,
+    Option<InstanceLock>,
+);
+
 /// Lock and open the state, and import the Python script's history on first start.
 /// A dry run changes nothing in the state directory: no lock, no journal, no import.
-fn open_state(config: &Config) -> Result<(Arc<dyn Store>, Option<InstanceLock>), AgentError> {
+fn open_state(config: &Config) -> Result<Opened, AgentError> {
     if config.dry_run {
         let store = SqliteStore::open_read_only(&config.state_dir).map_err(AgentError::State)?;
-        return Ok((Arc::new(store), None));
+        return Ok((Arc::new(store), None, None));
     }
     let store = SqliteStore::open(&config.state_dir).map_err(AgentError::State)?;
     let lock = lock::acquire(&config.state_dir).map_err(AgentError::Lock)?;
     import_histories(&store, config);
-    Ok((Arc::new(store), Some(lock)))
+    let store = Arc::new(store);
+    Ok((store.clone(), Some(store), Some(lock)))
+}
+
+/// How often a watching agent prunes personal data (`privacy_retain_days`).
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// `privacy_retain_days`: delete the path, name and email of records older than
+/// that, and of files gone from the folder that long. Checksums and candidate ids stay.
+pub fn prune_personal(state: &SqliteStore, config: &Config) {
+    let Some(days) = config.privacy.retain_days else {
+        return;
+    };
+    let cutoff = retain_cutoff(days);
+    match state.prune_personal(&config.folder, cutoff, &|p| {
+        std::path::Path::new(p).exists()
+    }) {
+        Ok(pruned) if pruned != Default::default() => tracing::info!(
+            "privacy_retain_days = {days}: deleted the paths of {} synced files and the \
+             personal details of {} audit records",
+            pruned.synced,
+            pruned.audit
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("privacy_retain_days: personal data not pruned: {e}"),
+    }
+}
+
+/// `privacy_retain_days` in the shared ledger: the audit records older than that
+/// lose their path, name and email (every agent does this when it starts).
+async fn prune_shared(ledger: &Ledger, config: &Config) {
+    let (Ledger::Redis(redis), Some(days)) = (ledger, config.privacy.retain_days) else {
+        return;
+    };
+    let cutoff = retain_cutoff(days);
+    match redis.purge_audit_where(|e| e.at < cutoff).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            "privacy_retain_days = {days}: deleted the personal details of {n} audit records in Redis"
+        ),
+        Err(e) => tracing::warn!("privacy_retain_days: the shared audit records were not pruned: {e}"),
+    }
+}
+
+/// The Unix second before which records are older than `days`.
+fn retain_cutoff(days: u32) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    now - i64::from(days) * 86_400
+}
+
+/// Prune once a day until `shutdown`, off the async threads.
+async fn prune_daily(state: &Arc<SqliteStore>, config: &Config, shutdown: &CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+        let (state, config) = (state.clone(), config.clone());
+        let _ = tokio::task::spawn_blocking(move || prune_personal(&state, &config)).await;
+    }
 }
 
 /// Import every history file of the script that is new, or changed since it was imported.

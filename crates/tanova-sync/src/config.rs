@@ -12,7 +12,8 @@ pub use crate::api::ApiKey;
 use crate::error::Invalid;
 use crate::filter::DEFAULT_MAX_FILE_SIZE;
 use crate::settings::{
-    WatchMode, WatchSettings, DEFAULT_POLL_EVERY, DEFAULT_RESCAN_EVERY, DEFAULT_SETTLE,
+    PrivacySettings, WatchMode, WatchSettings, DEFAULT_POLL_EVERY, DEFAULT_RESCAN_EVERY,
+    DEFAULT_SETTLE, MAX_RETAIN_DAYS,
 };
 use crate::state::redis::{RedisUrl, DEFAULT_LEASE, MAX_LEASE, MIN_LEASE};
 
@@ -169,6 +170,8 @@ settings! {
     settle_ms: integer,
     rescan_interval: number,
     poll_interval: number,
+    privacy_redact_logs: boolean = "TANOVA_PRIVACY_REDACT_LOGS",
+    privacy_retain_days: integer = "TANOVA_PRIVACY_RETAIN_DAYS",
 }
 
 /// A flag's help, naming the variable that also sets it, if any.
@@ -241,6 +244,8 @@ pub struct Config {
     /// The script's history files to import, each once per content: the
     /// state directory's, `~/.tanova`'s of the user it runs as, and `legacy_history`.
     pub legacy_histories: Vec<PathBuf>,
+    /// Personal data in logs and in the state.
+    pub privacy: PrivacySettings,
 }
 
 impl Config {
@@ -274,6 +279,7 @@ impl Config {
             listen_hosts: Vec::new(),
             log: crate::logging::LogSettings::default(),
             legacy_histories: Vec::new(),
+            privacy: PrivacySettings::default(),
         }
     }
 }
@@ -574,6 +580,26 @@ impl EnvValue for String {
     }
 }
 
+impl EnvValue for bool {
+    fn parse(v: Sourced<String>, field: &str) -> Result<Sourced<Self>, ConfigError> {
+        let value = match v.value.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => {
+                return Err(ConfigError::new(
+                    &v.origin,
+                    field,
+                    format!("expected true or false, got {:?}", v.value),
+                ))
+            }
+        };
+        Ok(Sourced {
+            value,
+            origin: v.origin,
+        })
+    }
+}
+
 impl EnvValue for u64 {
     fn parse(v: Sourced<String>, field: &str) -> Result<Sourced<Self>, ConfigError> {
         let value = v.value.trim().parse::<u64>().map_err(|_| {
@@ -669,6 +695,7 @@ fn validate(
         listen,
         listen_hosts,
         log: log_settings(&mut raw)?,
+        privacy: privacy(&mut raw)?,
     })
 }
 
@@ -1043,6 +1070,28 @@ fn log_settings(raw: &mut Raw) -> Result<crate::logging::LogSettings, ConfigErro
             Some(s) => crate::logging::LogTarget::parse(&s.value)
                 .map_err(|m| ConfigError::new(s.origin, "log_target", m))?,
         },
+    })
+}
+
+/// `privacy_redact_logs`, and `privacy_retain_days`: at least one day.
+fn privacy(raw: &mut Raw) -> Result<PrivacySettings, ConfigError> {
+    let retain_days = match raw.privacy_retain_days.take() {
+        None => None,
+        Some(s) if (1..=MAX_RETAIN_DAYS).contains(&s.value) => Some(s.value as u32),
+        Some(s) => {
+            return Err(ConfigError::new(
+                s.origin,
+                "privacy_retain_days",
+                format!(
+                    "{} days: expected 1 to {MAX_RETAIN_DAYS} (leave it out to keep records)",
+                    s.value
+                ),
+            ))
+        }
+    };
+    Ok(PrivacySettings {
+        redact_logs: raw.privacy_redact_logs.take().is_some_and(|s| s.value),
+        retain_days,
     })
 }
 

@@ -36,3 +36,15 @@ impl Default for WatchSettings {
 pub const DEFAULT_SETTLE: Duration = Duration::from_millis(300);
 pub const DEFAULT_RESCAN_EVERY: Duration = Duration::from_secs(600);
 pub const DEFAULT_POLL_EVERY: Duration = Duration::from_secs(10);
+
+/// What the agent keeps and shows of personal data (`privacy_redact_logs`, `privacy_retain_days`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrivacySettings {
+    /// Name a file in logs, the status page and `/health` by its folder and checksum only.
+    pub redact_logs: bool,
+    /// Delete paths, names and emails from the local state after this many days; `None`: keep them.
+    pub retain_days: Option<u32>,
+}
+
+/// The longest `privacy_retain_days` accepted (a hundred years).
+pub const MAX_RETAIN_DAYS: u64 = 36_500;

@@ -210,7 +210,8 @@ fn journald() -> Result<BoxedLayer, String> {
 /// One event for a file's outcome: `file` and `checksum` as fields, at INFO
 /// for a delivery, WARN for a failure, DEBUG for a skip.
 pub fn file_event(path: &Path, checksum: Option<&str>, outcome: &Outcome) {
-    let file = path.display().to_string();
+    // `privacy_redact_logs`: the folder and the checksum's start, never the name.
+    let file = crate::privacy::redact::file(path, checksum);
     let checksum = checksum.unwrap_or("");
     match outcome {
         Outcome::Uploaded { candidate_id, .. } => tracing::info!(

@@ -47,6 +47,16 @@ fn malformed_configs_name_the_field() {
             "allow_insecure_http: expected true or false",
         ),
         (
+            json!({ "privacy_redact_logs": "yes" }),
+            &[],
+            "privacy_redact_logs: expected true or false",
+        ),
+        (
+            json!({ "privacy_retain_days": 0 }),
+            &[],
+            "privacy_retain_days: 0 days: expected 1 to 36500",
+        ),
+        (
             json!({ "api_key": "k", "tanova_url": url }),
             &all,
             "folder_path: missing",
@@ -194,4 +204,31 @@ fn environment_overrides_the_file() {
     let run = env.run(&["sync", "--json"]);
     run.assert_code(0);
     assert_eq!(run.count("synced"), 1);
+}
+
+#[test]
+fn privacy_variables_are_read_and_checked() {
+    let env = TestEnv::new();
+    env.write("Nurse/jane_jane@example.com.pdf", "Jane");
+    let bad = env.run_with(&[("TANOVA_PRIVACY_REDACT_LOGS", "maybe")], &["sync"]);
+    bad.assert_code(2);
+    assert!(
+        bad.stderr
+            .contains("environment variable TANOVA_PRIVACY_REDACT_LOGS: privacy_redact_logs"),
+        "{}",
+        bad.stderr
+    );
+    let bad = env.run_with(&[("TANOVA_PRIVACY_RETAIN_DAYS", "-3")], &["sync"]);
+    bad.assert_code(2);
+    assert!(bad.stderr.contains("privacy_retain_days"), "{}", bad.stderr);
+    let run = env.run_with(
+        &[
+            ("TANOVA_PRIVACY_REDACT_LOGS", "true"),
+            ("TANOVA_PRIVACY_RETAIN_DAYS", "30"),
+        ],
+        &["sync", "-v"],
+    );
+    run.assert_code(0);
+    assert!(run.stderr.contains("Nurse/[#"), "{}", run.stderr);
+    assert!(!run.stderr.contains("jane"), "{}", run.stderr);
 }

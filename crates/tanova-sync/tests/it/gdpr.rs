@@ -1,6 +1,6 @@
 //! GDPR tools end to end: `forget` rules keep a person's CVs from upload in every mode and
-//! on every agent, `audit` finds what was sent about them, and `--purge`. Real binaries,
-//! the emulator, a real SQLite file and a real redis-server.
+//! on every agent, `audit` finds what was sent about them, `--purge`, redacted logs and
+//! retention. Real binaries, the emulator, a real SQLite file and a real redis-server.
 
 use std::time::Duration;
 
@@ -363,4 +363,147 @@ fn two_agents_share_rules_both_ways_and_audit_sees_both() {
         &["forget", "--list", "--json"],
     ));
     assert_eq!(listed.json()["rules"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn redacted_logs_name_files_by_folder_and_checksum_only() {
+    let env = TestEnv::new();
+    env.config(json!({ "privacy_redact_logs": true, "settle_ms": 100 }));
+    env.write(JANE, "Jane's CV");
+    env.write("Nurse/jane_empty.pdf", "");
+    // A suppressed file is reported by the rule's id, not its value.
+    env.write("Nurse/peter_pan_peter@example.com.pdf", "Peter's CV");
+    env.run(&["forget", "--email", "peter@example.com"])
+        .assert_code(0);
+    let agent = LiveAgent::start(&env, &["watch", "-v"]);
+    assert!(wait_for_uploads(&env, 1, WAIT));
+    let suppressed = || agent.health().1["counts"]["suppressed"].as_u64();
+    assert!(
+        wait_until(WAIT, || suppressed() >= Some(1)),
+        "suppressed: {:?}\n{}",
+        suppressed(),
+        agent.log()
+    );
+    let (_, _, page) = get(&agent.url("/"));
+    let (_, health) = agent.health();
+    let (code, log) = agent.stop();
+    assert_eq!(code, 0);
+    let prefix = &sha256_hex(b"Jane's CV")[..12];
+    assert!(log.contains(&format!("Nurse/[#{prefix}]")), "{log}");
+    for (what, text) in [
+        ("log", log.as_str()),
+        ("page", page.as_str()),
+        ("health", &health.to_string()),
+    ] {
+        assert!(
+            !text.to_lowercase().contains("jane") && !text.to_lowercase().contains("peter"),
+            "{what} names the file:\n{text}"
+        );
+    }
+    assert!(page.contains("Nurse/[#"), "{page}");
+
+    // The JSON log's event per file (what a collector keeps) is redacted too.
+    env.write("Nurse/jane_new_jane@example.com.pdf", "Jane's new CV");
+    let run = env.run(&["sync", "--log-format", "json"]);
+    run.assert_code(0);
+    let prefix = &sha256_hex(b"Jane's new CV")[..12];
+    assert!(
+        run.stderr.contains(&format!("Nurse/[#{prefix}]")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.to_lowercase().contains("jane"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn retention_deletes_old_paths_and_keeps_what_stops_a_second_upload() {
+    let env = TestEnv::new();
+    env.write(JANE, "Jane's CV");
+    env.write("gone.pdf", "a CV deleted later");
+    env.run(&["sync"]).assert_code(0);
+    std::fs::remove_file(env.folder().join("gone.pdf")).unwrap();
+    env.config(json!({ "privacy_retain_days": 30 }));
+    // The first run with retention starts the gone file's clock; nothing is old yet.
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(
+        audit_records(&env.run(&["audit", "--json", "--path", "gone.pdf"])).len(),
+        1
+    );
+    // A month and a day later (the state's clock moved back instead).
+    let db = rusqlite::Connection::open(env.state_dir().join("tanova-sync.db")).unwrap();
+    let back = 31 * 86_400;
+    db.execute_batch(&format!("UPDATE gone_paths SET since = since - {back};"))
+        .unwrap();
+    drop(db);
+    let run = env.run(&["sync", "--json"]);
+    assert_eq!((run.count("skipped"), run.count("synced")), (1, 0));
+    let records = audit_records(&env.run(&["audit", "--json"]));
+    let gone = records
+        .iter()
+        .find(|r| r["checksum"] == sha256_hex(b"a CV deleted later"))
+        .unwrap();
+    assert!(gone["path"].is_null(), "{gone}");
+    let jane = records
+        .iter()
+        .find(|r| r["checksum"] == sha256_hex(b"Jane's CV"))
+        .unwrap();
+    assert_eq!(jane["path"], JANE, "still there and recent: kept");
+    // Old records lose their details too, but their bytes stay known.
+    let db = rusqlite::Connection::open(env.state_dir().join("tanova-sync.db")).unwrap();
+    db.execute_batch(&format!(
+        "UPDATE audit SET at = at - {back}; UPDATE synced SET synced_at = synced_at - {back};"
+    ))
+    .unwrap();
+    drop(db);
+    let run = env.run(&["sync", "--json"]);
+    assert_eq!((run.count("skipped"), run.count("synced")), (1, 0));
+    let records = audit_records(&env.run(&["audit", "--json"]));
+    assert!(
+        records
+            .iter()
+            .all(|r| r["path"].is_null() && r["email"].is_null()),
+        "{records:?}"
+    );
+    assert!(records.iter().all(|r| r["candidate_id"].is_string()));
+    assert!(!env.folder().join("gone.pdf").exists());
+}
+
+#[test]
+fn retention_also_prunes_the_shared_audit_records() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let env = TestEnv::new();
+    env.write(JANE, "Jane's CV");
+    finish(&mut agent(&env, &redis, "a", &["sync"])).assert_code(0);
+    // Forty days pass (the record's clock moved back instead).
+    let mut conn = redis.connection().unwrap();
+    let json: String = redis::cmd("LINDEX")
+        .arg("tanova:audit")
+        .arg(0)
+        .query(&mut conn)
+        .unwrap();
+    let mut record: Value = serde_json::from_str(&json).unwrap();
+    record["at"] = json!(record["at"].as_i64().unwrap() - 40 * 86_400);
+    redis::cmd("LSET")
+        .arg("tanova:audit")
+        .arg(0)
+        .arg(record.to_string())
+        .query::<()>(&mut conn)
+        .unwrap();
+    env.config(json!({ "privacy_retain_days": 30 }));
+    finish(&mut agent(&env, &redis, "b", &["sync"])).assert_code(0);
+    let run = finish(&mut agent(&env, &redis, "b", &["audit", "--json"]));
+    let records = audit_records(&run);
+    assert_eq!(records.len(), 1, "{}", run.stdout);
+    assert!(
+        records[0]["path"].is_null() && records[0]["email"].is_null(),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(records[0]["checksum"], sha256_hex(b"Jane's CV"));
 }
