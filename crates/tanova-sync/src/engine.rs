@@ -871,17 +871,31 @@ impl Inner {
         }
     }
 
-    /// Keep an upload or a duplicate in the audit trail: in the state, and in the
-    /// shared ledger when there is one. A record that cannot be written is logged.
+    /// Keep an upload or a duplicate in the audit trail: in the shared ledger when
+    /// there is one, and in the state with the synced bytes ([`Inner::record_synced`]).
     async fn audit(&self, path: &Path, sum: &str, delivered: &Delivered) {
         let Some(entry) = self.gdpr.audit_entry(path, sum, delivered) else {
             return;
         };
-        if let Err(e) = self.store.record_audit(&entry) {
-            tracing::error!("audit record of {sum} not kept: {e}");
-        }
         if let Err(e) = self.ledger.record_audit(&entry).await {
             tracing::warn!("audit record of {sum} kept on this machine only: {e}");
+        }
+        self.gdpr.hold(entry);
+    }
+
+    /// Record bytes as synced, in one transaction with the audit record of the
+    /// delivery that synced them, when there was one.
+    fn record_synced(
+        &self,
+        sum: &str,
+        candidate: Option<&str>,
+        shown: &str,
+    ) -> Result<(), StateError> {
+        match self.gdpr.take(sum) {
+            Some(entry) => self
+                .store
+                .record_synced_audited(sum, candidate, shown, &entry),
+            None => self.store.record_synced(sum, candidate, shown),
         }
     }
 
@@ -955,10 +969,7 @@ impl Inner {
             });
         };
         let shown = path.display().to_string();
-        match self
-            .store
-            .record_synced(sum, candidate_id.as_deref(), &shown)
-        {
+        match self.record_synced(sum, candidate_id.as_deref(), &shown) {
             Ok(()) => Step::Rehash(new),
             Err(e) => {
                 self.stop(run, e.into());
@@ -1360,10 +1371,9 @@ impl Inner {
         let recorded = match (&outcome, sum) {
             _ if self.dry_run => Ok(()),
             (Outcome::Uploaded { candidate_id, .. }, Some(sum)) => {
-                self.store
-                    .record_synced(sum, candidate_id.as_deref(), &shown)
+                self.record_synced(sum, candidate_id.as_deref(), &shown)
             }
-            (Outcome::OnServer { .. }, Some(sum)) => self.store.record_synced(sum, None, &shown),
+            (Outcome::OnServer { .. }, Some(sum)) => self.record_synced(sum, None, &shown),
             (Outcome::Suppressed { rule }, sum) => self.store.record_suppressed(&shown, sum, rule),
             (Outcome::Failed { reason, kind }, sum) => {
                 self.store

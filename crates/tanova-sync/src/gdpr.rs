@@ -2,6 +2,7 @@
 //! state's and the shared ledger's, re-read at most every [`REFRESH`], so a rule
 //! `forget` sets on any machine holds within a second), and the audit record of a delivery.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,6 +29,9 @@ pub struct Gdpr {
     loaded: Mutex<Loaded>,
     /// One reader at a time; the others use the rules as last read.
     reading: tokio::sync::Mutex<()>,
+    /// Audit records of deliveries the server answered, by checksum, until they
+    /// are recorded with the synced bytes.
+    pending: Mutex<HashMap<String, AuditEntry>>,
 }
 
 impl Gdpr {
@@ -40,6 +44,7 @@ impl Gdpr {
                 rules: Arc::new(Rules::default()),
             }),
             reading: tokio::sync::Mutex::new(()),
+            pending: Mutex::new(HashMap::new()),
         }
     }
 
@@ -130,6 +135,18 @@ impl Gdpr {
             host: self.host.clone(),
             outcome: outcome.to_string(),
         })
+    }
+
+    /// Keep `entry` until its bytes are recorded as synced ([`Gdpr::take`]).
+    pub fn hold(&self, entry: AuditEntry) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.insert(entry.checksum.clone(), entry);
+    }
+
+    /// The audit record of the delivery of these bytes, if one is waiting.
+    pub fn take(&self, checksum: &str) -> Option<AuditEntry> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.remove(checksum)
     }
 
     fn relative(&self, path: &Path) -> String {

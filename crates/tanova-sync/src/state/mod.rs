@@ -112,6 +112,18 @@ pub trait Store: Send + Sync {
     fn suppression_rules(&self) -> Result<Vec<crate::privacy::Rule>>;
     /// Keep an upload or a duplicate in the audit trail.
     fn record_audit(&self, entry: &crate::privacy::AuditEntry) -> Result<()>;
+    /// [`Store::record_synced`] with the audit record of that upload or duplicate
+    /// (in one transaction where the store can).
+    fn record_synced_audited(
+        &self,
+        checksum: &str,
+        candidate: Option<&str>,
+        path: &str,
+        audit: &crate::privacy::AuditEntry,
+    ) -> Result<()> {
+        self.record_synced(checksum, candidate, path)?;
+        self.record_audit(audit)
+    }
     /// Note a file a rule kept from being uploaded (`status` counts them).
     fn record_suppressed(&self, path: &str, checksum: Option<&str>, rule: &str) -> Result<()>;
 }

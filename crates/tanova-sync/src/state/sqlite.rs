@@ -252,6 +252,34 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Record bytes as synced (clearing the failures of the path and the intent of
+    /// the bytes), with their audit record when given, in one transaction.
+    fn synced_with_audit(
+        &self,
+        checksum: &str,
+        candidate: Option<&str>,
+        path: &str,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        let now = unix_now();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.prepare_cached(
+                "INSERT INTO synced (checksum, candidate_id, path, synced_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (checksum) DO UPDATE SET candidate_id = COALESCE(excluded.candidate_id, candidate_id)",
+            )?
+            .execute(params![checksum, candidate, path, now])?;
+            tx.prepare_cached("DELETE FROM failures WHERE path = ?1 OR checksum = ?2")?
+                .execute(params![path, checksum])?;
+            tx.prepare_cached("DELETE FROM intents WHERE checksum = ?1")?
+                .execute([checksum])?;
+            if let Some(entry) = audit {
+                privacy::insert_audit_in(&tx, entry)?;
+            }
+            tx.commit()
+        })
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
         // A panic while holding the lock cannot leave SQLite inconsistent, so a poisoned lock is still usable.
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -418,20 +446,17 @@ impl Store for SqliteStore {
     }
 
     fn record_synced(&self, checksum: &str, candidate: Option<&str>, path: &str) -> Result<()> {
-        let now = unix_now();
-        self.with(|c| {
-            let tx = c.transaction()?;
-            tx.prepare_cached(
-                "INSERT INTO synced (checksum, candidate_id, path, synced_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (checksum) DO UPDATE SET candidate_id = COALESCE(excluded.candidate_id, candidate_id)",
-            )?
-            .execute(params![checksum, candidate, path, now])?;
-            tx.prepare_cached("DELETE FROM failures WHERE path = ?1 OR checksum = ?2")?
-                .execute(params![path, checksum])?;
-            tx.prepare_cached("DELETE FROM intents WHERE checksum = ?1")?
-                .execute([checksum])?;
-            tx.commit()
-        })
+        self.synced_with_audit(checksum, candidate, path, None)
+    }
+
+    fn record_synced_audited(
+        &self,
+        checksum: &str,
+        candidate: Option<&str>,
+        path: &str,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        self.synced_with_audit(checksum, candidate, path, Some(audit))
     }
 
     fn record_failure(

@@ -82,6 +82,18 @@ fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, AuditEntry)> {
 const AUDIT_COLUMNS: &str =
     "id, at, path, checksum, candidate_id, candidate_name, job_hint, email, host, outcome";
 
+/// Add an audit record, in the caller's transaction (or on its own).
+pub(super) fn insert_audit_in(c: &rusqlite::Connection, e: &AuditEntry) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO audit (at, path, checksum, candidate_id, candidate_name, job_hint, email, host, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        e.at, e.path, e.checksum, e.candidate_id, e.candidate_name, e.job_hint, e.email, e.host, e.outcome
+    ])
+    .map(drop)
+}
+
 /// `path` (as the state keeps it) relative to the folder `root`, `/`-separated.
 pub fn relative_to(root: &Path, path: &str) -> String {
     let rel = Path::new(path)
@@ -133,16 +145,7 @@ impl SqliteStore {
     }
 
     pub(super) fn insert_audit(&self, e: &AuditEntry) -> Result<()> {
-        self.with(|c| {
-            c.prepare_cached(
-                "INSERT INTO audit (at, path, checksum, candidate_id, candidate_name, job_hint, email, host, outcome)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                e.at, e.path, e.checksum, e.candidate_id, e.candidate_name, e.job_hint, e.email, e.host, e.outcome
-            ])
-            .map(drop)
-        })
+        self.with(|c| insert_audit_in(c, e))
     }
 
     pub(super) fn insert_suppressed(
