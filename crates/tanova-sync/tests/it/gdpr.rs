@@ -20,6 +20,23 @@ fn uploaded_with(env: &TestEnv, part: &str) -> usize {
         .count()
 }
 
+/// Check counts of a `--json` summary, showing it when one is off.
+fn assert_counts(run: &Run, want: &[(&str, u64)]) {
+    let got: Vec<(&str, u64)> = want.iter().map(|(k, _)| (*k, run.count(k))).collect();
+    assert_eq!(got, want, "{}\n{}", run.stdout, run.stderr);
+}
+
+/// Wait until a watching agent's `/health` counts a suppressed file.
+fn wait_for_a_suppressed_file(agent: &LiveAgent) {
+    let suppressed = || agent.health().1["counts"]["suppressed"].as_u64();
+    assert!(
+        wait_until(WAIT, || suppressed() >= Some(1)),
+        "suppressed: {:?}\n{}",
+        suppressed(),
+        agent.log()
+    );
+}
+
 /// The `audit --json` records.
 fn audit_records(run: &Run) -> Vec<Value> {
     run.assert_code(0);
@@ -49,20 +66,14 @@ fn a_forgotten_email_is_never_uploaded_again_whatever_its_bytes() {
 
     let run = env.run(&["sync", "--json"]);
     run.assert_code(0);
-    assert_eq!(
-        (run.count("synced"), run.count("suppressed")),
-        (1, 1),
-        "{}",
-        run.stdout
-    );
+    assert_counts(&run, &[("synced", 1), ("suppressed", 1)]);
     assert_eq!(uploaded_with(&env, "jane"), 0);
 
     // Re-saved with new bytes, and a copy elsewhere: still never uploaded.
     env.write(JANE, "Jane's CV, version 2, re-exported");
     env.write("Archive/jane_doe_jane@example.com.docx", "another copy");
     let again = env.run(&["sync", "--json"]);
-    assert_eq!(again.count("suppressed"), 2, "{}", again.stdout);
-    assert_eq!(again.count("synced"), 0);
+    assert_counts(&again, &[("suppressed", 2), ("synced", 0)]);
     assert_eq!(uploaded_with(&env, "jane"), 0);
 
     let status = env.run(&["status", "--json"]);
@@ -85,7 +96,7 @@ fn a_forgotten_email_is_never_uploaded_again_whatever_its_bytes() {
     env.run(&["forget", "--remove", id]).assert_code(0);
     env.run(&["forget", "--remove", id]).assert_code(1);
     let after = env.run(&["sync", "--json"]);
-    assert_eq!((after.count("synced"), after.count("suppressed")), (2, 0));
+    assert_counts(&after, &[("synced", 2), ("suppressed", 0)]);
 }
 
 #[test]
@@ -108,8 +119,7 @@ fn name_path_and_checksum_rules_each_hold_with_single_and_batch_uploads() {
         env.run(&["forget", "--checksum", &sum]).assert_code(0);
         let run = env.run(&["sync", "--json"]);
         run.assert_code(0);
-        let counts = (run.count("synced"), run.count("suppressed"));
-        assert_eq!(counts, (2, 3), "batch {batch_max_files}: {}", run.stdout);
+        assert_counts(&run, &[("synced", 2), ("suppressed", 3)]);
         assert_eq!(env.uploaded_names(), ["keep.txt", "keep2.txt"]);
         assert_eq!(env.emulator.stats().batch_requests > 0, batch_max_files > 0);
     }
@@ -130,12 +140,7 @@ fn a_held_file_forgotten_then_retried_is_suppressed_not_sent() {
         .set_knobs(|k| k.reject_filename_contains = None);
     let run = env.run(&["sync", "--json"]);
     run.assert_code(0);
-    assert_eq!(
-        (run.count("suppressed"), run.count("failed")),
-        (1, 0),
-        "{}",
-        run.stdout
-    );
+    assert_counts(&run, &[("suppressed", 1), ("failed", 0)]);
     assert_eq!(uploaded_with(&env, "jane"), 0);
 }
 
@@ -190,13 +195,7 @@ fn a_rule_set_while_watching_holds_within_seconds_and_shows_in_metrics() {
     env.write(JANE, "Jane's CV");
     env.write("after.pdf", "after");
     assert!(wait_for_uploads(&env, 2, WAIT));
-    let suppressed = || agent.health().1["counts"]["suppressed"].as_u64();
-    assert!(
-        wait_until(WAIT, || suppressed() >= Some(1)),
-        "suppressed: {:?}\n{}",
-        suppressed(),
-        agent.log()
-    );
+    wait_for_a_suppressed_file(&agent);
     let (_, _, metrics) = get(&agent.url("/metrics"));
     let suppressed = metrics
         .lines()
@@ -285,7 +284,7 @@ fn two_agents_share_rules_both_ways_and_audit_sees_both() {
     finish(&mut agent(&env, &redis, "a", &["sync"])).assert_code(0);
     env.write("Archive/jane_doe_jane@example.com.docx", "Jane's older CV");
     let b = finish(&mut agent(&env, &redis, "b", &["sync", "--json"]));
-    assert_eq!(b.count("synced"), 1, "{}", b.stdout);
+    assert_counts(&b, &[("synced", 1)]);
 
     // Each agent's uploads, from either agent: the ledger holds them all.
     for name in ["a", "b"] {
@@ -330,12 +329,7 @@ fn two_agents_share_rules_both_ways_and_audit_sees_both() {
     .assert_code(0);
     env.write(JANE, "Jane's CV, re-saved with new bytes");
     let a = finish(&mut agent(&env, &redis, "a", &["sync", "--json"]));
-    assert_eq!(
-        (a.count("suppressed"), a.count("synced")),
-        (2, 0),
-        "{}",
-        a.stdout
-    );
+    assert_counts(&a, &[("suppressed", 2), ("synced", 0)]);
 
     // A rule set on a holds on b.
     finish(&mut agent(
@@ -347,12 +341,7 @@ fn two_agents_share_rules_both_ways_and_audit_sees_both() {
     .assert_code(0);
     env.write("peter_pan.txt", "Peter's CV");
     let b = finish(&mut agent(&env, &redis, "b", &["sync", "--json"]));
-    assert_eq!(
-        (b.count("suppressed"), b.count("synced")),
-        (3, 0),
-        "{}",
-        b.stdout
-    );
+    assert_counts(&b, &[("suppressed", 3), ("synced", 0)]);
     assert_eq!(uploaded_with(&env, "peter"), 0);
     assert_eq!(env.emulator.stats().uploads, 2);
 
@@ -377,13 +366,7 @@ fn redacted_logs_name_files_by_folder_and_checksum_only() {
         .assert_code(0);
     let agent = LiveAgent::start(&env, &["watch", "-v"]);
     assert!(wait_for_uploads(&env, 1, WAIT));
-    let suppressed = || agent.health().1["counts"]["suppressed"].as_u64();
-    assert!(
-        wait_until(WAIT, || suppressed() >= Some(1)),
-        "suppressed: {:?}\n{}",
-        suppressed(),
-        agent.log()
-    );
+    wait_for_a_suppressed_file(&agent);
     let (_, _, page) = get(&agent.url("/"));
     let (_, health) = agent.health();
     let (code, log) = agent.stop();
@@ -440,7 +423,7 @@ fn retention_deletes_old_paths_and_keeps_what_stops_a_second_upload() {
         .unwrap();
     drop(db);
     let run = env.run(&["sync", "--json"]);
-    assert_eq!((run.count("skipped"), run.count("synced")), (1, 0));
+    assert_counts(&run, &[("skipped", 1), ("synced", 0)]);
     let records = audit_records(&env.run(&["audit", "--json"]));
     let gone = records
         .iter()
@@ -460,7 +443,7 @@ fn retention_deletes_old_paths_and_keeps_what_stops_a_second_upload() {
     .unwrap();
     drop(db);
     let run = env.run(&["sync", "--json"]);
-    assert_eq!((run.count("skipped"), run.count("synced")), (1, 0));
+    assert_counts(&run, &[("skipped", 1), ("synced", 0)]);
     let records = audit_records(&env.run(&["audit", "--json"]));
     assert!(
         records
