@@ -4,7 +4,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use crate::common::browser::Browser;
-use crate::common::live::{client, get, LiveAgent as Agent, WAIT};
+use crate::common::live::{client, client_builder, get, LiveAgent as Agent, WAIT};
 use crate::common::*;
 use serde_json::json;
 
@@ -35,8 +35,7 @@ fn assert_no_key_anywhere(browser: &mut Browser, agent: &Agent) {
 
 /// What `/events` sends in `how_long`.
 fn events_for(agent: &Agent, how_long: Duration) -> String {
-    let mut response = reqwest::blocking::Client::builder()
-        .no_proxy()
+    let mut response = client_builder()
         .timeout(how_long)
         .build()
         .unwrap()
@@ -213,8 +212,7 @@ fn retry_and_pause_in_the_browser_change_what_the_agent_does() {
 
 /// A POST to the console with these headers: (status, body).
 fn post(agent: &Agent, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-    let no_redirects = reqwest::blocking::Client::builder()
-        .no_proxy()
+    let no_redirects = client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -432,8 +430,7 @@ fn on_a_public_address_the_console_needs_the_token_to_be_read_at_all() {
         200,
         "monitoring needs no token"
     );
-    let no_redirects = reqwest::blocking::Client::builder()
-        .no_proxy()
+    let no_redirects = client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

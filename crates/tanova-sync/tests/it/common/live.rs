@@ -100,11 +100,17 @@ impl LiveAgent {
     }
 }
 
-pub fn client() -> reqwest::blocking::Client {
+/// A client builder for the tests' own requests: ring installed first (the
+/// agent's reqwest brings no crypto provider of its own, and with one process
+/// per test nothing else may have installed it), no proxy.
+pub fn client_builder() -> reqwest::blocking::ClientBuilder {
     tanova_sync::api::tls::install_provider();
-    reqwest::blocking::Client::builder()
+    reqwest::blocking::Client::builder().no_proxy()
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    client_builder()
         .timeout(Duration::from_secs(10))
-        .no_proxy()
         .build()
         .unwrap()
 }
