@@ -643,11 +643,14 @@ impl Inner {
             let sum = match checksum.take() {
                 Some(sum) => sum,
                 None => {
-                    if !self.settle(run, seen).await {
+                    // Read at once when first found: most files are complete,
+                    // and only a delivery needs them settled (below). One seen
+                    // changing is read again only once it has been still for
+                    // `settle`, so a file being written is not read in a loop.
+                    let seen_changing = looks > 0 || rehashes > 0;
+                    if seen_changing && !self.settle(run, seen).await {
                         return;
                     }
-                    // The hash's first look at the open file is the settle
-                    // check's second: a file that changed is not read.
                     match self.checksum_of(run, &path, &stamp).await {
                         Ok(sum) => sum,
                         Err(Step::Rehash(new)) if looks < MAX_LOOKS => {
@@ -685,7 +688,14 @@ impl Inner {
                     Step::Done
                 }
                 Plan::Deliver => {
-                    let step = self.deliver_planned(run, &path, stamp, &sum, rounds).await;
+                    // Nothing leaves before the settle check: `settle` after
+                    // the first look, the delivery's own look at the file
+                    // (`Deliverer::try_once`) is the second.
+                    let step = if self.settle(run, seen).await {
+                        self.deliver_planned(run, &path, stamp, &sum, rounds).await
+                    } else {
+                        Step::Done
+                    };
                     self.claims.lock().unwrap().remove(&sum);
                     step
                 }
@@ -704,12 +714,16 @@ impl Inner {
         }
     }
 
-    /// The settle check's wait: a file is read only once two looks at it,
-    /// `settle` apart, agree on its size, mtime and identity. The first look is
-    /// the one that found it (`seen`; `None` when it is known complete); the
-    /// second is [`hash::hash_file`]'s look at the open file, so a settled file
-    /// costs no extra stat. Never judged by comparing its mtime with the clock,
-    /// so a file from the future settles like any other. False: stopped.
+    /// The settle check's wait: nothing is delivered until two looks at the
+    /// file, `settle` apart, agree on its size, mtime and identity, and the
+    /// bytes hashed are those of that version. The first look is the one that
+    /// found it (`seen`; `None` when it is known complete); the hash compares
+    /// the open file with it before and after reading; the second look is the
+    /// delivery's stat (`Deliverer::try_once`), taken after this wait. So a
+    /// file that is never delivered (already synced, as in a migration from
+    /// the script) is never waited for, and a settled file costs no extra
+    /// stat. Never judged by comparing its mtime with the clock, so a file
+    /// from the future settles like any other. False: stopped.
     async fn settle(&self, run: &Run, seen: Option<Instant>) -> bool {
         let Some(seen) = seen else {
             return true;

@@ -27,9 +27,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Hash the file at `path` if the open file still has `expected`'s stamp
 /// (identity, size, mtime) before and after reading; the bytes hashed are
-/// then the version found. The look before reading doubles as the settle
-/// check's second look, so it compares the identity too: a file replaced
-/// under the same name is a new version.
+/// then the version found (the settle check's first look; see
+/// `engine::Inner::settle`). The identity counts too: a file replaced under
+/// the same name is a new version.
 pub fn hash_file(path: &Path, expected: &FileStamp) -> Result<String, HashError> {
     hash_file_with(path, expected, &mut vec![0; READ_SIZE])
 }
