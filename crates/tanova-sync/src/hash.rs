@@ -25,16 +25,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Hash the file at `path` if the open file still has `expected`'s stamp
-/// (identity, size, mtime) before and after reading; the bytes hashed are
-/// then the version found (the settle check's first look; see
-/// `engine::Inner::settle`). The identity counts too: a file replaced under
-/// the same name is a new version.
-pub fn hash_file(path: &Path, expected: &FileStamp) -> Result<String, HashError> {
-    hash_file_with(path, expected, &mut vec![0; READ_SIZE])
-}
-
-fn hash_file_with(path: &Path, expected: &FileStamp, buf: &mut [u8]) -> Result<String, HashError> {
+/// Hash the file at `path`, reading into `buf`, if the open file still has
+/// `expected`'s stamp (identity, size, mtime) before and after reading; the
+/// bytes hashed are then the version found (the settle check's first look;
+/// see `engine::Inner::settle`). The identity counts too: a file replaced
+/// under the same name is a new version.
+fn hash_file(path: &Path, expected: &FileStamp, buf: &mut [u8]) -> Result<String, HashError> {
     let mut file = File::open(path)?;
     let same =
         |file: &File| -> io::Result<bool> { Ok(stamp_of(path, &file.metadata()?) == *expected) };
@@ -59,11 +55,11 @@ const READ_SIZE: usize = 256 * 1024;
 pub struct ReadBuffers(Mutex<Vec<Box<[u8]>>>);
 
 impl ReadBuffers {
-    /// [`hash_file`] with a kept buffer.
+    /// Hash a file (see `hash_file`) with a kept buffer.
     pub fn hash_file(&self, path: &Path, expected: &FileStamp) -> Result<String, HashError> {
         let taken = self.0.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut buf = taken.unwrap_or_else(|| vec![0; READ_SIZE].into_boxed_slice());
-        let result = hash_file_with(path, expected, &mut buf);
+        let result = hash_file(path, expected, &mut buf);
         self.0.lock().unwrap_or_else(|p| p.into_inner()).push(buf);
         result
     }
@@ -105,8 +101,15 @@ mod tests {
         let path = dir.path().join("cv.txt");
         std::fs::write(&path, b"abc").unwrap();
         let stamp = stamp_of(&path, &std::fs::metadata(&path).unwrap());
-        assert_eq!(hash_file(&path, &stamp).unwrap(), sha256_hex(b"abc"));
+        let buffers = ReadBuffers::default();
+        assert_eq!(
+            buffers.hash_file(&path, &stamp).unwrap(),
+            sha256_hex(b"abc")
+        );
         std::fs::write(&path, b"abcd").unwrap();
-        assert!(matches!(hash_file(&path, &stamp), Err(HashError::Changed)));
+        assert!(matches!(
+            buffers.hash_file(&path, &stamp),
+            Err(HashError::Changed)
+        ));
     }
 }
