@@ -1,5 +1,7 @@
 //! The path cache held in memory for one whole walk: one sequential read of the state instead of one query per file.
 
+use crate::engine::Batch;
+use crate::scan::Found;
 use crate::state::{Cached, FileStamp, Store};
 
 /// What the cache knew, by file identity, when the walk began. The rows come
@@ -28,7 +30,7 @@ impl CacheIndex {
     pub fn load(store: &dyn Store) -> Self {
         let mut index = CacheIndex::default();
         let loaded = store
-            .for_each_cached(&mut |stamp, checksum| index.push(&stamp, checksum, false))
+            .for_each_cached(&mut |stamp, checksum| index.push(&stamp, checksum))
             .and_then(|()| {
                 // In key order already unless the store changed its mind: then sort.
                 if !index.entries.is_sorted_by_key(|e| (e.dev, e.ino)) {
@@ -69,7 +71,8 @@ impl CacheIndex {
         }
     }
 
-    fn push(&mut self, stamp: &FileStamp, checksum: &str, synced: bool) {
+    /// A row of the path cache, not known to be synced until `mark_synced`.
+    fn push(&mut self, stamp: &FileStamp, checksum: &str) {
         let mut bytes = [0u8; 32];
         // A row that is not a SHA-256 is left out: that file is hashed again.
         if hex::decode_to_slice(checksum, &mut bytes).is_ok() {
@@ -79,9 +82,23 @@ impl CacheIndex {
                 size: stamp.size,
                 mtime_ns: stamp.mtime_ns,
                 checksum: bytes,
-                synced,
+                synced: false,
             });
         }
+    }
+
+    /// Each found file with what the cache knows about it.
+    pub fn attach(&self, found: Vec<Found>) -> Batch {
+        found
+            .into_iter()
+            .map(|f| {
+                let cached = match &f {
+                    Found::File { stamp, .. } => self.get(stamp),
+                    Found::Unreadable { .. } => None,
+                };
+                (f, cached)
+            })
+            .collect()
     }
 
     /// What the cache knows about this version of a file.
@@ -119,11 +136,11 @@ mod tests {
     fn a_hit_needs_the_same_identity_size_and_mtime() {
         let mut index = CacheIndex::default();
         let (one, two, three) = ("11".repeat(32), "22".repeat(32), "33".repeat(32));
-        index.push(&stamp(3, 10, 100), &three, false);
-        index.push(&stamp(1, 10, 100), &one, false);
-        index.push(&stamp(6, 10, 100), &one, false); // a copy of 1
-        index.push(&stamp(2, 10, 100), &two, false);
-        index.push(&stamp(5, 10, 100), "not a checksum", false);
+        index.push(&stamp(3, 10, 100), &three);
+        index.push(&stamp(1, 10, 100), &one);
+        index.push(&stamp(6, 10, 100), &one); // a copy of 1
+        index.push(&stamp(2, 10, 100), &two);
+        index.push(&stamp(5, 10, 100), "not a checksum");
         index.entries.sort_unstable_by_key(|e| (e.dev, e.ino));
         let order = index.by_checksum();
         index.mark_synced(&order, &one);

@@ -341,16 +341,7 @@ impl Engine {
             let send = |found: &mut Vec<Found>| {
                 let found = std::mem::take(found);
                 let batch = match &index {
-                    Some(index) => found
-                        .into_iter()
-                        .map(|f| {
-                            let cached = match &f {
-                                Found::File { stamp, .. } => index.get(stamp),
-                                Found::Unreadable { .. } => None,
-                            };
-                            (f, cached)
-                        })
-                        .collect(),
+                    Some(index) => index.attach(found),
                     None => with_cache(store.as_ref(), found),
                 };
                 tx.blocking_send(batch).is_ok()
