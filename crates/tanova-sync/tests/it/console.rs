@@ -4,7 +4,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use crate::common::browser::Browser;
-use crate::common::live::{client, client_builder, get, LiveAgent as Agent, WAIT};
+use crate::common::live::{client, client_builder, get, InProcessServer, LiveAgent as Agent, WAIT};
 use crate::common::*;
 use serde_json::json;
 
@@ -397,26 +397,10 @@ fn a_one_shot_sync_serves_the_dashboard_but_takes_no_actions() {
 
 #[test]
 fn on_a_public_address_the_console_needs_the_token_to_be_read_at_all() {
-    use std::sync::Arc;
-    use tanova_sync::metrics::{Gauges, Metrics};
-    use tanova_sync::serve::{Sources, StatusServer};
-
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let sources = Sources {
-        metrics: Arc::new(Metrics::new(dir.path())),
-        folder: dir.path().to_path_buf(),
-        gauges: Arc::new(Gauges::default),
-        actions: None,
-    };
     // listen_public: bound to every address; asked here over loopback only.
-    let server = runtime
-        .block_on(StatusServer::start(
-            "0.0.0.0:0".parse().unwrap(),
-            sources,
-            &[],
-        ))
-        .unwrap();
+    let running = InProcessServer::start("0.0.0.0:0", dir.path());
+    let server = &running.server;
     let base = format!("http://127.0.0.1:{}", server.addr().port());
     let url = server.console_url();
     assert!(url.starts_with(&format!("{base}/?token=")), "{url}");
@@ -453,8 +437,7 @@ fn on_a_public_address_the_console_needs_the_token_to_be_read_at_all() {
         csp.starts_with("default-src 'none'; script-src 'self'"),
         "{csp}"
     );
-    drop(server);
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    running.stop();
 }
 
 #[test]

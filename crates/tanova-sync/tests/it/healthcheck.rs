@@ -1,9 +1,6 @@
 //! `tanova-sync healthcheck [URL]`, the container's HEALTHCHECK: exit 0 for a healthy agent's /health, 1 for a 503 or no answer, 2 for a URL that is not one.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use crate::common::live::LiveAgent;
+use crate::common::live::{InProcessServer, LiveAgent};
 use crate::common::*;
 use serde_json::json;
 
@@ -27,25 +24,11 @@ fn a_watching_agent_is_healthy_by_url_and_by_tanova_listen() {
 
 #[test]
 fn an_unhealthy_agent_or_none_at_all_fails_the_check_saying_why() {
-    use tanova_sync::metrics::{Gauges, Metrics, Problem};
-    use tanova_sync::serve::{Sources, StatusServer};
+    use tanova_sync::metrics::Problem;
 
     let env = TestEnv::new();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let metrics = Arc::new(Metrics::new(env.dir.path()));
-    let sources = Sources {
-        metrics: metrics.clone(),
-        folder: env.folder(),
-        gauges: Arc::new(Gauges::default),
-        actions: None,
-    };
-    let server = runtime
-        .block_on(StatusServer::start(
-            "127.0.0.1:0".parse().unwrap(),
-            sources,
-            &[],
-        ))
-        .unwrap();
+    let running = InProcessServer::start("127.0.0.1:0", &env.folder());
+    let (server, metrics) = (&running.server, &running.metrics);
     let url = format!("http://{}/health", server.addr());
     env.run(&["healthcheck", &url]).assert_code(0);
 
@@ -57,8 +40,7 @@ fn an_unhealthy_agent_or_none_at_all_fails_the_check_saying_why() {
         "{}",
         rejected.stderr
     );
-    drop(server);
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    running.stop();
 
     let closed = crate::common::redis_server::free_port();
     let nobody = env.run_with(

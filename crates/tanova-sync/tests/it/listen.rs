@@ -3,10 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::live::{client, get, LiveAgent as Agent, WAIT};
+use crate::common::live::{client, get, InProcessServer, LiveAgent as Agent, WAIT};
 use crate::common::*;
 use serde_json::{json, Value};
 
@@ -272,25 +271,11 @@ fn a_page_on_another_host_name_gets_421_and_no_data() {
 
 #[test]
 fn a_rejected_key_answers_503() {
-    use tanova_sync::metrics::{Gauges, Metrics, Problem};
-    use tanova_sync::serve::{Sources, StatusServer};
+    use tanova_sync::metrics::Problem;
 
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let metrics = Arc::new(Metrics::new(dir.path()));
-    let sources = Sources {
-        metrics: metrics.clone(),
-        folder: dir.path().to_path_buf(),
-        gauges: Arc::new(Gauges::default),
-        actions: None,
-    };
-    let server = runtime
-        .block_on(StatusServer::start(
-            "127.0.0.1:0".parse().unwrap(),
-            sources,
-            &[],
-        ))
-        .unwrap();
+    let running = InProcessServer::start("127.0.0.1:0", dir.path());
+    let (server, metrics) = (&running.server, &running.metrics);
     let url = format!("http://{}/health", server.addr());
     assert_eq!(get(&url).0, 200);
     metrics.set_problem(Problem::KeyRejected);
@@ -302,8 +287,7 @@ fn a_rejected_key_answers_503() {
     );
     let (_, _, text) = get(&format!("http://{}/metrics", server.addr()));
     assert_eq!(parse_exposition(&text).unwrap()["tanova_healthy"], 0.0);
-    drop(server);
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    running.stop();
 }
 
 #[test]
@@ -319,25 +303,7 @@ fn the_status_page_renders_in_headless_chromium() {
     wait_for_counts(&agent, 3, 1);
     let profile = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(&browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--no-pings",
-            "--disable-extensions",
-            "--disable-default-apps",
-            "--disable-domain-reliability",
-            "--disable-client-side-phishing-detection",
-            "--safebrowsing-disable-auto-update",
-            // Nothing but the agent on loopback is looked up, so the browser reaches nowhere else.
-            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-        ])
+        .args(crate::common::browser::FLAGS)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("--dump-dom")
         .arg(agent.url("/"))

@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 
 use super::require_tool;
 
-/// Chromium's flags: headless, quiet, and reaching nothing but loopback.
-const FLAGS: &[&str] = &[
+/// Chromium's flags for every test: headless, quiet, and reaching nothing but loopback.
+pub const FLAGS: &[&str] = &[
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -33,7 +33,6 @@ const FLAGS: &[&str] = &[
     "--window-size=1100,1000",
     // Nothing but loopback is looked up, so the browser reaches nowhere else.
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-    "--remote-debugging-pipe",
 ];
 
 /// A headless browser with one tab.
@@ -67,6 +66,7 @@ impl Browser {
         let mut command = Command::new(binary);
         command
             .args(FLAGS)
+            .arg("--remote-debugging-pipe")
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdin(Stdio::null())

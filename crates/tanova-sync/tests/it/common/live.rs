@@ -165,3 +165,40 @@ impl LiveAgent {
         self.stderr.lock().unwrap().clone()
     }
 }
+
+/// A status server run in process (no agent, no actions), with the metrics it
+/// reports, so a test can set a problem and see /health change.
+pub struct InProcessServer {
+    pub server: tanova_sync::serve::StatusServer,
+    pub metrics: Arc<tanova_sync::metrics::Metrics>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl InProcessServer {
+    /// Serve at `addr` ("127.0.0.1:0", or "0.0.0.0:0" as listen_public would), reporting on `folder`.
+    pub fn start(addr: &str, folder: &std::path::Path) -> Self {
+        use tanova_sync::metrics::{Gauges, Metrics};
+        use tanova_sync::serve::{Sources, StatusServer};
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let metrics = Arc::new(Metrics::new(folder));
+        let sources = Sources {
+            metrics: metrics.clone(),
+            folder: folder.to_path_buf(),
+            gauges: Arc::new(Gauges::default),
+            actions: None,
+        };
+        let server = runtime
+            .block_on(StatusServer::start(addr.parse().unwrap(), sources, &[]))
+            .unwrap();
+        InProcessServer {
+            server,
+            metrics,
+            runtime,
+        }
+    }
+
+    pub fn stop(self) {
+        drop(self.server);
+        self.runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+}
