@@ -671,6 +671,15 @@ def bulk2000_cap128(ctx: Ctx) -> list:
 OPENSSL_HASH = "find {dir} -type f -print0 | xargs -0 -P2 openssl dgst -sha256 > /dev/null"
 
 
+def hash_alone(hash_argv: list, hashing: Row) -> None:
+    """One timed run of the openssl baseline, added to its row."""
+    h = measure(hash_argv)
+    if h.exit_code != 0:
+        raise BenchError(f"openssl hashing exited {h.exit_code}: {hash_argv[-1]}")
+    hashing.samples_s.append(h.wall_s)
+    hashing.cpu_s.append(h.cpu_s)
+
+
 def bulk20k(ctx: Ctx) -> list:
     """20,000 CVs (about 2.4 GB) at zero latency and unlimited capacity: the
     client's own throughput. Alternated in each run with hashing the same files
@@ -684,11 +693,7 @@ def bulk20k(ctx: Ctx) -> list:
         for run in range(ctx.runs):
             for what in (("agent", "hash") if run % 2 == 0 else ("hash", "agent")):
                 if what == "hash":
-                    h = measure(hash_argv)
-                    if h.exit_code != 0:
-                        raise BenchError(f"openssl hashing exited {h.exit_code}: {hash_argv[-1]}")
-                    hashing.samples_s.append(h.wall_s)
-                    hashing.cpu_s.append(h.cpu_s)
+                    hash_alone(hash_argv, hashing)
                     continue
                 emu.reset()
                 emu_cpu = emu.cpu_s()
@@ -739,11 +744,7 @@ def migrate20k(ctx: Ctx) -> list:
         for run in range(ctx.runs):
             for what in (("agent", "hash") if run % 2 == 0 else ("hash", "agent")):
                 if what == "hash":
-                    h = measure(hash_argv)
-                    if h.exit_code != 0:
-                        raise BenchError(f"openssl hashing exited {h.exit_code}: {hash_argv[-1]}")
-                    hashing.samples_s.append(h.wall_s)
-                    hashing.cpu_s.append(h.cpu_s)
+                    hash_alone(hash_argv, hashing)
                     continue
                 emu.reset()
                 state = fresh_dir(STATE / "migrate20k")
