@@ -115,6 +115,7 @@ impl CacheIndex {
         Some(Cached {
             checksum: hex::encode(entry.checksum),
             synced: entry.synced,
+            hashed: false,
         })
     }
 }
@@ -150,6 +151,7 @@ mod tests {
             Some(Cached {
                 checksum: sum.to_string(),
                 synced,
+                hashed: false,
             })
         };
         let table: &[(FileStamp, Option<Cached>)] = &[

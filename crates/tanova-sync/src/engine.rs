@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +25,7 @@ use crate::report::{FailKind, Outcome, Problem, Reporter, Summary};
 use crate::retry;
 use crate::scan::{self, stamp_of, Found};
 use crate::state::redis::Claim;
-use crate::state::{Cached, FileStamp, Ledger, StateError, Store};
+use crate::state::{Cached, FileStamp, Ledger, StateError, StateWriter, Store, Write};
 
 /// How many times a changing file is re-read before it is reported as still being written.
 const MAX_REHASH: u32 = 3;
@@ -46,6 +47,10 @@ pub const ITEM_QUEUE: usize = 64;
 /// Files a walk hands over at a time: one cache read and one hand-off per
 /// batch, not per file (issue 12).
 const SCAN_BATCH: usize = 256;
+/// Files at most this size found without a cached checksum are hashed by the
+/// walk itself, on its thread: for them a hand-off to a hasher costs more
+/// than the read (issue 12). Larger files go to the hashers, one per core.
+const HASHED_BY_WALK: u64 = 64 * 1024;
 
 /// Where one pass over a file leads.
 enum Step {
@@ -115,6 +120,8 @@ struct Inner {
     access: Arc<Access>,
     deliverer: Deliverer,
     store: Arc<dyn Store>,
+    /// Outcomes and intents, committed many files to a transaction.
+    writer: StateWriter,
     /// Where the synced set and claims are shared with other agents, if they are.
     ledger: Ledger,
     reporter: Arc<dyn Reporter>,
@@ -195,6 +202,7 @@ impl Engine {
                 .with_batch_size(config.batch_size),
                 api,
                 access: Arc::new(access),
+                writer: StateWriter::start(store.clone()),
                 store,
                 ledger: Ledger::Local,
                 reporter,
@@ -332,6 +340,8 @@ impl Engine {
         let follow_links = self.inner.follow_symlinks;
         let root = self.inner.root.clone();
         let whole_folder = dir == root && !self.inner.dry_run;
+        let buffers = self.inner.read_buffers.clone();
+        let max_file_size = self.inner.max_file_size;
         tokio::task::spawn_blocking(move || {
             let mut complete = true;
             let mut found = Vec::with_capacity(SCAN_BATCH);
@@ -340,10 +350,11 @@ impl Engine {
             let index = (dir == root).then(|| CacheIndex::load(store.as_ref()));
             let send = |found: &mut Vec<Found>| {
                 let found = std::mem::take(found);
-                let batch = match &index {
+                let mut batch = match &index {
                     Some(index) => index.attach(found),
                     None => with_cache(store.as_ref(), found),
                 };
+                hash_small(&mut batch, &buffers, max_file_size);
                 tx.blocking_send(batch).is_ok()
             };
             scan::walk(&dir, follow_links, |f| {
@@ -424,11 +435,12 @@ impl Engine {
                 {
                     let mut tally = run.tally.lock().unwrap();
                     tally.found += 1;
+                    tally.hashed += u64::from(cached.as_ref().is_some_and(|c| c.hashed));
                     self.inner.reporter.found(&tally);
                 }
                 match found {
                     Found::Unreadable { path, reason } => {
-                        self.inner.unreadable(&run, &path, reason)
+                        self.inner.unreadable(&run, &path, reason).await
                     }
                     Found::File { path, stamp, seen } => {
                         if self
@@ -444,10 +456,9 @@ impl Engine {
                         };
                         let inner = self.inner.clone();
                         let run = run.clone();
-                        let checksum = cached.map(|c| c.checksum);
                         tasks.spawn(async move {
                             let _permit = permit;
-                            inner.process(&run, path, stamp, seen, checksum).await;
+                            inner.process(&run, path, stamp, seen, cached).await;
                         });
                     }
                 }
@@ -497,6 +508,26 @@ async fn drain(run: &Run, mut tasks: JoinSet<()>) {
             tasks.len()
         );
         tasks.shutdown().await;
+    }
+}
+
+/// Hash the small files of a batch that the cache knew nothing about (see
+/// [`HASHED_BY_WALK`]), each checked against the walk's look as any hash is.
+/// One that cannot be read as found is left to the pipeline, which reads it
+/// again and says what is wrong.
+fn hash_small(batch: &mut Batch, buffers: &hash::ReadBuffers, max_file_size: u64) {
+    for (found, cached) in batch.iter_mut() {
+        let Found::File { path, stamp, .. } = found else {
+            continue;
+        };
+        let small = stamp.size > 0 && stamp.size <= HASHED_BY_WALK.min(max_file_size);
+        if cached.is_none() && small {
+            *cached = buffers.hash_file(path, stamp).ok().map(|checksum| Cached {
+                checksum,
+                synced: false,
+                hashed: true,
+            });
+        }
     }
 }
 
@@ -601,7 +632,7 @@ impl Inner {
                 None => return false,
             },
         };
-        self.record_and_finish(run, path, sum, outcome);
+        self.record_and_finish(run, path, sum, outcome).await;
         true
     }
 
@@ -627,9 +658,12 @@ impl Inner {
         path: PathBuf,
         mut stamp: FileStamp,
         mut seen: Option<Instant>,
-        mut checksum: Option<String>,
+        cached: Option<Cached>,
     ) {
         let (mut looks, mut rehashes, mut rounds) = (0, 0, 0);
+        // Hashed by the walk: remembered once no rule holds the file back.
+        let mut unremembered = cached.as_ref().is_some_and(|c| c.hashed);
+        let mut checksum = cached.map(|c| c.checksum);
         loop {
             let sum = match checksum.take() {
                 Some(sum) => sum,
@@ -642,7 +676,8 @@ impl Inner {
                     if seen_changing && !self.settle(run, seen).await {
                         return;
                     }
-                    match self.checksum_of(run, &path, &stamp).await {
+                    let r = self.checksum_of(run, &path, &stamp).await;
+                    match r {
                         Ok(sum) => sum,
                         Err(Step::Rehash(new)) if looks < MAX_LOOKS => {
                             (stamp, seen, looks) = (new, Some(Instant::now()), looks + 1);
@@ -655,9 +690,15 @@ impl Inner {
             };
             crate::privacy::redact::note(&path, &sum);
             if let Some(outcome) = self.suppressed(&path, Some(&sum)).await {
-                return self.record_and_finish(run, &path, Some(&sum), outcome);
+                return self
+                    .record_and_finish(run, &path, Some(&sum), outcome)
+                    .await;
             }
-            let plan = match self.decide(&sum) {
+            if std::mem::take(&mut unremembered) {
+                self.remember(&stamp, &sum);
+            }
+            let decided = self.decide(&sum);
+            let plan = match decided {
                 Ok(plan) => plan,
                 Err(e) => return self.stop(run, e.into()),
             };
@@ -682,7 +723,8 @@ impl Inner {
                     // Nothing leaves before the settle check: `settle` after
                     // the first look, the delivery's own look at the file
                     // (`Deliverer::try_once`) is the second.
-                    let step = if self.settle(run, seen).await {
+                    let settled = self.settle(run, seen).await;
+                    let step = if settled {
                         self.deliver_planned(run, &path, stamp, &sum, rounds).await
                     } else {
                         Step::Done
@@ -693,7 +735,9 @@ impl Inner {
             };
             match step {
                 Step::Record(outcome) => {
-                    return self.record_and_finish(run, &path, Some(&sum), outcome)
+                    return self
+                        .record_and_finish(run, &path, Some(&sum), outcome)
+                        .await
                 }
                 Step::Done => return,
                 Step::Rehash(_) if rehashes >= MAX_REHASH => return self.still_writing(run, &path),
@@ -733,15 +777,15 @@ impl Inner {
 
     /// The walk could not look at `path`: a failure, unless it is simply gone
     /// (renamed or deleted between the listing and the look).
-    fn unreadable(&self, run: &Run, path: &Path, reason: String) {
+    async fn unreadable(&self, run: &Run, path: &Path, reason: String) {
         if !path.exists() && path != self.root {
-            return self.vanished(run, path);
+            return self.vanished(run, path).await;
         }
         let outcome = Outcome::Failed {
             reason: format!("cannot read: {reason}"),
             kind: FailKind::Counted,
         };
-        self.record_and_finish(run, path, None, outcome);
+        self.record_and_finish(run, path, None, outcome).await;
     }
 
     /// A file that kept changing: neither failed nor held, it is looked at again
@@ -758,17 +802,13 @@ impl Inner {
         match self.hash(path, stamp).await {
             Ok(sum) => {
                 run.tally.lock().unwrap().hashed += 1;
-                if !self.dry_run {
-                    if let Err(e) = self.store.remember(stamp, &sum) {
-                        tracing::warn!("{e}");
-                    }
-                }
+                self.remember(stamp, &sum);
                 Ok(sum)
             }
             Err(HashError::Changed) => Err(self.changed(run, path).await),
             // Deleted or renamed between its discovery and its reading: not a failure.
             Err(HashError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.vanished(run, path);
+                self.vanished(run, path).await;
                 Err(Step::Done)
             }
             Err(HashError::Io(e)) => {
@@ -776,9 +816,19 @@ impl Inner {
                     reason: format!("cannot read: {e}"),
                     kind: FailKind::Counted,
                 };
-                self.record_and_finish(run, path, None, outcome);
+                self.record_and_finish(run, path, None, outcome).await;
                 Err(Step::Done)
             }
+        }
+    }
+
+    /// Keep the checksum of this version of a file, so a restart need not read it again.
+    fn remember(&self, stamp: &FileStamp, sum: &str) {
+        if self.dry_run {
+            return;
+        }
+        if let Err(e) = self.store.remember(stamp, sum) {
+            tracing::warn!("{e}");
         }
     }
 
@@ -827,7 +877,8 @@ impl Inner {
         match self.claim(run, sum).await {
             Ok((Claim::Claimed { wait }, fence)) => Ok((wait, fence)),
             Ok((Claim::Synced { candidate }, _)) => {
-                self.mirror_synced(run, path, sum, candidate.as_deref());
+                self.mirror_synced(run, path, sum, candidate.as_deref())
+                    .await;
                 Err(Step::Done)
             }
             // Watching, a rescan looks again; a one-shot run waits for the other agent.
@@ -870,7 +921,10 @@ impl Inner {
             _ => false,
         };
         if answered {
-            if let Err(e) = self.store.clear_intent(sum) {
+            let clear = Write::ClearIntent {
+                checksum: sum.to_string(),
+            };
+            if let Err(e) = self.writer.write(clear).await {
                 tracing::warn!("{e}");
             }
         }
@@ -890,18 +944,19 @@ impl Inner {
 
     /// Record bytes as synced, in one transaction with the audit record of the
     /// delivery that synced them, when there was one.
-    fn record_synced(
+    async fn record_synced(
         &self,
         sum: &str,
         candidate: Option<&str>,
         shown: &str,
     ) -> Result<(), StateError> {
-        match self.gdpr.take(sum) {
-            Some(entry) => self
-                .store
-                .record_synced_audited(sum, candidate, shown, &entry),
-            None => self.store.record_synced(sum, candidate, shown),
-        }
+        let synced = Write::Synced {
+            checksum: sum.to_string(),
+            candidate: candidate.map(str::to_string),
+            path: shown.to_string(),
+            audit: self.gdpr.take(sum),
+        };
+        self.writer.write(synced).await
     }
 
     /// The outcome of a file a suppression rule covers, with the rules re-read when stale.
@@ -945,7 +1000,7 @@ impl Inner {
                 Step::Done
             }
             Delivered::Vanished => {
-                self.vanished(run, path);
+                self.vanished(run, path).await;
                 Step::Done
             }
             Delivered::Rejected(e @ ApiError::Misdirected { .. }) => {
@@ -967,14 +1022,18 @@ impl Inner {
         sum: &str,
         candidate_id: Option<String>,
     ) -> Step {
-        let Some(new) = self.changed_after_upload(path, &stamp).await else {
+        let changed = self.changed_after_upload(path, &stamp).await;
+        let Some(new) = changed else {
             return Step::Record(Outcome::Uploaded {
                 candidate_id,
                 bytes: stamp.size,
             });
         };
         let shown = path.display().to_string();
-        match self.record_synced(sum, candidate_id.as_deref(), &shown) {
+        match self
+            .record_synced(sum, candidate_id.as_deref(), &shown)
+            .await
+        {
             Ok(()) => Step::Rehash(new),
             Err(e) => {
                 self.stop(run, e.into());
@@ -1125,7 +1184,7 @@ impl Inner {
         match tokio::fs::metadata(path).await {
             Ok(meta) => Step::Rehash(stamp_of(path, &meta)),
             Err(_) => {
-                self.vanished(run, path);
+                self.vanished(run, path).await;
                 Step::Done
             }
         }
@@ -1133,12 +1192,7 @@ impl Inner {
 
     /// Plan the checksum, claiming it for this run when it is to be delivered.
     fn decide(&self, sum: &str) -> Result<Plan, StateError> {
-        let synced = self.store.is_synced(sum)?;
-        let failure = if synced {
-            None
-        } else {
-            self.store.failure(sum)?
-        };
+        let (synced, failure) = self.store.plan_facts(sum)?;
         let mut claims = self.claims.lock().unwrap();
         let decision = plan(
             synced,
@@ -1266,9 +1320,9 @@ impl Inner {
     }
 
     /// Another agent synced these bytes: mirror that here, so this machine never asks again.
-    fn mirror_synced(&self, run: &Run, path: &Path, sum: &str, candidate: Option<&str>) {
+    async fn mirror_synced(&self, run: &Run, path: &Path, sum: &str, candidate: Option<&str>) {
         let shown = path.display().to_string();
-        if let Err(e) = self.store.record_synced(sum, candidate, &shown) {
+        if let Err(e) = self.record_synced(sum, candidate, &shown).await {
             return self.stop(run, e.into());
         }
         self.finish(run, path, Outcome::AlreadySynced);
@@ -1335,10 +1389,16 @@ impl Inner {
         // Recorded before the bytes go out: after a crash, they wait until this
         // request can no longer be in progress before the server is asked again.
         let shown = path.display().to_string();
-        let intent = || {
-            if let Err(e) = self.store.record_intent(sum, &shown) {
-                tracing::warn!("{e}");
-            }
+        let intent = || -> BoxFuture<'_, ()> {
+            let intent = Write::Intent {
+                checksum: sum.to_string(),
+                path: shown.clone(),
+            };
+            Box::pin(async move {
+                if let Err(e) = self.writer.write(intent).await {
+                    tracing::warn!("{e}");
+                }
+            })
         };
         let delivered = self
             .deliverer
@@ -1363,26 +1423,40 @@ impl Inner {
             .unwrap_or_else(|e| Err(HashError::Io(std::io::Error::other(e))))
     }
 
-    fn vanished(&self, run: &Run, path: &Path) {
+    async fn vanished(&self, run: &Run, path: &Path) {
         let outcome = Outcome::Ignored {
             reason: "disappeared before it could be uploaded".to_string(),
         };
-        self.record_and_finish(run, path, None, outcome);
+        self.record_and_finish(run, path, None, outcome).await;
     }
 
     /// Record the outcome durably, then count and report it. A dry run records nothing.
-    fn record_and_finish(&self, run: &Run, path: &Path, sum: Option<&str>, outcome: Outcome) {
+    async fn record_and_finish(&self, run: &Run, path: &Path, sum: Option<&str>, outcome: Outcome) {
         let shown = path.display().to_string();
         let recorded = match (&outcome, sum) {
             _ if self.dry_run => Ok(()),
             (Outcome::Uploaded { candidate_id, .. }, Some(sum)) => {
                 self.record_synced(sum, candidate_id.as_deref(), &shown)
+                    .await
             }
-            (Outcome::OnServer { .. }, Some(sum)) => self.record_synced(sum, None, &shown),
-            (Outcome::Suppressed { rule }, sum) => self.store.record_suppressed(&shown, sum, rule),
+            (Outcome::OnServer { .. }, Some(sum)) => self.record_synced(sum, None, &shown).await,
+            (Outcome::Suppressed { rule }, sum) => {
+                let suppressed = Write::Suppressed {
+                    path: shown,
+                    checksum: sum.map(str::to_string),
+                    rule: rule.clone(),
+                };
+                self.writer.write(suppressed).await
+            }
             (Outcome::Failed { reason, kind }, sum) => {
-                self.store
-                    .record_failure(&shown, sum, reason, kind.is_permanent(), kind.counts())
+                let failure = Write::Failure {
+                    path: shown,
+                    checksum: sum.map(str::to_string),
+                    reason: reason.clone(),
+                    permanent: kind.is_permanent(),
+                    counts: kind.counts(),
+                };
+                self.writer.write(failure).await
             }
             _ => Ok(()),
         };

@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::stream;
+use futures_util::{stream, StreamExt};
 use reqwest::header::{HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, Response, Url};
@@ -119,6 +119,9 @@ pub struct Upload<'a> {
     pub email: Option<String>,
     /// With a shared ledger: the claim that must still hold when the last byte goes out.
     pub fence: Option<Arc<Fence>>,
+    /// A small file's bytes, already read and checked against `checksum`;
+    /// `None`: streamed from `path`.
+    pub bytes: Option<bytes::Bytes>,
 }
 
 /// The client. Cheap to share: it holds one connection pool.
@@ -291,18 +294,28 @@ impl ApiClient {
     /// The multipart form of one upload, streaming the file from a fresh open,
     /// and the flag that says the file turned out not to be the bytes hashed.
     async fn upload_form(&self, upload: &Upload<'_>) -> Result<(Form, Arc<AtomicBool>), ApiError> {
-        let file = tokio::fs::File::open(upload.path)
-            .await
-            .map_err(|e| ApiError::File(e.to_string()))?;
         let changed = Arc::new(AtomicBool::new(false));
-        let body = verified_stream(
-            file,
-            upload.size,
-            upload.checksum.to_string(),
-            upload.fence.clone(),
-            changed.clone(),
-        );
-        let part = file_part(upload, reqwest::Body::wrap_stream(body));
+        let body = match (&upload.bytes, &upload.fence) {
+            (Some(bytes), None) => reqwest::Body::from(bytes.clone()),
+            (Some(bytes), Some(fence)) => reqwest::Body::wrap_stream(fenced_bytes(
+                bytes.clone(),
+                fence.clone(),
+                changed.clone(),
+            )),
+            (None, _) => {
+                let file = tokio::fs::File::open(upload.path)
+                    .await
+                    .map_err(|e| ApiError::File(e.to_string()))?;
+                reqwest::Body::wrap_stream(verified_stream(
+                    file,
+                    upload.size,
+                    upload.checksum.to_string(),
+                    upload.fence.clone(),
+                    changed.clone(),
+                ))
+            }
+        };
+        let part = file_part(upload, body);
         let mut form = Form::new()
             .part("file", part)
             .text("checksum", upload.checksum.to_string());
@@ -613,9 +626,57 @@ fn verified_stream(
     })
 }
 
+/// Bytes already read and checked, sent in two pieces so that the claim is
+/// checked before the last byte goes out, as [`verified_stream`] does.
+fn fenced_bytes(
+    bytes: bytes::Bytes,
+    fence: Arc<Fence>,
+    changed: Arc<AtomicBool>,
+) -> impl futures_util::Stream<Item = io::Result<bytes::Bytes>> + Send + 'static {
+    let last = bytes.len().saturating_sub(1);
+    let pieces = [bytes.slice(..last), bytes.slice(last..)];
+    stream::iter(pieces.into_iter().enumerate()).map(move |(i, piece)| {
+        if i == 1 && !fence.holds() {
+            changed.store(true, Ordering::SeqCst);
+            return Err(io::Error::other("the claim lapsed before the last byte"));
+        }
+        Ok(piece)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn bytes_from_memory_stop_before_the_last_byte_once_the_claim_lapses() {
+        let bytes = bytes::Bytes::from_static(b"%PDF a small cv");
+        let collect = |fence: Arc<Fence>| {
+            let changed = Arc::new(AtomicBool::new(false));
+            let pieces = fenced_bytes(bytes.clone(), fence, changed.clone());
+            async move {
+                let pieces: Vec<io::Result<bytes::Bytes>> = pieces.collect().await;
+                (pieces, changed.load(Ordering::SeqCst))
+            }
+        };
+        let later = std::time::Instant::now() + Duration::from_secs(60);
+        let (pieces, changed) = collect(Arc::new(Fence::new(later))).await;
+        let sent: Vec<u8> = pieces
+            .iter()
+            .flat_map(|p| p.as_ref().unwrap().to_vec())
+            .collect();
+        assert_eq!((sent.as_slice(), changed), (&bytes[..], false));
+
+        let lost = Arc::new(Fence::new(later));
+        lost.lose();
+        let (pieces, changed) = collect(lost).await;
+        assert_eq!(pieces.len(), 2);
+        assert_eq!(pieces[0].as_ref().unwrap().len(), bytes.len() - 1);
+        assert!(
+            pieces[1].is_err() && changed,
+            "the last byte is withheld and the upload fails"
+        );
+    }
 
     #[test]
     fn error_bodies_become_short_text() {

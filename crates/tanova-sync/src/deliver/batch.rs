@@ -74,6 +74,7 @@ impl OwnedUpload {
             job_hint: self.job_hint.clone(),
             email: self.email.clone(),
             fence: self.fence.clone(),
+            bytes: None,
         }
     }
 }

@@ -11,11 +11,13 @@ pub mod aimd;
 pub mod batch;
 pub mod limiter;
 
+use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError, Upload};
@@ -157,13 +159,13 @@ impl Deliverer {
 
     /// Deliver one file. `on_retry(attempt, reason, delay)` hears of each
     /// transient failure; `on_send()` hears, before each upload request, that
-    /// the file's bytes are about to go out.
-    pub async fn deliver(
+    /// the file's bytes are about to go out, and is awaited before they do.
+    pub async fn deliver<'f>(
         &self,
         job: &Job<'_>,
         cancel: &CancellationToken,
         on_retry: impl Fn(u32, &str, Duration),
-        on_send: impl Fn(),
+        on_send: impl Fn() -> BoxFuture<'f, ()>,
     ) -> Delivered {
         let upload = Upload {
             path: job.path,
@@ -173,6 +175,7 @@ impl Deliverer {
             job_hint: meta::job_hint(job.root, job.path),
             email: meta::email(job.path),
             fence: job.fence.clone(),
+            bytes: None,
         };
         let policy = retry::Policy::retries(self.retry_count, self.retry_delay);
         let delivered = retry::with_backoff(
@@ -197,27 +200,35 @@ impl Deliverer {
 
     /// One try at delivering the file: its outcome, or the transient error to retry after.
     /// The file is reopened and re-checked on every try, like uv-publish.
-    async fn try_once(
+    async fn try_once<'f>(
         &self,
         job: &Job<'_>,
         upload: &Upload<'_>,
         cancel: &CancellationToken,
-        on_send: &impl Fn(),
+        on_send: &impl Fn() -> BoxFuture<'f, ()>,
     ) -> Result<Delivered, retry::Again<String>> {
         if job.fence.as_ref().is_some_and(|f| !f.holds()) {
             return Ok(Delivered::LeaseLost);
         }
-        match tokio::fs::metadata(job.path).await {
-            Ok(m) if stamp_of(job.path, &m) != job.stamp => return Ok(Delivered::Changed),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Delivered::Vanished),
-            Err(e) => {
+        let (path, stamp, sum) = (job.path.to_path_buf(), job.stamp, job.checksum.to_string());
+        let look = tokio::task::spawn_blocking(move || look_again(&path, &stamp, &sum))
+            .await
+            .unwrap_or_else(|e| Look::Unreadable(io::Error::other(e)));
+        let bytes = match look {
+            Look::Same(bytes) => bytes,
+            Look::Changed => return Ok(Delivered::Changed),
+            Look::Vanished => return Ok(Delivered::Vanished),
+            Look::Unreadable(e) => {
                 return Ok(Delivered::Failed {
                     reason: format!("cannot read: {e}"),
                     kind: FailKind::Counted,
                 })
             }
-        }
+        };
+        let upload = &Upload {
+            bytes,
+            ..upload.clone()
+        };
         let result = match self.send(upload, cancel, on_send).await {
             Some(result) => result,
             None => return Ok(Delivered::Cancelled),
@@ -258,11 +269,11 @@ impl Deliverer {
     /// own under a limiter slot. `None` when cancelled first. A file whose
     /// batch was cut short by another file is sent again at once, a few times,
     /// without counting a try.
-    async fn send(
+    async fn send<'f>(
         &self,
         upload: &Upload<'_>,
         cancel: &CancellationToken,
-        on_send: &impl Fn(),
+        on_send: &impl Fn() -> BoxFuture<'f, ()>,
     ) -> Option<Result<Delivered, ApiError>> {
         let mut resends = 0;
         loop {
@@ -298,12 +309,13 @@ impl Deliverer {
     /// One attempt. The duplicate check runs every time: after a lost answer
     /// the bytes may be on the server already, and then there is nothing to send.
     /// `on_send` hears that the bytes are about to go out.
-    async fn attempt(
+    async fn attempt<'f>(
         &self,
         upload: &Upload<'_>,
-        on_send: &impl Fn(),
+        on_send: &impl Fn() -> BoxFuture<'f, ()>,
     ) -> Result<Delivered, ApiError> {
-        match self.api.check_duplicate(upload.checksum).await {
+        let c = self.api.check_duplicate(upload.checksum).await;
+        match c {
             Ok(answer) if answer.exists => {
                 return Ok(Delivered::AlreadyOnServer {
                     candidate_name: answer.candidate_name,
@@ -316,19 +328,20 @@ impl Deliverer {
                 tracing::debug!(path = %crate::privacy::redact::file(upload.path, Some(upload.checksum)), "duplicate check failed, uploading anyway: {e}")
             }
         }
-        on_send();
-        let candidate_id = self.api.upload(upload).await?;
+        on_send().await;
+        let up = self.api.upload(upload).await;
+        let candidate_id = up?;
         Ok(Delivered::Uploaded { candidate_id })
     }
 
     /// One attempt through the batcher: the duplicate check under its own
     /// slot, then the upload in a batch under the batch's slot.
-    async fn attempt_batched(
+    async fn attempt_batched<'f>(
         &self,
         batcher: &Batcher,
         upload: &Upload<'_>,
         cancel: &CancellationToken,
-        on_send: &impl Fn(),
+        on_send: &impl Fn() -> BoxFuture<'f, ()>,
     ) -> Batched {
         let check = tokio::select! {
             _ = cancel.cancelled() => return Batched::Cancelled,
@@ -356,7 +369,7 @@ impl Deliverer {
                 tracing::debug!(path = %crate::privacy::redact::file(upload.path, Some(upload.checksum)), "duplicate check failed, uploading anyway: {e}")
             }
         }
-        on_send();
+        on_send().await;
         let Some(pending) = batcher.submit(OwnedUpload::of(upload)) else {
             return Batched::Unavailable("the batcher stopped".to_string());
         };
@@ -370,6 +383,58 @@ impl Deliverer {
             Some(Answer::Unavailable(reason)) => Batched::Unavailable(reason),
         }
     }
+}
+
+/// Files at most this size are read whole at the delivery's look and sent
+/// from memory: one hand-off to a blocking thread instead of three (stat,
+/// open, read), which on small files cost more than the bytes (issue 12).
+/// Larger files are streamed from disk. At most one per upload in flight and
+/// per file waiting for a slot is held, so this stays small.
+const IN_MEMORY: u64 = 32 * 1024;
+
+/// What the delivery's look at a file found.
+enum Look {
+    /// The version planned; a small file's bytes, read and checked.
+    Same(Option<bytes::Bytes>),
+    Changed,
+    Vanished,
+    Unreadable(io::Error),
+}
+
+/// The delivery's look at the file, on a blocking thread: the settle check's
+/// second look (its stamp is still the one hashed), and for a small file its
+/// bytes, read and checked against the checksum, so that what goes out is what
+/// was hashed. Reads no further than the hashed size: a file that grew since is
+/// sent as hashed, and looked at again after the upload.
+fn look_again(path: &Path, stamp: &FileStamp, checksum: &str) -> Look {
+    let failed = |e: io::Error| match e.kind() {
+        io::ErrorKind::NotFound => Look::Vanished,
+        _ => Look::Unreadable(e),
+    };
+    if stamp.size > IN_MEMORY {
+        return match std::fs::metadata(path) {
+            Ok(m) if stamp_of(path, &m) != *stamp => Look::Changed,
+            Ok(_) => Look::Same(None),
+            Err(e) => failed(e),
+        };
+    }
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) => return failed(e),
+    };
+    match file.metadata() {
+        Ok(m) if stamp_of(path, &m) != *stamp => return Look::Changed,
+        Ok(_) => {}
+        Err(e) => return failed(e),
+    }
+    let mut bytes = Vec::with_capacity(stamp.size as usize);
+    if let Err(e) = io::Read::read_to_end(&mut io::Read::take(&mut file, stamp.size), &mut bytes) {
+        return failed(e);
+    }
+    if bytes.len() as u64 != stamp.size || crate::hash::sha256_hex(&bytes) != checksum {
+        return Look::Changed;
+    }
+    Look::Same(Some(bytes.into()))
 }
 
 /// How an attempt through the batcher ended.
@@ -394,5 +459,46 @@ fn signal_of(result: &Result<Delivered, ApiError>) -> Signal {
             ..
         }) => Signal::Refused,
         _ => Signal::Neutral,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The delivery's look at a small file: its bytes only when they are the
+    /// version hashed, read no further than the hashed size.
+    #[test]
+    fn the_look_before_an_upload_reads_a_small_file_only_as_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cv.txt");
+        std::fs::write(&path, b"hashed part").unwrap();
+        let stamp = |path: &Path| stamp_of(path, &std::fs::metadata(path).unwrap());
+        let hashed = stamp(&path);
+        let sum = crate::hash::sha256_hex(b"hashed part");
+        let bytes = |look: Look| match look {
+            Look::Same(bytes) => Ok(bytes),
+            Look::Changed => Err("changed"),
+            Look::Vanished => Err("vanished"),
+            Look::Unreadable(_) => Err("unreadable"),
+        };
+        assert_eq!(
+            bytes(look_again(&path, &hashed, &sum)),
+            Ok(Some(bytes::Bytes::from_static(b"hashed part")))
+        );
+        // Other bytes under a stamp that looks as hashed (a same-size rewrite
+        // within the clock's tick): the digest tells.
+        std::fs::write(&path, b"other bytes").unwrap();
+        let restamped = stamp(&path);
+        assert_eq!(bytes(look_again(&path, &restamped, &sum)), Err("changed"));
+        // A stamp that moved on is a change, whatever the bytes.
+        std::fs::write(&path, b"hashed part, then more").unwrap();
+        assert_eq!(bytes(look_again(&path, &hashed, &sum)), Err("changed"));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(bytes(look_again(&path, &hashed, &sum)), Err("vanished"));
+        // A large file is only looked at: it is streamed from disk.
+        let big = dir.path().join("big.pdf");
+        std::fs::write(&big, vec![7u8; IN_MEMORY as usize + 1]).unwrap();
+        assert_eq!(bytes(look_again(&big, &stamp(&big), "unused")), Ok(None));
     }
 }

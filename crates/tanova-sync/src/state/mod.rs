@@ -7,11 +7,13 @@ pub mod legacy;
 pub mod lock;
 pub mod redis;
 pub mod sqlite;
+pub mod writer;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use ledger::Ledger;
 pub use sqlite::SqliteStore;
+pub use writer::{StateWriter, Write};
 
 /// The identity and version of a file on disk: if none of these changed, its bytes did not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +29,8 @@ pub struct FileStamp {
 pub struct Cached {
     pub checksum: String,
     pub synced: bool,
+    /// Read just now by the walk (see `engine::hash_small`), not found in the cache.
+    pub hashed: bool,
 }
 
 /// A file that could not be delivered, and why.
@@ -62,6 +66,11 @@ pub type Result<T> = std::result::Result<T, StateError>;
 /// before it returns (only the path cache, which a crash may lose at the cost
 /// of a re-hash, is written in batches).
 pub trait Store: Send + Sync {
+    /// Where the state is kept, for messages.
+    fn path(&self) -> &Path;
+    /// Apply the pipeline's writes in one transaction: all of them or none
+    /// (the group commit of [`StateWriter`]).
+    fn apply(&self, writes: &[Write]) -> Result<()>;
     /// The checksum cached for this stamp, and whether it is synced.
     fn lookup(&self, stamp: &FileStamp) -> Result<Option<Cached>>;
     /// [`Store::lookup`] for many stamps at once, in one read.
@@ -83,6 +92,17 @@ pub trait Store: Send + Sync {
     fn is_synced(&self, checksum: &str) -> Result<bool>;
     /// The recorded failure of these bytes, if any (the most attempted one).
     fn failure(&self, checksum: &str) -> Result<Option<Failure>>;
+    /// What planning these bytes needs: are they synced, and if not, their
+    /// failure ([`Store::is_synced`] and [`Store::failure`] in one read).
+    fn plan_facts(&self, checksum: &str) -> Result<(bool, Option<Failure>)> {
+        let synced = self.is_synced(checksum)?;
+        let failure = if synced {
+            None
+        } else {
+            self.failure(checksum)?
+        };
+        Ok((synced, failure))
+    }
     /// Forget failures so the files are tried again: all of them, or those
     /// whose path is `path` or lies under it. Returns how many were forgotten.
     fn clear_failures(&self, path: Option<&str>) -> Result<usize>;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{legacy, Cached, Failure, FileStamp, Result, StateError, Store};
+use super::{legacy, Cached, Failure, FileStamp, Result, StateError, Store, Write};
 use crate::privacy::{AuditEntry, Rule};
 
 mod privacy;
@@ -75,6 +75,10 @@ const CACHE_AGE: Duration = Duration::from_millis(100);
 /// per-file cost (issue 12).
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// A second connection for the pipeline's reads (plan, cache lookups): in
+    /// WAL mode it reads while the first commits, so a group commit never
+    /// holds up the files being planned. `None` for a read-only store.
+    reader: Option<Mutex<Connection>>,
     path: PathBuf,
     pending: Mutex<PendingCache>,
 }
@@ -109,8 +113,9 @@ impl SqliteStore {
             source,
         })?;
         restrict_to_owner(&path);
-        let store = SqliteStore {
+        let mut store = SqliteStore {
             conn: Mutex::new(conn),
+            reader: None,
             path,
             pending: Mutex::default(),
         };
@@ -123,6 +128,14 @@ impl SqliteStore {
             c.execute_batch(SCHEMA)?;
             c.execute_batch(privacy::SCHEMA)
         })?;
+        let reader = Connection::open(&store.path).and_then(|c| {
+            c.busy_timeout(std::time::Duration::from_secs(10))?;
+            Ok(c)
+        });
+        store.reader = Some(Mutex::new(reader.map_err(|source| StateError::Sqlite {
+            path: store.path.clone(),
+            source,
+        })?));
         Ok(store)
     }
 
@@ -154,6 +167,7 @@ impl SqliteStore {
         };
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            reader: None,
             path,
             pending: Mutex::default(),
         })
@@ -252,37 +266,22 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Record bytes as synced (clearing the failures of the path and the intent of
-    /// the bytes), with their audit record when given, in one transaction.
-    fn synced_with_audit(
-        &self,
-        checksum: &str,
-        candidate: Option<&str>,
-        path: &str,
-        audit: Option<&AuditEntry>,
-    ) -> Result<()> {
-        let now = unix_now();
-        self.with(|c| {
-            let tx = c.transaction()?;
-            tx.prepare_cached(
-                "INSERT INTO synced (checksum, candidate_id, path, synced_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (checksum) DO UPDATE SET candidate_id = COALESCE(excluded.candidate_id, candidate_id)",
-            )?
-            .execute(params![checksum, candidate, path, now])?;
-            tx.prepare_cached("DELETE FROM failures WHERE path = ?1 OR checksum = ?2")?
-                .execute(params![path, checksum])?;
-            tx.prepare_cached("DELETE FROM intents WHERE checksum = ?1")?
-                .execute([checksum])?;
-            if let Some(entry) = audit {
-                privacy::insert_audit_in(&tx, entry)?;
-            }
-            tx.commit()
-        })
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        self.on(&self.conn, f)
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+    /// A read on the reading connection (the writing one for a read-only store).
+    fn reading<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        self.on(self.reader.as_ref().unwrap_or(&self.conn), f)
+    }
+
+    fn on<T>(
+        &self,
+        conn: &Mutex<Connection>,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         // A panic while holding the lock cannot leave SQLite inconsistent, so a poisoned lock is still usable.
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn).map_err(|source| StateError::Sqlite {
             path: self.path.clone(),
             source,
@@ -307,7 +306,7 @@ impl Store for SqliteStore {
                 .map(|s| pending.get(s).map(str::to_string))
                 .collect()
         };
-        self.with(|c| {
+        self.reading(|c| {
             // One read transaction for the lot: one lock, not one per file.
             let tx = c.transaction()?;
             let mut by_stamp = tx.prepare_cached(
@@ -323,6 +322,7 @@ impl Store for SqliteStore {
                     Some(checksum) => Ok(Some(Cached {
                         synced: is_synced.query_row([&checksum], |r| r.get(0))?,
                         checksum,
+                        hashed: false,
                     })),
                     None => by_stamp
                         .query_row(
@@ -336,6 +336,7 @@ impl Store for SqliteStore {
                                 Ok(Cached {
                                     checksum: r.get(0)?,
                                     synced: r.get(1)?,
+                                    hashed: false,
                                 })
                             },
                         )
@@ -414,20 +415,25 @@ impl Store for SqliteStore {
     }
 
     fn is_synced(&self, checksum: &str) -> Result<bool> {
-        self.with(|c| {
-            c.prepare_cached("SELECT EXISTS (SELECT 1 FROM synced WHERE checksum = ?1)")?
-                .query_row([checksum], |r| r.get(0))
-        })
+        self.reading(|c| synced_in(c, checksum))
     }
 
     fn failure(&self, checksum: &str) -> Result<Option<Failure>> {
-        self.with(|c| {
-            c.prepare_cached(
-                "SELECT path, checksum, reason, permanent, attempts FROM failures
-                 WHERE checksum = ?1 ORDER BY permanent DESC, attempts DESC LIMIT 1",
-            )?
-            .query_row([checksum], failure_row)
-            .optional()
+        self.reading(|c| failure_in(c, checksum))
+    }
+
+    fn plan_facts(&self, checksum: &str) -> Result<(bool, Option<Failure>)> {
+        self.reading(|c| {
+            // One read transaction: one lock for both questions.
+            let tx = c.transaction()?;
+            let synced = synced_in(&tx, checksum)?;
+            let failure = if synced {
+                None
+            } else {
+                failure_in(&tx, checksum)?
+            };
+            tx.commit()?;
+            Ok((synced, failure))
         })
     }
 
@@ -446,7 +452,12 @@ impl Store for SqliteStore {
     }
 
     fn record_synced(&self, checksum: &str, candidate: Option<&str>, path: &str) -> Result<()> {
-        self.synced_with_audit(checksum, candidate, path, None)
+        self.apply(&[Write::Synced {
+            checksum: checksum.to_string(),
+            candidate: candidate.map(str::to_string),
+            path: path.to_string(),
+            audit: None,
+        }])
     }
 
     fn record_synced_audited(
@@ -456,7 +467,12 @@ impl Store for SqliteStore {
         path: &str,
         audit: &AuditEntry,
     ) -> Result<()> {
-        self.synced_with_audit(checksum, candidate, path, Some(audit))
+        self.apply(&[Write::Synced {
+            checksum: checksum.to_string(),
+            candidate: candidate.map(str::to_string),
+            path: path.to_string(),
+            audit: Some(audit.clone()),
+        }])
     }
 
     fn record_failure(
@@ -467,24 +483,13 @@ impl Store for SqliteStore {
         permanent: bool,
         counts: bool,
     ) -> Result<()> {
-        let now = unix_now();
-        let count = i64::from(counts);
-        self.with(|c| {
-            let tx = c.transaction()?;
-            // In an UPDATE every column reads its old value: new bytes at the path start from zero.
-            tx.prepare_cached(
-                "INSERT INTO failures (path, checksum, reason, permanent, attempts, last_at) VALUES (?1, ?2, ?3, ?4, ?6, ?5)
-                 ON CONFLICT (path) DO UPDATE SET checksum = excluded.checksum, reason = excluded.reason,
-                     permanent = excluded.permanent, last_at = excluded.last_at,
-                     attempts = CASE WHEN checksum IS excluded.checksum THEN attempts + ?6 ELSE ?6 END",
-            )?
-            .execute(params![path, checksum, reason, permanent, now, count])?;
-            if let Some(sum) = checksum {
-                tx.prepare_cached("DELETE FROM intents WHERE checksum = ?1")?
-                    .execute([sum])?;
-            }
-            tx.commit()
-        })
+        self.apply(&[Write::Failure {
+            path: path.to_string(),
+            checksum: checksum.map(str::to_string),
+            reason: reason.to_string(),
+            permanent,
+            counts,
+        }])
     }
 
     fn prune_failures(&self, exists: &dyn Fn(&str) -> bool) -> Result<Vec<String>> {
@@ -509,22 +514,16 @@ impl Store for SqliteStore {
     }
 
     fn record_intent(&self, checksum: &str, path: &str) -> Result<()> {
-        let now = unix_now_ms();
-        self.with(|c| {
-            c.prepare_cached(
-                "INSERT OR REPLACE INTO intents (checksum, path, at_ms) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![checksum, path, now])
-            .map(drop)
-        })
+        self.apply(&[Write::Intent {
+            checksum: checksum.to_string(),
+            path: path.to_string(),
+        }])
     }
 
     fn clear_intent(&self, checksum: &str) -> Result<()> {
-        self.with(|c| {
-            c.prepare_cached("DELETE FROM intents WHERE checksum = ?1")?
-                .execute([checksum])
-                .map(drop)
-        })
+        self.apply(&[Write::ClearIntent {
+            checksum: checksum.to_string(),
+        }])
     }
 
     fn intents(&self) -> Result<Vec<(String, i64)>> {
@@ -567,7 +566,26 @@ impl Store for SqliteStore {
     }
 
     fn record_suppressed(&self, path: &str, checksum: Option<&str>, rule: &str) -> Result<()> {
-        self.insert_suppressed(path, checksum, rule)
+        self.apply(&[Write::Suppressed {
+            path: path.to_string(),
+            checksum: checksum.map(str::to_string),
+            rule: rule.to_string(),
+        }])
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn apply(&self, writes: &[Write]) -> Result<()> {
+        let now = Now::read();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for write in writes {
+                write_in(&tx, write, now)?;
+            }
+            tx.commit()
+        })
     }
 }
 
@@ -578,6 +596,100 @@ impl Drop for SqliteStore {
             tracing::warn!("{e}");
         }
     }
+}
+
+/// The clock, read once for a whole transaction.
+#[derive(Clone, Copy)]
+struct Now {
+    secs: i64,
+    ms: i64,
+}
+
+impl Now {
+    fn read() -> Self {
+        let ms = unix_now_ms();
+        Now {
+            secs: ms.div_euclid(1000),
+            ms,
+        }
+    }
+}
+
+/// One of the pipeline's writes, in the caller's transaction.
+fn write_in(c: &Connection, write: &Write, now: Now) -> rusqlite::Result<()> {
+    match write {
+        Write::Intent { checksum, path } => {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO intents (checksum, path, at_ms) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![checksum, path, now.ms])?;
+        }
+        Write::ClearIntent { checksum } => {
+            c.prepare_cached("DELETE FROM intents WHERE checksum = ?1")?
+                .execute([checksum])?;
+        }
+        Write::Synced {
+            checksum,
+            candidate,
+            path,
+            audit,
+        } => {
+            // Synced bytes clear the failures of the path and the intent of the bytes.
+            c.prepare_cached(
+                "INSERT INTO synced (checksum, candidate_id, path, synced_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (checksum) DO UPDATE SET candidate_id = COALESCE(excluded.candidate_id, candidate_id)",
+            )?
+            .execute(params![checksum, candidate, path, now.secs])?;
+            c.prepare_cached("DELETE FROM failures WHERE path = ?1 OR checksum = ?2")?
+                .execute(params![path, checksum])?;
+            c.prepare_cached("DELETE FROM intents WHERE checksum = ?1")?
+                .execute([checksum])?;
+            if let Some(entry) = audit {
+                privacy::insert_audit_in(c, entry)?;
+            }
+        }
+        Write::Failure {
+            path,
+            checksum,
+            reason,
+            permanent,
+            counts,
+        } => {
+            // In an UPDATE every column reads its old value: new bytes at the path start from zero.
+            c.prepare_cached(
+                "INSERT INTO failures (path, checksum, reason, permanent, attempts, last_at) VALUES (?1, ?2, ?3, ?4, ?6, ?5)
+                 ON CONFLICT (path) DO UPDATE SET checksum = excluded.checksum, reason = excluded.reason,
+                     permanent = excluded.permanent, last_at = excluded.last_at,
+                     attempts = CASE WHEN checksum IS excluded.checksum THEN attempts + ?6 ELSE ?6 END",
+            )?
+            .execute(params![path, checksum, reason, permanent, now.secs, i64::from(*counts)])?;
+            if let Some(sum) = checksum {
+                c.prepare_cached("DELETE FROM intents WHERE checksum = ?1")?
+                    .execute([sum])?;
+            }
+        }
+        Write::Suppressed {
+            path,
+            checksum,
+            rule,
+        } => privacy::insert_suppressed_in(c, path, checksum.as_deref(), rule, now.secs)?,
+    }
+    Ok(())
+}
+
+fn synced_in(c: &Connection, checksum: &str) -> rusqlite::Result<bool> {
+    c.prepare_cached("SELECT EXISTS (SELECT 1 FROM synced WHERE checksum = ?1)")?
+        .query_row([checksum], |r| r.get(0))
+}
+
+/// The failure of these bytes that says most (permanent first, then the most attempted).
+fn failure_in(c: &Connection, checksum: &str) -> rusqlite::Result<Option<Failure>> {
+    c.prepare_cached(
+        "SELECT path, checksum, reason, permanent, attempts FROM failures
+         WHERE checksum = ?1 ORDER BY permanent DESC, attempts DESC LIMIT 1",
+    )?
+    .query_row([checksum], failure_row)
+    .optional()
 }
 
 fn failure_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Failure> {
@@ -655,7 +767,8 @@ mod tests {
             store.lookup(&stamp(7, 100)).unwrap(),
             Some(Cached {
                 checksum: "abc".into(),
-                synced: false
+                synced: false,
+                hashed: false,
             })
         );
         assert_eq!(store.lookup(&stamp(7, 101)).unwrap(), None);

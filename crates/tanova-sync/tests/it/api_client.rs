@@ -25,6 +25,7 @@ fn upload<'a>(path: &'a std::path::Path, checksum: &'a str, size: u64) -> Upload
         job_hint: Some("Nurse".into()),
         email: None,
         fence: None,
+        bytes: None,
     }
 }
 

@@ -207,6 +207,7 @@ async fn a_file_changed_since_hashing_never_arrives_in_a_batch() {
         job_hint: None,
         email: None,
         fence: None,
+        bytes: None,
     };
     let files = [
         upload(good.as_path(), good_sum.as_str(), 10),

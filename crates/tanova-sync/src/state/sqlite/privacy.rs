@@ -82,6 +82,21 @@ fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, AuditEntry)> {
 const AUDIT_COLUMNS: &str =
     "id, at, path, checksum, candidate_id, candidate_name, job_hint, email, host, outcome";
 
+/// Note a suppressed file, in the caller's transaction.
+pub(super) fn insert_suppressed_in(
+    c: &rusqlite::Connection,
+    path: &str,
+    sum: Option<&str>,
+    rule: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO suppressed_files (path, checksum, rule, at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![path, sum, rule, now])
+    .map(drop)
+}
+
 /// Add an audit record, in the caller's transaction (or on its own).
 pub(super) fn insert_audit_in(c: &rusqlite::Connection, e: &AuditEntry) -> rusqlite::Result<()> {
     c.prepare_cached(
@@ -146,22 +161,6 @@ impl SqliteStore {
 
     pub(super) fn insert_audit(&self, e: &AuditEntry) -> Result<()> {
         self.with(|c| insert_audit_in(c, e))
-    }
-
-    pub(super) fn insert_suppressed(
-        &self,
-        path: &str,
-        sum: Option<&str>,
-        rule: &str,
-    ) -> Result<()> {
-        let now = unix_now();
-        self.with(|c| {
-            c.prepare_cached(
-                "INSERT OR REPLACE INTO suppressed_files (path, checksum, rule, at) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![path, sum, rule, now])
-            .map(drop)
-        })
     }
 
     /// The audit records `filter` selects, oldest first.
