@@ -388,8 +388,9 @@ impl Deliverer {
 /// Files at most this size are read whole at the delivery's look and sent
 /// from memory: one hand-off to a blocking thread instead of three (stat,
 /// open, read), which on small files cost more than the bytes (issue 12).
-/// Larger files are streamed from disk. At most one per upload in flight and
-/// per file waiting for a slot is held, so this stays small.
+/// Larger files are streamed from disk. A file waiting for an upload slot
+/// holds its bytes too, so the cost is bounded by the pipeline's files in
+/// flight (`Engine::pipeline`'s slots, about 130 by default): 4 MiB at most.
 const IN_MEMORY: u64 = 32 * 1024;
 
 /// What the delivery's look at a file found.
