@@ -82,7 +82,7 @@ pub enum ClientError {
 }
 
 /// An error with its causes: reqwest's Display stops at the outermost layer.
-fn with_causes(e: &dyn std::error::Error) -> String {
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

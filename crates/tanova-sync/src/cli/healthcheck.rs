@@ -30,7 +30,10 @@ pub async fn healthcheck(url: Option<&str>, listen: Option<&str>) -> Exit {
     let client = match builder.build() {
         Ok(client) => client,
         Err(e) => {
-            eprintln!("error: cannot build the HTTP client: {}", causes(&e));
+            eprintln!(
+                "error: cannot build the HTTP client: {}",
+                crate::api::with_causes(&e)
+            );
             return Exit::Usage;
         }
     };
@@ -48,7 +51,7 @@ pub async fn healthcheck(url: Option<&str>, listen: Option<&str>) -> Exit {
             }
         }
         Err(e) => {
-            eprintln!("{url}: no answer: {}", causes(&e));
+            eprintln!("{url}: no answer: {}", crate::api::with_causes(&e));
             Exit::SomeFailed
         }
     }
@@ -112,16 +115,6 @@ fn summary(body: &str) -> String {
         (Some(status), None) => status,
         _ => body.trim().chars().take(300).collect(),
     }
-}
-
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        message.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]
