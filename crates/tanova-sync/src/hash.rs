@@ -31,17 +31,44 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// see `engine::Inner::settle`). The identity counts too: a file replaced
 /// under the same name is a new version.
 fn hash_file(path: &Path, expected: &FileStamp, buf: &mut [u8]) -> Result<String, HashError> {
-    let mut file = File::open(path)?;
-    let same =
-        |file: &File| -> io::Result<bool> { Ok(stamp_of(path, &file.metadata()?) == *expected) };
-    if !same(&file)? {
-        return Err(HashError::Changed);
-    }
+    let mut file = open_as(path, expected)?;
     let (digest, total) = digest_of(&mut file, buf)?;
-    if total != expected.size || !same(&file)? {
+    if total != expected.size || !is_as(path, &file, expected)? {
         return Err(HashError::Changed);
     }
     Ok(digest)
+}
+
+/// Read a small file whole, if the open file has `expected`'s stamp and its
+/// first `expected.size` bytes are the ones `checksum` names: the bytes of
+/// the version hashed, to send from memory (`deliver::look_again`). Reads no
+/// further than that size: a file that grew since is read as hashed.
+pub fn read_as_hashed(
+    path: &Path,
+    expected: &FileStamp,
+    checksum: &str,
+) -> Result<Vec<u8>, HashError> {
+    let file = open_as(path, expected)?;
+    let mut bytes = Vec::with_capacity(expected.size as usize);
+    file.take(expected.size).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 != expected.size || sha256_hex(&bytes) != checksum {
+        return Err(HashError::Changed);
+    }
+    Ok(bytes)
+}
+
+/// Open `path`, if what opens is the version `expected` describes.
+fn open_as(path: &Path, expected: &FileStamp) -> Result<File, HashError> {
+    let file = File::open(path)?;
+    if !is_as(path, &file, expected)? {
+        return Err(HashError::Changed);
+    }
+    Ok(file)
+}
+
+/// Whether the open file still has `expected`'s stamp.
+fn is_as(path: &Path, file: &File, expected: &FileStamp) -> io::Result<bool> {
+    Ok(stamp_of(path, &file.metadata()?) == *expected)
 }
 
 /// Bytes read at a time: large enough that the read calls vanish from the

@@ -263,13 +263,14 @@ impl ApiClient {
         })
     }
 
-    /// Upload one file, streamed from disk. Returns the candidate id when the server gives one.
+    /// Upload one file, from the bytes given or streamed from disk. Returns
+    /// the candidate id when the server gives one.
     pub async fn upload(&self, upload: &Upload<'_>) -> Result<Option<String>, ApiError> {
         let mut url = self.endpoint(UPLOAD);
         let mut hops = 0;
         let response = loop {
             self.throttle().await;
-            // A followed 307/308 sends the body again: the file is reopened for it.
+            // A followed 307/308 sends the body again: a streamed file is reopened for it.
             let (form, changed) = self.upload_form(upload).await?;
             let response = self.post(url.clone()).multipart(form).send().await;
             if changed.load(Ordering::SeqCst) {
@@ -291,7 +292,8 @@ impl ApiClient {
 }
 
 impl ApiClient {
-    /// The multipart form of one upload, streaming the file from a fresh open,
+    /// The multipart form of one upload: the bytes given (`Upload::bytes`) or
+    /// the file streamed from a fresh open and checked as it goes,
     /// and the flag that says the file turned out not to be the bytes hashed.
     async fn upload_form(&self, upload: &Upload<'_>) -> Result<(Form, Arc<AtomicBool>), ApiError> {
         let changed = Arc::new(AtomicBool::new(false));

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, ApiError, Upload};
 use crate::config::Concurrency;
 use crate::fence::Fence;
+use crate::hash::{self, HashError};
 use crate::meta;
 use crate::report::FailKind;
 use crate::retry;
@@ -213,12 +214,14 @@ impl Deliverer {
         let (path, stamp, sum) = (job.path.to_path_buf(), job.stamp, job.checksum.to_string());
         let look = tokio::task::spawn_blocking(move || look_again(&path, &stamp, &sum))
             .await
-            .unwrap_or_else(|e| Look::Unreadable(io::Error::other(e)));
+            .unwrap_or_else(|e| Err(HashError::Io(io::Error::other(e))));
         let bytes = match look {
-            Look::Same(bytes) => bytes,
-            Look::Changed => return Ok(Delivered::Changed),
-            Look::Vanished => return Ok(Delivered::Vanished),
-            Look::Unreadable(e) => {
+            Ok(bytes) => bytes,
+            Err(HashError::Changed) => return Ok(Delivered::Changed),
+            Err(HashError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Delivered::Vanished)
+            }
+            Err(HashError::Io(e)) => {
                 return Ok(Delivered::Failed {
                     reason: format!("cannot read: {e}"),
                     kind: FailKind::Counted,
@@ -314,8 +317,7 @@ impl Deliverer {
         upload: &Upload<'_>,
         on_send: &impl Fn() -> BoxFuture<'f, ()>,
     ) -> Result<Delivered, ApiError> {
-        let c = self.api.check_duplicate(upload.checksum).await;
-        match c {
+        match self.api.check_duplicate(upload.checksum).await {
             Ok(answer) if answer.exists => {
                 return Ok(Delivered::AlreadyOnServer {
                     candidate_name: answer.candidate_name,
@@ -329,8 +331,7 @@ impl Deliverer {
             }
         }
         on_send().await;
-        let up = self.api.upload(upload).await;
-        let candidate_id = up?;
+        let candidate_id = self.api.upload(upload).await?;
         Ok(Delivered::Uploaded { candidate_id })
     }
 
@@ -393,49 +394,22 @@ impl Deliverer {
 /// flight (`Engine::pipeline`'s slots, about 130 by default): 4 MiB at most.
 const IN_MEMORY: u64 = 32 * 1024;
 
-/// What the delivery's look at a file found.
-enum Look {
-    /// The version planned; a small file's bytes, read and checked.
-    Same(Option<bytes::Bytes>),
-    Changed,
-    Vanished,
-    Unreadable(io::Error),
-}
-
 /// The delivery's look at the file, on a blocking thread: the settle check's
 /// second look (its stamp is still the one hashed), and for a small file its
-/// bytes, read and checked against the checksum, so that what goes out is what
-/// was hashed. Reads no further than the hashed size: a file that grew since is
-/// sent as hashed, and looked at again after the upload.
-fn look_again(path: &Path, stamp: &FileStamp, checksum: &str) -> Look {
-    let failed = |e: io::Error| match e.kind() {
-        io::ErrorKind::NotFound => Look::Vanished,
-        _ => Look::Unreadable(e),
-    };
-    if stamp.size > IN_MEMORY {
-        return match std::fs::metadata(path) {
-            Ok(m) if stamp_of(path, &m) != *stamp => Look::Changed,
-            Ok(_) => Look::Same(None),
-            Err(e) => failed(e),
-        };
+/// bytes as hashed (`hash::read_as_hashed`), so that what goes out is what was
+/// hashed. `Ok(None)`: a larger file, to stream from disk.
+fn look_again(
+    path: &Path,
+    stamp: &FileStamp,
+    checksum: &str,
+) -> Result<Option<bytes::Bytes>, HashError> {
+    if stamp.size <= IN_MEMORY {
+        return hash::read_as_hashed(path, stamp, checksum).map(|bytes| Some(bytes.into()));
     }
-    let mut file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) => return failed(e),
-    };
-    match file.metadata() {
-        Ok(m) if stamp_of(path, &m) != *stamp => return Look::Changed,
-        Ok(_) => {}
-        Err(e) => return failed(e),
+    if stamp_of(path, &std::fs::metadata(path)?) != *stamp {
+        return Err(HashError::Changed);
     }
-    let mut bytes = Vec::with_capacity(stamp.size as usize);
-    if let Err(e) = io::Read::read_to_end(&mut io::Read::take(&mut file, stamp.size), &mut bytes) {
-        return failed(e);
-    }
-    if bytes.len() as u64 != stamp.size || crate::hash::sha256_hex(&bytes) != checksum {
-        return Look::Changed;
-    }
-    Look::Same(Some(bytes.into()))
+    Ok(None)
 }
 
 /// How an attempt through the batcher ended.
@@ -477,11 +451,11 @@ mod tests {
         let stamp = |path: &Path| stamp_of(path, &std::fs::metadata(path).unwrap());
         let hashed = stamp(&path);
         let sum = crate::hash::sha256_hex(b"hashed part");
-        let bytes = |look: Look| match look {
-            Look::Same(bytes) => Ok(bytes),
-            Look::Changed => Err("changed"),
-            Look::Vanished => Err("vanished"),
-            Look::Unreadable(_) => Err("unreadable"),
+        let bytes = |look: Result<Option<bytes::Bytes>, HashError>| match look {
+            Ok(bytes) => Ok(bytes),
+            Err(HashError::Changed) => Err("changed"),
+            Err(HashError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Err("vanished"),
+            Err(HashError::Io(_)) => Err("unreadable"),
         };
         assert_eq!(
             bytes(look_again(&path, &hashed, &sum)),
