@@ -581,18 +581,18 @@ fn earlier_uploads(store: &dyn Store, grace: Duration) -> HashMap<String, tokio:
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let mut waiting = HashMap::new();
+    let mut lapsed = Vec::new();
     for (checksum, at_ms) in intents {
         let age = Duration::from_millis(now_ms.saturating_sub(at_ms).max(0) as u64);
         match grace.checked_sub(age).filter(|left| !left.is_zero()) {
             Some(left) => {
                 waiting.insert(checksum, tokio::time::Instant::now() + left);
             }
-            None => {
-                if let Err(e) = store.clear_intent(&checksum) {
-                    tracing::warn!("{e}");
-                }
-            }
+            None => lapsed.push(Write::ClearIntent { checksum }),
         }
+    }
+    if let Err(e) = store.apply(&lapsed) {
+        tracing::warn!("{e}");
     }
     if !waiting.is_empty() {
         tracing::info!(
@@ -676,8 +676,7 @@ impl Inner {
                     if seen_changing && !self.settle(run, seen).await {
                         return;
                     }
-                    let r = self.checksum_of(run, &path, &stamp).await;
-                    match r {
+                    match self.checksum_of(run, &path, &stamp).await {
                         Ok(sum) => sum,
                         Err(Step::Rehash(new)) if looks < MAX_LOOKS => {
                             (stamp, seen, looks) = (new, Some(Instant::now()), looks + 1);
@@ -697,8 +696,7 @@ impl Inner {
             if std::mem::take(&mut unremembered) {
                 self.remember(&stamp, &sum);
             }
-            let decided = self.decide(&sum);
-            let plan = match decided {
+            let plan = match self.decide(&sum) {
                 Ok(plan) => plan,
                 Err(e) => return self.stop(run, e.into()),
             };
@@ -723,8 +721,7 @@ impl Inner {
                     // Nothing leaves before the settle check: `settle` after
                     // the first look, the delivery's own look at the file
                     // (`Deliverer::try_once`) is the second.
-                    let settled = self.settle(run, seen).await;
-                    let step = if settled {
+                    let step = if self.settle(run, seen).await {
                         self.deliver_planned(run, &path, stamp, &sum, rounds).await
                     } else {
                         Step::Done
@@ -1022,8 +1019,7 @@ impl Inner {
         sum: &str,
         candidate_id: Option<String>,
     ) -> Step {
-        let changed = self.changed_after_upload(path, &stamp).await;
-        let Some(new) = changed else {
+        let Some(new) = self.changed_after_upload(path, &stamp).await else {
             return Step::Record(Outcome::Uploaded {
                 candidate_id,
                 bytes: stamp.size,

@@ -62,9 +62,10 @@ pub enum StateError {
 
 pub type Result<T> = std::result::Result<T, StateError>;
 
-/// Durable state. Calls are short local operations; each outcome is committed
-/// before it returns (only the path cache, which a crash may lose at the cost
-/// of a re-hash, is written in batches).
+/// Durable state. Calls are short local operations. The pipeline's writes
+/// (intents and outcomes) go through [`Store::apply`], committed before it
+/// returns; only the path cache, which a crash may lose at the cost of a
+/// re-hash, is written later, in batches.
 pub trait Store: Send + Sync {
     /// Where the state is kept, for messages.
     fn path(&self) -> &Path;
@@ -89,61 +90,18 @@ pub trait Store: Send + Sync {
     fn flush(&self) -> Result<()> {
         Ok(())
     }
-    fn is_synced(&self, checksum: &str) -> Result<bool>;
-    /// The recorded failure of these bytes, if any (the most attempted one).
-    fn failure(&self, checksum: &str) -> Result<Option<Failure>>;
-    /// What planning these bytes needs: are they synced, and if not, their
-    /// failure ([`Store::is_synced`] and [`Store::failure`] in one read).
-    fn plan_facts(&self, checksum: &str) -> Result<(bool, Option<Failure>)> {
-        let synced = self.is_synced(checksum)?;
-        let failure = if synced {
-            None
-        } else {
-            self.failure(checksum)?
-        };
-        Ok((synced, failure))
-    }
+    /// What planning these bytes needs, in one read: are they synced, and
+    /// if not, their recorded failure (permanent first, then the most attempted).
+    fn plan_facts(&self, checksum: &str) -> Result<(bool, Option<Failure>)>;
     /// Forget failures so the files are tried again: all of them, or those
     /// whose path is `path` or lies under it. Returns how many were forgotten.
     fn clear_failures(&self, path: Option<&str>) -> Result<usize>;
-    /// Record bytes as synced (uploaded now, or found on the server), clearing any failure of the path.
-    fn record_synced(&self, checksum: &str, candidate: Option<&str>, path: &str) -> Result<()>;
-    /// Record a failure of a path. Attempts count across runs when `counts`
-    /// (an outage never counts), and start again for new bytes at the path.
-    fn record_failure(
-        &self,
-        path: &str,
-        checksum: Option<&str>,
-        reason: &str,
-        permanent: bool,
-        counts: bool,
-    ) -> Result<()>;
     /// Drop the failures of paths for which `exists` is false (deleted files); returns those paths.
     fn prune_failures(&self, exists: &dyn Fn(&str) -> bool) -> Result<Vec<String>>;
-    /// Note that an upload of these bytes is about to start (cleared by its outcome).
-    fn record_intent(&self, checksum: &str, path: &str) -> Result<()>;
-    /// The upload of these bytes ended without reaching the server whole.
-    fn clear_intent(&self, checksum: &str) -> Result<()>;
     /// Uploads that started and have no outcome: (checksum, when, in Unix milliseconds).
     fn intents(&self) -> Result<Vec<(String, i64)>>;
     fn failures(&self) -> Result<Vec<Failure>>;
     fn synced_count(&self) -> Result<u64>;
     /// The suppression rules recorded here (`tanova-sync forget`).
     fn suppression_rules(&self) -> Result<Vec<crate::privacy::Rule>>;
-    /// Keep an upload or a duplicate in the audit trail.
-    fn record_audit(&self, entry: &crate::privacy::AuditEntry) -> Result<()>;
-    /// [`Store::record_synced`] with the audit record of that upload or duplicate
-    /// (in one transaction where the store can).
-    fn record_synced_audited(
-        &self,
-        checksum: &str,
-        candidate: Option<&str>,
-        path: &str,
-        audit: &crate::privacy::AuditEntry,
-    ) -> Result<()> {
-        self.record_synced(checksum, candidate, path)?;
-        self.record_audit(audit)
-    }
-    /// Note a file a rule kept from being uploaded (`status` counts them).
-    fn record_suppressed(&self, path: &str, checksum: Option<&str>, rule: &str) -> Result<()>;
 }

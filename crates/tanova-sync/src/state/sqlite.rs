@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{legacy, Cached, Failure, FileStamp, Result, StateError, Store, Write};
-use crate::privacy::{AuditEntry, Rule};
+use crate::privacy::Rule;
 
 mod privacy;
 pub use privacy::{relative_to, Pruned};
@@ -414,14 +414,6 @@ impl Store for SqliteStore {
         })
     }
 
-    fn is_synced(&self, checksum: &str) -> Result<bool> {
-        self.reading(|c| synced_in(c, checksum))
-    }
-
-    fn failure(&self, checksum: &str) -> Result<Option<Failure>> {
-        self.reading(|c| failure_in(c, checksum))
-    }
-
     fn plan_facts(&self, checksum: &str) -> Result<(bool, Option<Failure>)> {
         self.reading(|c| {
             // One read transaction: one lock for both questions.
@@ -451,47 +443,6 @@ impl Store for SqliteStore {
         })
     }
 
-    fn record_synced(&self, checksum: &str, candidate: Option<&str>, path: &str) -> Result<()> {
-        self.apply(&[Write::Synced {
-            checksum: checksum.to_string(),
-            candidate: candidate.map(str::to_string),
-            path: path.to_string(),
-            audit: None,
-        }])
-    }
-
-    fn record_synced_audited(
-        &self,
-        checksum: &str,
-        candidate: Option<&str>,
-        path: &str,
-        audit: &AuditEntry,
-    ) -> Result<()> {
-        self.apply(&[Write::Synced {
-            checksum: checksum.to_string(),
-            candidate: candidate.map(str::to_string),
-            path: path.to_string(),
-            audit: Some(audit.clone()),
-        }])
-    }
-
-    fn record_failure(
-        &self,
-        path: &str,
-        checksum: Option<&str>,
-        reason: &str,
-        permanent: bool,
-        counts: bool,
-    ) -> Result<()> {
-        self.apply(&[Write::Failure {
-            path: path.to_string(),
-            checksum: checksum.map(str::to_string),
-            reason: reason.to_string(),
-            permanent,
-            counts,
-        }])
-    }
-
     fn prune_failures(&self, exists: &dyn Fn(&str) -> bool) -> Result<Vec<String>> {
         let paths: Vec<String> = self.with(|c| {
             let mut stmt = c.prepare("SELECT path FROM failures")?;
@@ -511,19 +462,6 @@ impl Store for SqliteStore {
             tx.commit()
         })?;
         Ok(gone)
-    }
-
-    fn record_intent(&self, checksum: &str, path: &str) -> Result<()> {
-        self.apply(&[Write::Intent {
-            checksum: checksum.to_string(),
-            path: path.to_string(),
-        }])
-    }
-
-    fn clear_intent(&self, checksum: &str) -> Result<()> {
-        self.apply(&[Write::ClearIntent {
-            checksum: checksum.to_string(),
-        }])
     }
 
     fn intents(&self) -> Result<Vec<(String, i64)>> {
@@ -561,18 +499,6 @@ impl Store for SqliteStore {
         }
     }
 
-    fn record_audit(&self, entry: &AuditEntry) -> Result<()> {
-        self.insert_audit(entry)
-    }
-
-    fn record_suppressed(&self, path: &str, checksum: Option<&str>, rule: &str) -> Result<()> {
-        self.apply(&[Write::Suppressed {
-            path: path.to_string(),
-            checksum: checksum.map(str::to_string),
-            rule: rule.to_string(),
-        }])
-    }
-
     fn path(&self) -> &Path {
         &self.path
     }
@@ -586,6 +512,67 @@ impl Store for SqliteStore {
             }
             tx.commit()
         })
+    }
+}
+
+/// One write at a time, for tests: the pipeline writes through [`Store::apply`]
+/// (grouped by `state::writer`).
+#[cfg(test)]
+impl SqliteStore {
+    pub(crate) fn record_synced(
+        &self,
+        checksum: &str,
+        candidate: Option<&str>,
+        path: &str,
+    ) -> Result<()> {
+        self.apply(&[Write::Synced {
+            checksum: checksum.to_string(),
+            candidate: candidate.map(str::to_string),
+            path: path.to_string(),
+            audit: None,
+        }])
+    }
+
+    pub(crate) fn record_failure(
+        &self,
+        path: &str,
+        checksum: Option<&str>,
+        reason: &str,
+        permanent: bool,
+        counts: bool,
+    ) -> Result<()> {
+        self.apply(&[Write::Failure {
+            path: path.to_string(),
+            checksum: checksum.map(str::to_string),
+            reason: reason.to_string(),
+            permanent,
+            counts,
+        }])
+    }
+
+    pub(crate) fn record_intent(&self, checksum: &str, path: &str) -> Result<()> {
+        self.apply(&[Write::Intent {
+            checksum: checksum.to_string(),
+            path: path.to_string(),
+        }])
+    }
+
+    pub(crate) fn clear_intent(&self, checksum: &str) -> Result<()> {
+        self.apply(&[Write::ClearIntent {
+            checksum: checksum.to_string(),
+        }])
+    }
+
+    pub(crate) fn record_audit(&self, entry: &crate::privacy::AuditEntry) -> Result<()> {
+        self.with(|c| privacy::insert_audit_in(c, entry))
+    }
+
+    pub(crate) fn is_synced(&self, checksum: &str) -> Result<bool> {
+        self.reading(|c| synced_in(c, checksum))
+    }
+
+    pub(crate) fn failure(&self, checksum: &str) -> Result<Option<Failure>> {
+        self.reading(|c| failure_in(c, checksum))
     }
 }
 

@@ -24,19 +24,21 @@ const MAX_GROUP: usize = 512;
 /// One write of the pipeline's, as [`Store::apply`] takes it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Write {
-    /// An upload of these bytes is about to start ([`Store::record_intent`]).
+    /// An upload of these bytes is about to start; its outcome clears it.
     Intent { checksum: String, path: String },
-    /// It ended without reaching the server whole ([`Store::clear_intent`]).
+    /// It ended without reaching the server whole, or long enough ago.
     ClearIntent { checksum: String },
-    /// The bytes are synced, with the audit record of the delivery when there
-    /// was one ([`Store::record_synced`], [`Store::record_synced_audited`]).
+    /// The bytes are synced (uploaded, or found on the server), with the
+    /// audit record of the delivery when there was one; clears the path's
+    /// failures and the bytes' intent.
     Synced {
         checksum: String,
         candidate: Option<String>,
         path: String,
         audit: Option<AuditEntry>,
     },
-    /// A failure of a path ([`Store::record_failure`]).
+    /// A failure of a path. Attempts count across runs when `counts` (an
+    /// outage never counts), and start again for new bytes at the path.
     Failure {
         path: String,
         checksum: Option<String>,
@@ -44,7 +46,7 @@ pub enum Write {
         permanent: bool,
         counts: bool,
     },
-    /// A rule kept the file back ([`Store::record_suppressed`]).
+    /// A rule kept the file back (`status` counts them).
     Suppressed {
         path: String,
         checksum: Option<String>,

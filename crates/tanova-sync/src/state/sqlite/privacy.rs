@@ -159,10 +159,6 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn insert_audit(&self, e: &AuditEntry) -> Result<()> {
-        self.with(|c| insert_audit_in(c, e))
-    }
-
     /// The audit records `filter` selects, oldest first.
     pub fn audit(&self, filter: &Filter) -> Result<Vec<AuditEntry>> {
         let rows = self.audit_rows()?;
