@@ -68,6 +68,17 @@ fn a_forgotten_email_is_never_uploaded_again_whatever_its_bytes() {
     run.assert_code(0);
     assert_counts(&run, &[("synced", 1), ("suppressed", 1)]);
     assert_eq!(uploaded_with(&env, "jane"), 0);
+    // The walk read her file (small files are hashed as found), but the
+    // state keeps no checksum of it: only John's version is remembered.
+    let db = rusqlite::Connection::open(env.state_dir().join("tanova-sync.db")).unwrap();
+    let remembered: Vec<String> = db
+        .prepare("SELECT checksum FROM path_cache")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(remembered, [sha256_hex(b"John's CV")]);
 
     // Re-saved with new bytes, and a copy elsewhere: still never uploaded.
     env.write(JANE, "Jane's CV, version 2, re-exported");
