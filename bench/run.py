@@ -678,6 +678,21 @@ def hash_alone(hash_argv: list, hashing: Row) -> None:
         raise BenchError(f"openssl hashing exited {h.exit_code}: {hash_argv[-1]}")
     hashing.samples_s.append(h.wall_s)
     hashing.cpu_s.append(h.cpu_s)
+    log(f"  openssl alone: {h.wall_s:.2f} s")
+
+
+def paired_with_hashing(ctx: Ctx, c: Corpus, hashing: Row):
+    """Yield each run's number when it is the agent's turn, timing the openssl
+    baseline over corpus `c` beside it; which goes first alternates, so
+    neither always finds the warmer cache."""
+    hash_argv = ["sh", "-c", OPENSSL_HASH.format(dir=shlex_quote(str(c.path)))]
+    for run in range(ctx.runs):
+        agent_first = run % 2 == 0
+        if not agent_first:
+            hash_alone(hash_argv, hashing)
+        yield run
+        if agent_first:
+            hash_alone(hash_argv, hashing)
 
 
 def bulk20k(ctx: Ctx) -> list:
@@ -685,31 +700,25 @@ def bulk20k(ctx: Ctx) -> list:
     client's own throughput. Alternated in each run with hashing the same files
     alone with openssl on both cores. Peak RSS is the agent's."""
     c = corpus("bulk20k")
-    hash_argv = ["sh", "-c", OPENSSL_HASH.format(dir=shlex_quote(str(c.path)))]
     agent = Row("bulk20k", f"sync 20k ({c.bytes / 1e9:.2f} GB), zero latency", [],
                 ratio_to="openssl hash alone (xargs -P2)", extra={"runs": [], "corpus_bytes": c.bytes})
     hashing = Row("bulk20k", "openssl hash alone (xargs -P2)", [], extra={"command": OPENSSL_HASH})
     with Emulator(ctx.emulator, LOGS / "bulk20k-emulator.log", latency_ms=0, capacity=0) as emu:
-        for run in range(ctx.runs):
-            for what in (("agent", "hash") if run % 2 == 0 else ("hash", "agent")):
-                if what == "hash":
-                    hash_alone(hash_argv, hashing)
-                    continue
-                emu.reset()
-                emu_cpu = emu.cpu_s()
-                state = fresh_dir(STATE / "bulk20k")
-                m, s = run_agent(ctx, emu, c.path, state, f"bulk20k-run{run}")
-                emu_cpu = emu.cpu_s() - emu_cpu
-                st = emu.stats()
-                expect_full_sync(f"bulk20k run {run}", s, st, c)
-                agent.samples_s.append(m.wall_s)
-                agent.rss_kib.append(m.maxrss_kib)
-                agent.cpu_s.append(m.cpu_s)
-                agent.extra["runs"].append({"wall_s": m.wall_s, "agent_elapsed_s": s["elapsed_s"],
-                                            "emulator_cpu_s": emu_cpu, "peak_in_flight": st["peak_in_flight"]})
-            log(f"  bulk20k run {run}: agent {agent.samples_s[-1]:.2f} s (RSS {agent.rss_kib[-1] / 1024:.1f} MiB, "
-                f"CPU {agent.cpu_s[-1]:.1f} s + emulator {agent.extra['runs'][-1]['emulator_cpu_s']:.1f} s), "
-                f"openssl {hashing.samples_s[-1]:.2f} s")
+        for run in paired_with_hashing(ctx, c, hashing):
+            emu.reset()
+            emu_cpu = emu.cpu_s()
+            state = fresh_dir(STATE / "bulk20k")
+            m, s = run_agent(ctx, emu, c.path, state, f"bulk20k-run{run}")
+            emu_cpu = emu.cpu_s() - emu_cpu
+            st = emu.stats()
+            expect_full_sync(f"bulk20k run {run}", s, st, c)
+            agent.samples_s.append(m.wall_s)
+            agent.rss_kib.append(m.maxrss_kib)
+            agent.cpu_s.append(m.cpu_s)
+            agent.extra["runs"].append({"wall_s": m.wall_s, "agent_elapsed_s": s["elapsed_s"],
+                                        "emulator_cpu_s": emu_cpu, "peak_in_flight": st["peak_in_flight"]})
+            log(f"  bulk20k run {run}: agent {m.wall_s:.2f} s (RSS {m.maxrss_kib / 1024:.1f} MiB, "
+                f"CPU {m.cpu_s:.1f} s + emulator {emu_cpu:.1f} s)")
     emu_cpu = statistics.median(r["emulator_cpu_s"] for r in agent.extra["runs"])
     agent.notes = f"emulator CPU {emu_cpu:.1f} s; {c.bytes / statistics.median(agent.samples_s) / 1e6:.0f} MB/s"
     hashing.notes = f"{c.bytes / statistics.median(hashing.samples_s) / 1e6:.0f} MB/s"
@@ -736,32 +745,26 @@ def migrate20k(ctx: Ctx) -> list:
     with openssl hashing the same files on both cores; warm cache."""
     c = corpus("bulk20k")
     history = legacy_history_of(c)
-    hash_argv = ["sh", "-c", OPENSSL_HASH.format(dir=shlex_quote(str(c.path)))]
     agent = Row("migrate20k", f"first start, 20k CVs ({c.bytes / 1e9:.2f} GB) all in sync_history.json", [],
                 ratio_to="openssl hash alone (xargs -P2)", extra={"runs": []})
     hashing = Row("migrate20k", "openssl hash alone (xargs -P2)", [], extra={"command": OPENSSL_HASH})
     with Emulator(ctx.emulator, LOGS / "migrate20k-emulator.log", latency_ms=0, capacity=0) as emu:
-        for run in range(ctx.runs):
-            for what in (("agent", "hash") if run % 2 == 0 else ("hash", "agent")):
-                if what == "hash":
-                    hash_alone(hash_argv, hashing)
-                    continue
-                emu.reset()
-                state = fresh_dir(STATE / "migrate20k")
-                m, s = run_agent(ctx, emu, c.path, state, f"migrate20k-run{run}",
-                                 flags=["--legacy-history", str(history)])
-                st = emu.stats()
-                expect(f"migrate20k run {run}", {
-                    "found": (s["found"], c.files), "skipped": (s["skipped"], c.files),
-                    "hashed": (s.get("hashed", 0), c.files), "failed": (s["failed"], 0),
-                    "emulator uploads": (st["uploads"], 0),
-                }, s["_repro"])
-                agent.samples_s.append(m.wall_s)
-                agent.rss_kib.append(m.maxrss_kib)
-                agent.cpu_s.append(m.cpu_s)
-                agent.extra["runs"].append({"wall_s": m.wall_s, "agent_elapsed_s": s["elapsed_s"]})
-            log(f"  migrate20k run {run}: agent {agent.samples_s[-1]:.2f} s (RSS {agent.rss_kib[-1] / 1024:.1f} MiB), "
-                f"openssl {hashing.samples_s[-1]:.2f} s")
+        for run in paired_with_hashing(ctx, c, hashing):
+            emu.reset()
+            state = fresh_dir(STATE / "migrate20k")
+            m, s = run_agent(ctx, emu, c.path, state, f"migrate20k-run{run}",
+                             flags=["--legacy-history", str(history)])
+            st = emu.stats()
+            expect(f"migrate20k run {run}", {
+                "found": (s["found"], c.files), "skipped": (s["skipped"], c.files),
+                "hashed": (s.get("hashed", 0), c.files), "failed": (s["failed"], 0),
+                "emulator uploads": (st["uploads"], 0),
+            }, s["_repro"])
+            agent.samples_s.append(m.wall_s)
+            agent.rss_kib.append(m.maxrss_kib)
+            agent.cpu_s.append(m.cpu_s)
+            agent.extra["runs"].append({"wall_s": m.wall_s, "agent_elapsed_s": s["elapsed_s"]})
+            log(f"  migrate20k run {run}: agent {m.wall_s:.2f} s (RSS {m.maxrss_kib / 1024:.1f} MiB)")
     agent.notes = f"{c.bytes / statistics.median(agent.samples_s) / 1e6:.0f} MB/s"
     hashing.notes = f"{c.bytes / statistics.median(hashing.samples_s) / 1e6:.0f} MB/s"
     return [hashing, agent]
