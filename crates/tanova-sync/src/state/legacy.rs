@@ -29,20 +29,51 @@ pub fn read_hashed(path: &Path) -> Result<(Vec<String>, String)> {
 }
 
 fn parse(path: &Path, text: &str) -> Result<Vec<String>> {
-    let err = |message: String| StateError::File {
-        path: path.to_path_buf(),
-        message,
-    };
-    let entries: Vec<serde_json::Value> = serde_json::from_str(text)
-        .map_err(|e| err(format!("expected a JSON array of checksums: {e}")))?;
-    entries
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| match v.as_str() {
-            Some(s) if is_sha256_hex(s) => Ok(s.to_ascii_lowercase()),
-            _ => Err(err(format!("entry {i} is not a SHA-256 checksum: {v}"))),
+    serde_json::from_str::<Checksums>(text)
+        .map(|Checksums(sums)| sums)
+        .map_err(|e| StateError::File {
+            path: path.to_path_buf(),
+            message: format!("expected a JSON array of checksums: {e}"),
         })
-        .collect()
+}
+
+/// The history's checksums, lowercased, each checked as it is read: the file
+/// is never held as a tree of JSON values, which at a million entries would
+/// cost twice the memory of the checksums themselves (issue 12).
+struct Checksums(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for Checksums {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_seq(ChecksumsVisitor)
+    }
+}
+
+struct ChecksumsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ChecksumsVisitor {
+    type Value = Checksums;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array of checksums")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Checksums, A::Error> {
+        let mut sums = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(entry) = seq.next_element::<serde_json::Value>()? {
+            match entry.as_str() {
+                Some(s) if is_sha256_hex(s) => sums.push(s.to_ascii_lowercase()),
+                _ => {
+                    let i = sums.len();
+                    let problem = format!("entry {i} is not a SHA-256 checksum: {entry}");
+                    return Err(serde::de::Error::custom(problem));
+                }
+            }
+        }
+        Ok(Checksums(sums))
+    }
 }
 
 /// Write checksums as a legacy history file, so a user can switch back to the script.
@@ -90,10 +121,22 @@ mod tests {
     fn bad_entries_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(HISTORY_FILE);
-        for text in ["{}", "[\"nothex\"]", "[1]", "not json"] {
+        for (text, problem) in [
+            ("{}", "expected a JSON array of checksums"),
+            (
+                "[\"nothex\"]",
+                "entry 0 is not a SHA-256 checksum: \"nothex\"",
+            ),
+            (
+                &format!("[\"{}\", 1]", "a".repeat(64)),
+                "entry 1 is not a SHA-256 checksum: 1",
+            ),
+            ("not json", "expected a JSON array of checksums"),
+        ] {
             std::fs::write(&path, text).unwrap();
             let msg = read(&path).unwrap_err().to_string();
             assert!(msg.contains(HISTORY_FILE), "{text}: {msg}");
+            assert!(msg.contains(problem), "{text}: {msg}");
         }
     }
 }
