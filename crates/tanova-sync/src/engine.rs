@@ -56,7 +56,7 @@ const SCAN_QUEUE: usize = 8;
 const SCAN_BATCH: usize = 256;
 /// Files at most this size found without a cached checksum are hashed by the
 /// walk itself, on its thread: for them a hand-off to a hasher costs more
-/// than the read (issue 12). Larger files go to the hashers, one per core.
+/// than the read (issue 12). Larger files go to the hashers, two per core.
 const HASHED_BY_WALK: u64 = 64 * 1024;
 
 /// Where one pass over a file leads.
@@ -132,6 +132,9 @@ struct Inner {
     /// Where the synced set and claims are shared with other agents, if they are.
     ledger: Ledger,
     reporter: Arc<dyn Reporter>,
+    /// Hashes in progress: two per core, so a hashing thread that finishes a
+    /// file finds the next one queued instead of parking until it is handed
+    /// one (with one per core, the cores idled a quarter of a migration).
     hashers: Semaphore,
     /// One read buffer per hash in progress, kept between files.
     read_buffers: Arc<hash::ReadBuffers>,
@@ -213,7 +216,7 @@ impl Engine {
                 store,
                 ledger: Ledger::Local,
                 reporter,
-                hashers: Semaphore::new(cores),
+                hashers: Semaphore::new(cores * 2),
                 read_buffers: Arc::default(),
                 claims: Mutex::new(HashSet::new()),
                 gdpr: Gdpr::new(config.folder.clone()),
@@ -1416,7 +1419,7 @@ impl Inner {
         delivered
     }
 
-    /// Hash off the async threads, at most one file per core at a time.
+    /// Hash off the async threads, at most two files per core at a time.
     async fn hash(&self, path: &Path, stamp: &FileStamp) -> Result<String, HashError> {
         let _permit = self.hashers.acquire().await.expect("never closed");
         let (path, stamp) = (path.to_path_buf(), *stamp);
