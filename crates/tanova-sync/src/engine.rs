@@ -54,10 +54,14 @@ const SCAN_QUEUE: usize = 8;
 /// Files a walk hands over at a time: one cache read and one hand-off per
 /// batch, not per file (issue 12).
 const SCAN_BATCH: usize = 256;
-/// Files at most this size found without a cached checksum are hashed by the
-/// walk itself, on its thread: for them a hand-off to a hasher costs more
-/// than the read (issue 12). Larger files go to the hashers, two per core.
-const HASHED_BY_WALK: u64 = 64 * 1024;
+/// …or fewer, once they hold this many bytes: the walk hashes the files the
+/// cache does not know before it hands their batch over, so the first uploads
+/// of a folder of large files wait for at most this much reading.
+const SCAN_BATCH_BYTES: u64 = 64 << 20;
+/// A walk batch with more bytes than this to hash is hashed on one thread per
+/// core; with fewer, on the walk's own thread, where starting threads would
+/// cost more than the reads (a batch of small CVs is about 1 MB).
+const HASHED_IN_PARALLEL: u64 = 4 << 20;
 
 /// Where one pass over a file leads.
 enum Step {
@@ -132,10 +136,13 @@ struct Inner {
     /// Where the synced set and claims are shared with other agents, if they are.
     ledger: Ledger,
     reporter: Arc<dyn Reporter>,
-    /// Hashes in progress: two per core, so a hashing thread that finishes a
-    /// file finds the next one queued instead of parking until it is handed
-    /// one (with one per core, the cores idled a quarter of a migration).
+    /// The pipeline's hashes in progress (files from watch events, files seen
+    /// changing; a walk hashes what it finds itself): two per core, so a
+    /// hashing thread that finishes a file finds the next one queued instead
+    /// of parking until it is handed one.
     hashers: Semaphore,
+    /// Threads a walk hashes a batch of many bytes on.
+    cores: usize,
     /// One read buffer per hash in progress, kept between files.
     read_buffers: Arc<hash::ReadBuffers>,
     /// Checksums being delivered in this run, so equal files are sent once.
@@ -217,6 +224,7 @@ impl Engine {
                 ledger: Ledger::Local,
                 reporter,
                 hashers: Semaphore::new(cores * 2),
+                cores,
                 read_buffers: Arc::default(),
                 claims: Mutex::new(HashSet::new()),
                 gdpr: Gdpr::new(config.folder.clone()),
@@ -352,6 +360,7 @@ impl Engine {
         let whole_folder = dir == root && !self.inner.dry_run;
         let buffers = self.inner.read_buffers.clone();
         let max_file_size = self.inner.max_file_size;
+        let cores = self.inner.cores;
         tokio::task::spawn_blocking(move || {
             let mut complete = true;
             let mut found = Vec::with_capacity(SCAN_BATCH);
@@ -364,12 +373,19 @@ impl Engine {
                     Some(index) => index.attach(found),
                     None => with_cache(store.as_ref(), found),
                 };
-                hash_small(&mut batch, &buffers, max_file_size);
+                hash_unknown(&mut batch, &buffers, max_file_size, cores, &|| {
+                    tx.is_closed()
+                });
                 tx.blocking_send(batch).is_ok()
             };
+            let mut bytes = 0;
             scan::walk(&dir, follow_links, |f| {
+                if let Found::File { stamp, .. } = &f {
+                    bytes += stamp.size;
+                }
                 found.push(f);
-                if found.len() == SCAN_BATCH {
+                if found.len() == SCAN_BATCH || bytes >= SCAN_BATCH_BYTES {
+                    bytes = 0;
                     complete = send(&mut found);
                 }
                 complete
@@ -521,23 +537,73 @@ async fn drain(run: &Run, mut tasks: JoinSet<()>) {
     }
 }
 
-/// Hash the small files of a batch that the cache knew nothing about (see
-/// [`HASHED_BY_WALK`]), each checked against the walk's look as any hash is.
-/// One that cannot be read as found is left to the pipeline, which reads it
-/// again and says what is wrong.
-fn hash_small(batch: &mut Batch, buffers: &hash::ReadBuffers, max_file_size: u64) {
-    for (found, cached) in batch.iter_mut() {
-        let Found::File { path, stamp, .. } = found else {
-            continue;
-        };
-        let small = stamp.size > 0 && stamp.size <= HASHED_BY_WALK.min(max_file_size);
-        if cached.is_none() && small {
-            *cached = buffers.hash_file(path, stamp).ok().map(|checksum| Cached {
-                checksum,
-                synced: false,
-                hashed: true,
-            });
+/// Hash the files of a batch that the cache knew nothing about, each checked
+/// against the walk's look as any hash is. Hashed here, a batch at a time,
+/// they cost the pipeline no hand-off to a hashing thread and back per file:
+/// that was a tenth of a migration's CPU, and left the cores idle between
+/// files (issue 12). Many bytes are spread over `threads` threads, each taking
+/// the next file in turn, so one large file does not hold up the others. One
+/// that cannot be read as found is left to the pipeline, which reads it again
+/// and says what is wrong; so are the rest once `stopped`.
+fn hash_unknown(
+    batch: &mut Batch,
+    buffers: &hash::ReadBuffers,
+    max_file_size: u64,
+    threads: usize,
+    stopped: &(dyn Fn() -> bool + Sync),
+) {
+    let unknown: Vec<(usize, &Path, &FileStamp)> = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| match item {
+            (Found::File { path, stamp, .. }, None)
+                if stamp.size > 0 && stamp.size <= max_file_size =>
+            {
+                Some((i, path.as_path(), stamp))
+            }
+            _ => None,
+        })
+        .collect();
+    let bytes: u64 = unknown.iter().map(|(_, _, stamp)| stamp.size).sum();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let hash_in_turn = || {
+        let mut hashed = Vec::new();
+        while let Some(&(i, path, stamp)) = unknown.get(next.fetch_add(1, Ordering::Relaxed)) {
+            // Nobody takes the batch any more: a stop waits for no more reading.
+            if stopped() {
+                break;
+            }
+            if let Ok(checksum) = buffers.hash_file(path, stamp) {
+                hashed.push((i, checksum));
+            }
         }
+        hashed
+    };
+    let hashed: Vec<(usize, String)> = if bytes <= HASHED_IN_PARALLEL || threads < 2 {
+        hash_in_turn()
+    } else {
+        std::thread::scope(|scope| {
+            // Should the system refuse a thread, the others (and this one) hash its share.
+            let helpers: Vec<_> = (1..threads)
+                .filter_map(|_| {
+                    std::thread::Builder::new()
+                        .spawn_scoped(scope, hash_in_turn)
+                        .ok()
+                })
+                .collect();
+            let mut hashed = hash_in_turn();
+            for helper in helpers {
+                hashed.extend(helper.join().unwrap_or_default());
+            }
+            hashed
+        })
+    };
+    for (i, checksum) in hashed {
+        batch[i].1 = Some(Cached {
+            checksum,
+            synced: false,
+            hashed: true,
+        });
     }
 }
 
@@ -1491,5 +1557,107 @@ impl Inner {
             *fatal = Some(error);
         }
         run.cancel.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(path: &Path) -> Item {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        let file = Found::File {
+            path: path.to_path_buf(),
+            stamp: stamp_of(path, &meta),
+            seen: Some(Instant::now()),
+        };
+        (file, None)
+    }
+
+    /// A batch of 40 files of 200 KB (8 MB: hashed on several threads) and,
+    /// beside them, the ones the walk must leave to the pipeline.
+    #[test]
+    fn the_walk_hashes_every_unknown_file_as_found_on_one_thread_or_several() {
+        for threads in [1, 2, 3] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut batch = Batch::new();
+            let mut contents = Vec::new();
+            for i in 0..40u8 {
+                let path = dir.path().join(format!("cv{i}.pdf"));
+                let bytes = vec![i; 200_000 + usize::from(i)];
+                std::fs::write(&path, &bytes).unwrap();
+                batch.push(found(&path));
+                contents.push(Some(hash::sha256_hex(&bytes)));
+            }
+            // Known to the cache: kept as it is, not read again.
+            let known = Cached {
+                checksum: "c".repeat(64),
+                synced: true,
+                hashed: false,
+            };
+            batch[3].1 = Some(known.clone());
+            contents[3] = Some(known.checksum.clone());
+            // Rewritten after the walk's look, empty, or over the size limit: left to the pipeline.
+            std::fs::write(dir.path().join("cv5.pdf"), vec![9u8; 10]).unwrap();
+            contents[5] = None;
+            let empty = dir.path().join("empty.pdf");
+            std::fs::write(&empty, b"").unwrap();
+            batch.push(found(&empty));
+            contents.push(None);
+            let large = dir.path().join("large.pdf");
+            std::fs::write(&large, vec![1u8; 300_000]).unwrap();
+            batch.push(found(&large));
+            contents.push(None);
+            batch.push((
+                Found::Unreadable {
+                    path: dir.path().join("locked"),
+                    reason: "permission denied".to_string(),
+                },
+                None,
+            ));
+            contents.push(None);
+
+            hash_unknown(
+                &mut batch,
+                &hash::ReadBuffers::default(),
+                250_000,
+                threads,
+                &|| false,
+            );
+
+            for (i, ((_, cached), wanted)) in batch.iter().zip(&contents).enumerate() {
+                let got = cached.as_ref().map(|c| c.checksum.clone());
+                assert_eq!(&got, wanted, "file {i}, {threads} threads");
+                let by_walk = cached.as_ref().is_some_and(|c| c.hashed);
+                assert_eq!(
+                    by_walk,
+                    wanted.is_some() && i != 3,
+                    "file {i}, {threads} threads"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_walk_nobody_takes_from_reads_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut batch = Batch::new();
+        for i in 0..30u8 {
+            let path = dir.path().join(format!("cv{i}.pdf"));
+            std::fs::write(&path, vec![i; 200_000]).unwrap();
+            batch.push(found(&path));
+        }
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        // Taken for the first 4 files, then the receiver is gone.
+        let stopped = || asked.fetch_add(1, Ordering::Relaxed) >= 4;
+        hash_unknown(
+            &mut batch,
+            &hash::ReadBuffers::default(),
+            u64::MAX,
+            1,
+            &stopped,
+        );
+        let hashed = batch.iter().filter(|(_, cached)| cached.is_some()).count();
+        assert_eq!(hashed, 4);
     }
 }

@@ -29,7 +29,7 @@ pub struct FileStamp {
 pub struct Cached {
     pub checksum: String,
     pub synced: bool,
-    /// Read just now by the walk (see `engine::hash_small`), not found in the cache.
+    /// Read just now by the walk (see `engine::hash_unknown`), not found in the cache.
     pub hashed: bool,
 }
 
