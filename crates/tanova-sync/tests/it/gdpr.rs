@@ -72,7 +72,7 @@ fn a_forgotten_email_is_never_uploaded_again_whatever_its_bytes() {
     // state keeps no checksum of it: only John's version is remembered.
     let db = rusqlite::Connection::open(env.state_dir().join("tanova-sync.db")).unwrap();
     let remembered: Vec<String> = db
-        .prepare("SELECT checksum FROM path_cache")
+        .prepare("SELECT lower(hex(checksum)) FROM path_cache")
         .unwrap()
         .query_map([], |r| r.get(0))
         .unwrap()
