@@ -152,6 +152,30 @@ struct Inner {
     gdpr: Gdpr,
 }
 
+/// A file's place among those the pipeline has in flight (its slots bound the
+/// memory and the work started); given up while it waits for another agent.
+struct Slot {
+    slots: Arc<Semaphore>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Slot {
+    fn give_up(&mut self) {
+        self.permit = None;
+    }
+
+    /// Hold a slot again before going on. False: the run was stopped meanwhile.
+    async fn take_again(&mut self, cancel: &CancellationToken) -> bool {
+        if self.permit.is_none() {
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                p = self.slots.clone().acquire_owned() => self.permit = Some(p.expect("never closed")),
+            }
+        }
+        true
+    }
+}
+
 /// One run's shared bookkeeping.
 struct Run {
     tally: Mutex<Summary>,
@@ -481,11 +505,16 @@ impl Engine {
                             _ = run.cancel.cancelled() => break 'batches,
                             p = slots.clone().acquire_owned() => p.expect("never closed"),
                         };
+                        let mut slot = Slot {
+                            slots: slots.clone(),
+                            permit: Some(permit),
+                        };
                         let inner = self.inner.clone();
                         let run = run.clone();
                         tasks.spawn(async move {
-                            let _permit = permit;
-                            inner.process(&run, path, stamp, seen, cached).await;
+                            inner
+                                .process(&run, path, stamp, seen, cached, &mut slot)
+                                .await;
                         });
                     }
                 }
@@ -736,6 +765,7 @@ impl Inner {
         mut stamp: FileStamp,
         mut seen: Option<Instant>,
         cached: Option<Cached>,
+        slot: &mut Slot,
     ) {
         let (mut looks, mut rehashes, mut rounds) = (0, 0, 0);
         // Hashed by the walk: remembered once no rule holds the file back.
@@ -799,7 +829,8 @@ impl Inner {
                     // the first look, the delivery's own look at the file
                     // (`Deliverer::try_once`) is the second.
                     let step = if self.settle(run, seen).await {
-                        self.deliver_planned(run, &path, stamp, &sum, rounds).await
+                        self.deliver_planned(run, &path, stamp, &sum, rounds, slot)
+                            .await
                     } else {
                         Step::Done
                     };
@@ -916,6 +947,7 @@ impl Inner {
         stamp: FileStamp,
         sum: &str,
         round: u32,
+        slot: &mut Slot,
     ) -> Step {
         if self.pausing && !self.access.wait_open(&run.cancel).await {
             return Step::Done;
@@ -923,7 +955,7 @@ impl Inner {
         if !self.wait_for_earlier_upload(run, path, sum).await {
             return Step::Done;
         }
-        let (earlier, fence) = match self.claim_for_delivery(run, path, sum).await {
+        let (earlier, fence) = match self.claim_for_delivery(run, path, sum, slot).await {
             Ok(claimed) => claimed,
             Err(step) => return step,
         };
@@ -947,6 +979,7 @@ impl Inner {
         run: &Run,
         path: &Path,
         sum: &str,
+        slot: &mut Slot,
     ) -> Result<(Duration, Option<Arc<Fence>>), Step> {
         match self.claim(run, sum).await {
             Ok((Claim::Claimed { wait }, fence)) => Ok((wait, fence)),
@@ -955,13 +988,18 @@ impl Inner {
                     .await;
                 Err(Step::Done)
             }
-            // Watching, a rescan looks again; a one-shot run waits for the other agent.
-            Ok((Claim::Busy { .. }, _))
-                if !self.pausing && self.await_other_agent(run, sum).await =>
-            {
-                Err(Step::Again)
-            }
             Ok((Claim::Busy { holder }, _)) => {
+                // Watching, a rescan looks again; a one-shot run waits for the
+                // other agent, giving up its slot meanwhile: the files after
+                // this one go on (to this agent, where the other has not reached
+                // them yet), rather than every agent trailing the first one's claims.
+                if !self.pausing {
+                    slot.give_up();
+                    if self.await_other_agent(run, sum).await {
+                        let taken = slot.take_again(&run.cancel).await;
+                        return Err(if taken { Step::Again } else { Step::Done });
+                    }
+                }
                 let reason = format!("being uploaded by another agent ({holder})");
                 self.finish(run, path, Outcome::Deferred { reason });
                 Err(Step::Done)
