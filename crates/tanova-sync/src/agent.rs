@@ -194,18 +194,22 @@ impl Agent {
         // Watch from before the initial scan, so nothing written meanwhile is missed;
         // what it finds waits in the channel until the initial sync is done.
         let (tx, rx) = tokio::sync::mpsc::channel(ITEM_QUEUE);
+        let (watching, watched) = tokio::sync::oneshot::channel();
         let discovery = tokio::spawn(crate::watch::run(
             self.engine.clone(),
             self.config.folder.clone(),
             self.config.watch.clone(),
             tx,
             self.rescan.clone(),
+            watching,
             shutdown.clone(),
         ));
         let pruner = self.retained.clone().map(|state| {
             let (config, shutdown) = (self.config.clone(), shutdown.clone());
             tokio::spawn(async move { prune_daily(&state, &config, &shutdown).await })
         });
+        // The watch is in place before the walk starts (or could not be, and polling covers it).
+        let _ = watched.await;
         let (initial, fatal) = self.engine.sync_once(shutdown).await;
         let watched = if fatal.is_some() || shutdown.is_cancelled() {
             shutdown.cancel();

@@ -55,13 +55,16 @@ impl Notices {
 }
 
 /// Feed `tx` with the files that appear or change under the engine's folder until `cancel`.
-/// The caller has just done the initial full sync.
+/// `watching` is told once the folder is watched: the caller's initial full
+/// sync starts after that, so a file written in between is either walked or
+/// heard of (a restart raced a CV written meanwhile and missed it).
 pub async fn run(
     engine: Engine,
     root: PathBuf,
     settings: WatchSettings,
     tx: mpsc::Sender<Batch>,
     rescan_now: Arc<tokio::sync::Notify>,
+    watching: tokio::sync::oneshot::Sender<()>,
     cancel: CancellationToken,
 ) {
     let close_events = cfg!(target_os = "linux") && settings.mode == WatchMode::Events;
@@ -80,6 +83,7 @@ pub async fn run(
         overflowed: Arc::new(AtomicBool::new(false)),
     };
     let mut watcher = watch.start_watcher(&notice_tx);
+    let _ = watching.send(());
     let (scan_tx, mut scanned) = mpsc::channel::<Batch>(ITEM_QUEUE);
     let mut rescan = every(watch.rescan_period(&watcher));
     let mut scanning: Option<tokio::task::JoinHandle<()>> = None;
