@@ -697,8 +697,10 @@ fn earlier_uploads(store: &dyn Store, grace: Duration) -> HashMap<String, tokio:
             None => lapsed.push(Write::ClearIntent { checksum }),
         }
     }
-    if let Err(e) = store.apply(&lapsed) {
-        tracing::warn!("{e}");
+    if !lapsed.is_empty() {
+        if let Err(e) = store.apply(&lapsed) {
+            tracing::warn!("{e}");
+        }
     }
     if !waiting.is_empty() {
         tracing::info!(

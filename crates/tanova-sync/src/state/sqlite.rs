@@ -309,19 +309,13 @@ impl Store for SqliteStore {
         self.reading(|c| {
             // One read transaction for the lot: one lock, not one per file.
             let tx = c.transaction()?;
-            let mut by_stamp = tx.prepare_cached(&format!(
-                "SELECT p.checksum, EXISTS (SELECT 1 FROM synced s WHERE s.checksum = {})
-                 FROM path_cache p WHERE p.dev = ?1 AND p.ino = ?2 AND p.size = ?3 AND p.mtime_ns = ?4",
-                CACHED_AS_HEX
-            ))?;
-            let mut is_synced =
-                tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM synced WHERE checksum = ?1)")?;
+            let mut by_stamp = tx.prepare_cached(CACHED_BY_STAMP)?;
             let found = stamps
                 .iter()
                 .zip(pending)
                 .map(|(stamp, pending)| match pending {
                     Some(checksum) => Ok(Some(Cached {
-                        synced: is_synced.query_row([&checksum], |r| r.get(0))?,
+                        synced: synced_in(&tx, &checksum)?,
                         checksum,
                         hashed: false,
                     })),
@@ -345,7 +339,7 @@ impl Store for SqliteStore {
                         .optional(),
                 })
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            drop((by_stamp, is_synced));
+            drop(by_stamp);
             tx.commit()?;
             Ok(found)
         })
@@ -673,10 +667,11 @@ fn write_in(c: &Connection, write: &Write, now: Now) -> rusqlite::Result<()> {
 
 /// The path cache keeps a checksum as its 32 bytes, not 64 hex characters:
 /// about 32 MB less state at a million files (issue 12). Rows written before
-/// hold text and are read as they are; SQL compares either with `synced`'s
-/// hex through [`CACHED_AS_HEX`].
-const CACHED_AS_HEX: &str =
-    "CASE typeof(p.checksum) WHEN 'blob' THEN lower(hex(p.checksum)) ELSE p.checksum END";
+/// hold text and are read as they are; the lookup compares either with
+/// `synced`'s hex.
+const CACHED_BY_STAMP: &str = "SELECT p.checksum, EXISTS (SELECT 1 FROM synced s WHERE s.checksum =
+         CASE typeof(p.checksum) WHEN 'blob' THEN lower(hex(p.checksum)) ELSE p.checksum END)
+     FROM path_cache p WHERE p.dev = ?1 AND p.ino = ?2 AND p.size = ?3 AND p.mtime_ns = ?4";
 
 /// `checksum`'s bytes, when it is a SHA-256 in lowercase hex (anything else,
 /// as in tests, is kept as text).
