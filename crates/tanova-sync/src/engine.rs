@@ -18,6 +18,7 @@ use crate::config::{Concurrency, Config};
 use crate::deliver::{Delivered, Deliverer, Job};
 use crate::fence::Fence;
 use crate::filter;
+use crate::fs_threads::FsThreads;
 use crate::gdpr::Gdpr;
 use crate::hash::{self, HashError};
 use crate::plan::{plan, Plan};
@@ -144,6 +145,8 @@ struct Inner {
     hashers: Semaphore,
     /// Threads a walk hashes a batch of many bytes on.
     cores: usize,
+    /// Where the stats after an upload run (and the delivery's look, in `deliverer`).
+    fs: Arc<FsThreads>,
     /// One read buffer per hash in progress, kept between files.
     read_buffers: Arc<hash::ReadBuffers>,
     /// Checksums being delivered in this run, so equal files are sent once.
@@ -220,6 +223,7 @@ impl Engine {
             earlier_uploads(store.as_ref(), config.inflight_grace)
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let fs = FsThreads::start(cores * 2);
         Ok(Engine {
             inner: Arc::new(Inner {
                 root: config.folder.clone(),
@@ -240,6 +244,7 @@ impl Engine {
                     config.concurrency,
                     config.retry_count,
                     config.retry_delay,
+                    fs.clone(),
                 )
                 .with_batch_size(config.batch_size),
                 api,
@@ -250,6 +255,7 @@ impl Engine {
                 reporter,
                 hashers: Semaphore::new(cores * 2),
                 cores,
+                fs,
                 read_buffers: Arc::default(),
                 claims: Mutex::new(HashSet::new()),
                 gdpr: Gdpr::new(config.folder.clone()),
@@ -1287,15 +1293,22 @@ impl Inner {
     /// After an upload, one more look: a file that grew or was rewritten while
     /// it was sent has new bytes to send. `None` when it is as it was (or gone).
     async fn changed_after_upload(&self, path: &Path, stamp: &FileStamp) -> Option<FileStamp> {
-        let meta = tokio::fs::metadata(path).await.ok()?;
-        let now = stamp_of(path, &meta);
+        let now = self.stamp(path).await.ok()?;
         (now != *stamp).then_some(now)
+    }
+
+    /// The file's stamp as it is now, looked at on the file-system threads.
+    async fn stamp(&self, path: &Path) -> std::io::Result<FileStamp> {
+        let path = path.to_path_buf();
+        self.fs
+            .run(move || std::fs::metadata(&path).map(|meta| stamp_of(&path, &meta)))
+            .await?
     }
 
     /// The file is not the version found: look at it again, unless it is gone.
     async fn changed(&self, run: &Run, path: &Path) -> Step {
-        match tokio::fs::metadata(path).await {
-            Ok(meta) => Step::Rehash(stamp_of(path, &meta)),
+        match self.stamp(path).await {
+            Ok(stamp) => Step::Rehash(stamp),
             Err(_) => {
                 self.vanished(run, path).await;
                 Step::Done

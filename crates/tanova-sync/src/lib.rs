@@ -20,6 +20,7 @@ pub(crate) mod engine;
 pub mod error;
 pub(crate) mod fence;
 pub(crate) mod filter;
+pub(crate) mod fs_threads;
 pub(crate) mod gdpr;
 pub mod hash;
 pub(crate) mod logging;
