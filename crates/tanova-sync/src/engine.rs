@@ -18,7 +18,6 @@ use crate::config::{Concurrency, Config};
 use crate::deliver::{Delivered, Deliverer, Job};
 use crate::fence::Fence;
 use crate::filter;
-use crate::fs_threads::FsThreads;
 use crate::gdpr::Gdpr;
 use crate::hash::{self, HashError};
 use crate::plan::{plan, Plan};
@@ -145,8 +144,6 @@ struct Inner {
     hashers: Semaphore,
     /// Threads a walk hashes a batch of many bytes on.
     cores: usize,
-    /// Where the stats after an upload run (and the delivery's look, in `deliverer`).
-    fs: Arc<FsThreads>,
     /// One read buffer per hash in progress, kept between files.
     read_buffers: Arc<hash::ReadBuffers>,
     /// Checksums being delivered in this run, so equal files are sent once.
@@ -223,7 +220,6 @@ impl Engine {
             earlier_uploads(store.as_ref(), config.inflight_grace)
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let fs = FsThreads::start(cores * 2);
         Ok(Engine {
             inner: Arc::new(Inner {
                 root: config.folder.clone(),
@@ -244,7 +240,6 @@ impl Engine {
                     config.concurrency,
                     config.retry_count,
                     config.retry_delay,
-                    fs.clone(),
                 )
                 .with_batch_size(config.batch_size),
                 api,
@@ -255,7 +250,6 @@ impl Engine {
                 reporter,
                 hashers: Semaphore::new(cores * 2),
                 cores,
-                fs,
                 read_buffers: Arc::default(),
                 claims: Mutex::new(HashSet::new()),
                 gdpr: Gdpr::new(config.folder.clone()),
@@ -1300,8 +1294,7 @@ impl Inner {
     /// The file's stamp as it is now, looked at on the file-system threads.
     async fn stamp(&self, path: &Path) -> std::io::Result<FileStamp> {
         let path = path.to_path_buf();
-        self.fs
-            .run(move || std::fs::metadata(&path).map(|meta| stamp_of(&path, &meta)))
+        crate::fs_threads::run(move || std::fs::metadata(&path).map(|meta| stamp_of(&path, &meta)))
             .await?
     }
 

@@ -7,18 +7,15 @@
 //! its checksum the body ends before its last byte, so the server never
 //! receives a complete file under a stale checksum.
 
-use std::io;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use futures_util::{stream, Stream, StreamExt};
 use reqwest::multipart::Form;
 use reqwest::{Method, Url};
 
 use super::status::{classify, Disposition};
 use super::wire::BatchAnswer;
-use super::{read_success, verified_stream, ApiClient, ApiError, Upload};
+use super::{read_success, verified_stream, ApiClient, ApiError, Source, Upload};
 
 pub const UPLOAD_BATCH: &str = "api/sync/upload-batch";
 
@@ -86,8 +83,8 @@ fn batch_form(files: &[Upload<'_>]) -> (Form, Vec<Arc<AtomicBool>>) {
             form = form.text(format!("email_{i}"), email.clone());
         }
         let flag = Arc::new(AtomicBool::new(false));
-        let body = opened_when_read(
-            upload.path.to_path_buf(),
+        let body = verified_stream(
+            Source::Path(upload.path.to_path_buf()),
             upload.size,
             upload.checksum.to_string(),
             upload.fence.clone(),
@@ -98,30 +95,6 @@ fn batch_form(files: &[Upload<'_>]) -> (Form, Vec<Arc<AtomicBool>>) {
         changed.push(flag);
     }
     (form, changed)
-}
-
-/// A file's verified body, opened on the first read. A file that cannot be
-/// opened ends the body with an error and counts as changed: it is then
-/// looked at again (gone, or unreadable) as a changed file is.
-fn opened_when_read(
-    path: PathBuf,
-    size: u64,
-    checksum: String,
-    fence: Option<Arc<crate::fence::Fence>>,
-    changed: Arc<AtomicBool>,
-) -> impl Stream<Item = io::Result<bytes::Bytes>> + Send + 'static {
-    stream::once(async move { tokio::fs::File::open(&path).await })
-        .map(move |opened| match opened {
-            Ok(file) => {
-                verified_stream(file, size, checksum.clone(), fence.clone(), changed.clone())
-                    .left_stream()
-            }
-            Err(e) => {
-                changed.store(true, Ordering::SeqCst);
-                stream::once(async move { Err(e) }).right_stream()
-            }
-        })
-        .flatten()
 }
 
 /// One result per file `0..n`, from the answer's entries. A file the answer

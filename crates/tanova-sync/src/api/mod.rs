@@ -13,13 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures_util::{stream, StreamExt};
 use reqwest::header::{HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, Response, Url};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 
 use crate::fence::Fence;
 pub use key::ApiKey;
@@ -305,11 +303,13 @@ impl ApiClient {
                 changed.clone(),
             )),
             (None, _) => {
-                let file = tokio::fs::File::open(upload.path)
+                let path = upload.path.to_path_buf();
+                let file = crate::fs_threads::run(move || std::fs::File::open(path))
                     .await
+                    .and_then(|opened| opened)
                     .map_err(|e| ApiError::File(e.to_string()))?;
                 reqwest::Body::wrap_stream(verified_stream(
-                    file,
+                    Source::Open(file),
                     upload.size,
                     upload.checksum.to_string(),
                     upload.fence.clone(),
@@ -557,75 +557,96 @@ fn transport_error(url: &Url, e: &reqwest::Error) -> ApiError {
 /// or after tools that restore mtimes (`cp -p`, `rsync -t`, `touch -r`), a
 /// same-size rewrite within one tick is invisible to it, and a stale checksum
 /// would be recorded for the bytes sent. The digest cannot be fooled that way.
+///
+/// The file is read on the file-system threads, a chunk a call, never on the
+/// async runtime.
 fn verified_stream(
-    file: tokio::fs::File,
+    source: Source,
     size: u64,
     checksum: String,
     fence: Option<Arc<Fence>>,
     changed: Arc<AtomicBool>,
 ) -> impl futures_util::Stream<Item = io::Result<bytes::Bytes>> + Send + 'static {
-    const CHUNK: usize = 64 * 1024;
+    // Each chunk is one call on the file-system threads; 128 KiB sends most
+    // CVs in one, and bounds what an upload in flight holds.
+    const CHUNK: u64 = 128 * 1024;
     struct State {
-        file: tokio::fs::File,
+        source: Option<Source>,
         hasher: Sha256,
         seen: u64,
-        finished: bool,
     }
     let state = State {
-        file,
+        source: Some(source),
         hasher: Sha256::new(),
         seen: 0,
-        finished: false,
     };
     stream::unfold(state, move |mut st| {
         let checksum = checksum.clone();
         let changed = changed.clone();
         let fence = fence.clone();
         async move {
-            if st.finished {
-                return None;
-            }
-            let fail = |st: State, changed: &AtomicBool| {
-                changed.store(true, Ordering::SeqCst);
-                Some((
-                    Err(io::Error::other("file changed during upload")),
-                    State {
-                        finished: true,
-                        ..st
-                    },
-                ))
-            };
+            // Taken for this read and put back only when there is more to send:
+            // after the last chunk, or an error, the body ends.
+            let source = st.source.take()?;
             // Read no further than the hashed size; a file that grew since is uploaded as hashed.
-            let want = (size - st.seen).min(CHUNK as u64) as usize;
-            let mut buf = BytesMut::with_capacity(want.max(1));
-            match st.file.read_buf(&mut buf).await {
-                Err(e) => Some((
-                    Err(e),
-                    State {
-                        finished: true,
-                        ..st
-                    },
-                )),
-                // Shorter than hashed: it was truncated or replaced.
-                Ok(0) if st.seen < size => fail(st, &changed),
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(want.min(n));
-                    st.seen += buf.len() as u64;
-                    st.hasher.update(&buf);
-                    if st.seen == size {
-                        // Check before sending the last chunk, so a stale body never completes.
-                        let digest = hex::encode(std::mem::take(&mut st.hasher).finalize());
-                        if digest != checksum || fence.is_some_and(|f| !f.holds()) {
-                            return fail(st, &changed);
-                        }
-                        st.finished = true;
+            let want = (size - st.seen).min(CHUNK);
+            let read = crate::fs_threads::run(move || -> io::Result<(std::fs::File, Vec<u8>)> {
+                let file = match source {
+                    Source::Open(file) => file,
+                    Source::Path(path) => std::fs::File::open(path)?,
+                };
+                let mut chunk = Vec::with_capacity(want as usize);
+                io::Read::read_to_end(&mut io::Read::take(&file, want), &mut chunk)?;
+                Ok((file, chunk))
+            })
+            .await
+            .and_then(|read| read);
+            let (file, chunk) = match read {
+                Ok(read) => read,
+                // Unreadable, or gone before its turn in a batch: looked at again as a changed file is.
+                Err(e) => {
+                    if st.seen == 0 {
+                        changed.store(true, Ordering::SeqCst);
                     }
-                    Some((Ok(buf.freeze()), st))
+                    return Some((Err(e), st));
                 }
+            };
+            let fail = |st: State, why: &str| {
+                changed.store(true, Ordering::SeqCst);
+                Some((Err(io::Error::other(why.to_string())), st))
+            };
+            // Shorter than hashed: it was truncated or replaced.
+            if (chunk.len() as u64) < want {
+                return fail(st, "file changed during upload");
             }
+            st.seen += want;
+            st.hasher.update(&chunk);
+            if st.seen == size {
+                // Check before sending the last chunk, so a stale body never completes.
+                let digest = hex::encode(std::mem::take(&mut st.hasher).finalize());
+                if digest != checksum {
+                    return fail(st, "file changed during upload");
+                }
+                if fence.is_some_and(|f| !f.holds()) {
+                    return fail(st, "the claim lapsed before the last byte");
+                }
+            } else {
+                st.source = Some(Source::Open(file));
+            }
+            Some((Ok(bytes::Bytes::from(chunk)), st))
         }
     })
+}
+
+/// Where a streamed body's bytes come from.
+pub(crate) enum Source {
+    /// The file, opened before the request was made.
+    Open(std::fs::File),
+    /// The file's path, opened when its first chunk is read (one file of a
+    /// batch, so that a batch holds one file open at a time). A file that cannot
+    /// be opened then ends the body and counts as changed: it is looked at
+    /// again (gone, or unreadable) as a changed file is.
+    Path(std::path::PathBuf),
 }
 
 /// Bytes already read and checked, sent in two pieces so that the claim is

@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, ApiError, Upload};
 use crate::config::Concurrency;
 use crate::fence::Fence;
-use crate::fs_threads::FsThreads;
 use crate::hash::{self, HashError};
 use crate::meta;
 use crate::report::FailKind;
@@ -85,8 +84,6 @@ pub struct Deliverer {
     batcher: OnceLock<Batcher>,
     /// The service refused a batch as a whole: one file per request from then on.
     batches_off: AtomicBool,
-    /// Where the look before each upload runs.
-    fs: Arc<FsThreads>,
 }
 
 impl Deliverer {
@@ -95,7 +92,6 @@ impl Deliverer {
         concurrency: Concurrency,
         retry_count: u32,
         retry_delay: Duration,
-        fs: Arc<FsThreads>,
     ) -> Self {
         let limiter = match concurrency {
             Concurrency::Fixed(n) => Limiter::fixed(n),
@@ -109,7 +105,6 @@ impl Deliverer {
             batch_size: 1,
             batcher: OnceLock::new(),
             batches_off: AtomicBool::new(false),
-            fs,
         }
     }
 
@@ -217,9 +212,7 @@ impl Deliverer {
             return Ok(Delivered::LeaseLost);
         }
         let (path, stamp, sum) = (job.path.to_path_buf(), job.stamp, job.checksum.to_string());
-        let look = self
-            .fs
-            .run(move || look_again(&path, &stamp, &sum))
+        let look = crate::fs_threads::run(move || look_again(&path, &stamp, &sum))
             .await
             .unwrap_or_else(|e| Err(HashError::Io(e)));
         let bytes = match look {
