@@ -713,6 +713,13 @@ fn earlier_uploads(store: &dyn Store, grace: Duration) -> HashMap<String, tokio:
     waiting
 }
 
+/// A file's stamp as it is now, looked at on the file-system threads.
+async fn stamp_now(path: &Path) -> std::io::Result<FileStamp> {
+    let path = path.to_path_buf();
+    crate::fs_threads::run(move || std::fs::metadata(&path).map(|meta| stamp_of(&path, &meta)))
+        .await?
+}
+
 fn log_panic(done: Result<(), tokio::task::JoinError>) {
     if let Err(e) = done {
         tracing::error!("a file task failed: {e}");
@@ -1287,20 +1294,13 @@ impl Inner {
     /// After an upload, one more look: a file that grew or was rewritten while
     /// it was sent has new bytes to send. `None` when it is as it was (or gone).
     async fn changed_after_upload(&self, path: &Path, stamp: &FileStamp) -> Option<FileStamp> {
-        let now = self.stamp(path).await.ok()?;
+        let now = stamp_now(path).await.ok()?;
         (now != *stamp).then_some(now)
-    }
-
-    /// The file's stamp as it is now, looked at on the file-system threads.
-    async fn stamp(&self, path: &Path) -> std::io::Result<FileStamp> {
-        let path = path.to_path_buf();
-        crate::fs_threads::run(move || std::fs::metadata(&path).map(|meta| stamp_of(&path, &meta)))
-            .await?
     }
 
     /// The file is not the version found: look at it again, unless it is gone.
     async fn changed(&self, run: &Run, path: &Path) -> Step {
-        match self.stamp(path).await {
+        match stamp_now(path).await {
             Ok(stamp) => Step::Rehash(stamp),
             Err(_) => {
                 self.vanished(run, path).await;

@@ -590,6 +590,7 @@ fn verified_stream(
             let source = st.source.take()?;
             // Read no further than the hashed size; a file that grew since is uploaded as hashed.
             let want = (size - st.seen).min(CHUNK);
+            let opening = matches!(source, Source::Path(_));
             let read = crate::fs_threads::run(move || -> io::Result<(std::fs::File, Vec<u8>)> {
                 let file = match source {
                     Source::Open(file) => file,
@@ -603,9 +604,10 @@ fn verified_stream(
             .and_then(|read| read);
             let (file, chunk) = match read {
                 Ok(read) => read,
-                // Unreadable, or gone before its turn in a batch: looked at again as a changed file is.
                 Err(e) => {
-                    if st.seen == 0 {
+                    // Gone or unreadable before its turn in a batch: looked at
+                    // again as a changed file is. A failed read is the transport's error.
+                    if opening {
                         changed.store(true, Ordering::SeqCst);
                     }
                     return Some((Err(e), st));
