@@ -73,8 +73,12 @@ fn url_password(s: &str) -> Option<&str> {
     let parsed = url::Url::parse(s).ok()?;
     let password = parsed.password()?;
     // Text that stands elsewhere in the URL too (the user name, the host) is
-    // shown as that part: its showing says nothing about the password.
-    if parsed.username().contains(password) || s.matches(password).count() > 1 {
+    // shown as that part: its showing says nothing about the password. Judged
+    // on the URL as parsed, since the parser drops tabs and newlines: a
+    // password written "a\tb" is "ab", which may stand only in the host.
+    let mut without = parsed.clone();
+    let _ = without.set_password(None);
+    if without.as_str().contains(password) || s.matches(password).count() > 1 {
         return None;
     }
     // Borrow it from the input, where it stands as the parser read it.
