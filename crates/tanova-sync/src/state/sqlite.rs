@@ -10,12 +10,16 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{legacy, Cached, Failure, FileStamp, Result, StateError, Store, Write};
 use crate::privacy::Rule;
 
+mod checksum;
 mod privacy;
+use checksum::{as_hex, Hex, Key};
 pub use privacy::{relative_to, Pruned};
 
 /// The database's file name inside the state directory.
 pub const DB_FILE: &str = "tanova-sync.db";
 
+/// The tables, as a new state gets them. A checksum column declared TEXT holds
+/// bytes where [`Key`] binds bytes (schema version 1, [`checksum`]).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS synced (
     checksum     TEXT PRIMARY KEY,
@@ -81,6 +85,9 @@ pub struct SqliteStore {
     reader: Option<Mutex<Connection>>,
     path: PathBuf,
     pending: Mutex<PendingCache>,
+    /// Checksums are text in this state: a version-0 state opened read-only,
+    /// which cannot be upgraded. Every other state keeps them as bytes.
+    text_sums: bool,
 }
 
 /// Path-cache rows not committed yet, by file identity.
@@ -118,6 +125,7 @@ impl SqliteStore {
             reader: None,
             path,
             pending: Mutex::default(),
+            text_sums: false,
         };
         store.with(|c| {
             // WAL + NORMAL: a commit survives the process being killed (it is in
@@ -128,6 +136,7 @@ impl SqliteStore {
             c.execute_batch(SCHEMA)?;
             c.execute_batch(privacy::SCHEMA)
         })?;
+        store.upgrade()?;
         let reader = Connection::open(&store.path).and_then(|c| {
             c.busy_timeout(std::time::Duration::from_secs(10))?;
             Ok(c)
@@ -147,6 +156,7 @@ impl SqliteStore {
             path: path.clone(),
             source,
         };
+        let mut text_sums = false;
         let conn = if path.exists() {
             // immutable: SQLite takes no lock and writes no -wal/-shm beside the file.
             let absolute = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
@@ -158,7 +168,11 @@ impl SqliteStore {
             let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
                 | rusqlite::OpenFlags::SQLITE_OPEN_URI
                 | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-            Connection::open_with_flags(uri.as_str(), flags).map_err(sqlite)?
+            let conn = Connection::open_with_flags(uri.as_str(), flags).map_err(sqlite)?;
+            let version = schema_version(&conn).map_err(sqlite)?;
+            newer_refused(&path, version)?;
+            text_sums = version < checksum::SCHEMA_VERSION;
+            conn
         } else {
             let conn = Connection::open_in_memory().map_err(sqlite)?;
             conn.execute_batch(SCHEMA).map_err(sqlite)?;
@@ -170,7 +184,54 @@ impl SqliteStore {
             reader: None,
             path,
             pending: Mutex::default(),
+            text_sums,
         })
+    }
+
+    /// Bring the state to [`checksum::SCHEMA_VERSION`] in one transaction (a
+    /// crash leaves it as it was, to be upgraded at the next start), or refuse
+    /// one a newer agent wrote rather than misread it.
+    fn upgrade(&self) -> Result<()> {
+        let version = self.with(|c| schema_version(c))?;
+        newer_refused(&self.path, version)?;
+        if version == checksum::SCHEMA_VERSION {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute_batch(checksum::TO_BYTES)?;
+            tx.pragma_update(None, "user_version", checksum::SCHEMA_VERSION)?;
+            tx.commit()
+        })?;
+        let took = started.elapsed();
+        if took > Duration::from_secs(1) {
+            tracing::info!(
+                "upgraded the state {} to schema {} (checksums kept as bytes) in {:.1} s",
+                self.path.display(),
+                checksum::SCHEMA_VERSION,
+                took.as_secs_f64()
+            );
+        }
+        Ok(())
+    }
+
+    /// A checksum to bind against `synced`, as this state keeps it.
+    fn key<'a>(&self, sum: &'a str) -> Key<'a> {
+        if self.text_sums {
+            Key::text(sum)
+        } else {
+            Key::new(sum)
+        }
+    }
+
+    /// The path-cache lookup for this state's form of checksums.
+    fn cached_by_stamp(&self) -> &'static str {
+        if self.text_sums {
+            CACHED_BY_STAMP_TEXT
+        } else {
+            CACHED_BY_STAMP
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -208,7 +269,7 @@ impl SqliteStore {
                     "INSERT OR IGNORE INTO synced (checksum, candidate_id, path, synced_at) VALUES (?1, NULL, NULL, ?2)",
                 )?;
                 for sum in &checksums {
-                    added += insert.execute(params![sum, now])?;
+                    added += insert.execute(params![Key::new(sum), now])?;
                 }
             }
             tx.execute(
@@ -239,20 +300,21 @@ impl SqliteStore {
     /// Every synced checksum, for exporting the legacy history.
     pub fn synced_checksums(&self) -> Result<Vec<String>> {
         self.with(|c| {
-            let mut stmt = c.prepare("SELECT checksum FROM synced ORDER BY checksum")?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
+            let mut stmt = c.prepare("SELECT checksum FROM synced")?;
+            let rows = stmt.query_map([], |r| r.get::<_, Hex>(0).map(|h| h.0))?;
             rows.collect()
         })
+        .map(sorted)
     }
 
     /// Every synced checksum with its candidate id when known, for `state push`.
     pub fn synced_records(&self) -> Result<Vec<(String, Option<String>)>> {
         self.with(|c| {
-            let mut stmt =
-                c.prepare("SELECT checksum, candidate_id FROM synced ORDER BY checksum")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let mut stmt = c.prepare("SELECT checksum, candidate_id FROM synced")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, Hex>(0)?.0, r.get(1)?)))?;
             rows.collect()
         })
+        .map(sorted)
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, PendingCache> {
@@ -309,13 +371,13 @@ impl Store for SqliteStore {
         self.reading(|c| {
             // One read transaction for the lot: one lock, not one per file.
             let tx = c.transaction()?;
-            let mut by_stamp = tx.prepare_cached(CACHED_BY_STAMP)?;
+            let mut by_stamp = tx.prepare_cached(self.cached_by_stamp())?;
             let found = stamps
                 .iter()
                 .zip(pending)
                 .map(|(stamp, pending)| match pending {
                     Some(checksum) => Ok(Some(Cached {
-                        synced: synced_in(&tx, &checksum)?,
+                        synced: synced_in(&tx, self.key(&checksum))?,
                         checksum,
                         hashed: false,
                     })),
@@ -330,7 +392,7 @@ impl Store for SqliteStore {
                             |r| {
                                 let mut hex = [0; 64];
                                 Ok(Cached {
-                                    checksum: cached_checksum(r.get_ref(0)?, &mut hex)?.to_string(),
+                                    checksum: as_hex(r.get_ref(0)?, &mut hex)?.to_string(),
                                     synced: r.get(1)?,
                                     hashed: false,
                                 })
@@ -359,7 +421,7 @@ impl Store for SqliteStore {
                     mtime_ns: row.get(3)?,
                 };
                 let mut hex = [0; 64];
-                each(stamp, cached_checksum(row.get_ref(4)?, &mut hex)?);
+                each(stamp, as_hex(row.get_ref(4)?, &mut hex)?);
             }
             Ok(())
         })
@@ -369,8 +431,9 @@ impl Store for SqliteStore {
         self.with(|c| {
             let mut rows = c.prepare("SELECT checksum FROM synced")?;
             let mut rows = rows.query([])?;
+            let mut hex = [0; 64];
             while let Some(row) = rows.next()? {
-                each(row.get_ref(0)?.as_str()?);
+                each(as_hex(row.get_ref(0)?, &mut hex)?);
             }
             Ok(())
         })
@@ -398,16 +461,12 @@ impl Store for SqliteStore {
                 "INSERT OR REPLACE INTO path_cache (dev, ino, size, mtime_ns, checksum) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for (stamp, checksum) in rows.values() {
-                let mut bytes = [0; 32];
-                let is_bytes = as_bytes(checksum, &mut bytes);
-                let blob: &[u8] = &bytes;
-                let stored: &dyn rusqlite::ToSql = if is_bytes { &blob } else { checksum };
                 insert.execute(params![
                     stamp.dev as i64,
                     stamp.ino as i64,
                     stamp.size as i64,
                     stamp.mtime_ns,
-                    stored
+                    Key::new(checksum)
                 ])?;
             }
             drop(insert);
@@ -419,7 +478,7 @@ impl Store for SqliteStore {
         self.reading(|c| {
             // One read transaction: one lock for both questions.
             let tx = c.transaction()?;
-            let synced = synced_in(&tx, checksum)?;
+            let synced = synced_in(&tx, self.key(checksum))?;
             let failure = if synced {
                 None
             } else {
@@ -569,7 +628,7 @@ impl SqliteStore {
     }
 
     pub(crate) fn is_synced(&self, checksum: &str) -> Result<bool> {
-        self.reading(|c| synced_in(c, checksum))
+        self.reading(|c| synced_in(c, self.key(checksum)))
     }
 
     pub(crate) fn failure(&self, checksum: &str) -> Result<Option<Failure>> {
@@ -627,7 +686,7 @@ fn write_in(c: &Connection, write: &Write, now: Now) -> rusqlite::Result<()> {
                 "INSERT INTO synced (checksum, candidate_id, path, synced_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (checksum) DO UPDATE SET candidate_id = COALESCE(excluded.candidate_id, candidate_id)",
             )?
-            .execute(params![checksum, candidate, path, now.secs])?;
+            .execute(params![Key::new(checksum), candidate, path, now.secs])?;
             c.prepare_cached("DELETE FROM failures WHERE path = ?1 OR checksum = ?2")?
                 .execute(params![path, checksum])?;
             c.prepare_cached("DELETE FROM intents WHERE checksum = ?1")?
@@ -665,42 +724,46 @@ fn write_in(c: &Connection, write: &Write, now: Now) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The path cache keeps a checksum as its 32 bytes, not 64 hex characters:
-/// about 32 MB less state at a million files (issue 12). Rows written before
-/// hold text and are read as they are; the lookup compares either with
-/// `synced`'s hex.
-const CACHED_BY_STAMP: &str = "SELECT p.checksum, EXISTS (SELECT 1 FROM synced s WHERE s.checksum =
+/// The path-cache row of a stamp and whether its bytes are synced. Both
+/// tables keep a checksum in the same form ([`checksum`]), so the join is on
+/// the column as stored.
+const CACHED_BY_STAMP: &str =
+    "SELECT p.checksum, EXISTS (SELECT 1 FROM synced s WHERE s.checksum = p.checksum)
+     FROM path_cache p WHERE p.dev = ?1 AND p.ino = ?2 AND p.size = ?3 AND p.mtime_ns = ?4";
+
+/// The same in a version-0 state, whose `synced` holds hex text while its path
+/// cache may hold either.
+const CACHED_BY_STAMP_TEXT: &str =
+    "SELECT p.checksum, EXISTS (SELECT 1 FROM synced s WHERE s.checksum =
          CASE typeof(p.checksum) WHEN 'blob' THEN lower(hex(p.checksum)) ELSE p.checksum END)
      FROM path_cache p WHERE p.dev = ?1 AND p.ino = ?2 AND p.size = ?3 AND p.mtime_ns = ?4";
 
-/// `checksum`'s bytes, when it is a SHA-256 in lowercase hex (anything else,
-/// as in tests, is kept as text).
-fn as_bytes(checksum: &str, bytes: &mut [u8; 32]) -> bool {
-    let lower_hex = checksum
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    lower_hex && hex::decode_to_slice(checksum, bytes).is_ok()
+/// In the order of their hex: SQLite orders text before bytes, and a state may hold both.
+fn sorted<T: Ord>(mut rows: Vec<T>) -> Vec<T> {
+    rows.sort_unstable();
+    rows
 }
 
-/// A path-cache checksum as hex, whichever way the row holds it.
-fn cached_checksum<'a>(
-    stored: rusqlite::types::ValueRef<'a>,
-    hex: &'a mut [u8; 64],
-) -> rusqlite::types::FromSqlResult<&'a str> {
-    use rusqlite::types::{FromSqlError, ValueRef};
-    match stored {
-        ValueRef::Blob(bytes) => {
-            hex::encode_to_slice(bytes, hex).map_err(|_| FromSqlError::InvalidBlobSize {
-                expected_size: 32,
-                blob_size: bytes.len(),
-            })?;
-            std::str::from_utf8(hex.as_slice()).map_err(|e| FromSqlError::Other(e.into()))
-        }
-        other => other.as_str(),
+fn schema_version(c: &Connection) -> rusqlite::Result<i64> {
+    c.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+/// A state a newer agent wrote may keep things in a form this one would misread.
+fn newer_refused(path: &Path, version: i64) -> Result<()> {
+    if version > checksum::SCHEMA_VERSION {
+        return Err(StateError::File {
+            path: path.to_path_buf(),
+            message: format!(
+                "written by a newer tanova-sync (state schema {version}; this agent knows up to {}): \
+                 run that version, or move the state directory aside to start afresh",
+                checksum::SCHEMA_VERSION
+            ),
+        });
     }
+    Ok(())
 }
 
-fn synced_in(c: &Connection, checksum: &str) -> rusqlite::Result<bool> {
+fn synced_in(c: &Connection, checksum: Key<'_>) -> rusqlite::Result<bool> {
     c.prepare_cached("SELECT EXISTS (SELECT 1 FROM synced WHERE checksum = ?1)")?
         .query_row([checksum], |r| r.get(0))
 }
@@ -799,53 +862,108 @@ mod tests {
         assert!(store.lookup(&stamp(7, 100)).unwrap().unwrap().synced);
     }
 
-    /// New path-cache rows hold a checksum's 32 bytes; rows an older agent
-    /// wrote as hex text still read as they did, for lookups, the synced flag
-    /// and the whole-cache read alike.
+    /// A state an older agent wrote (schema 0: hex text in `synced` and
+    /// `audit`, either form in the path cache) reads the same read-only, is
+    /// left as it was by a read-only open, and is upgraded to bytes, every
+    /// row, when opened to write; a state from a newer agent is refused.
     #[test]
-    fn the_path_cache_keeps_checksums_as_bytes_and_still_reads_old_text_rows() {
+    fn an_older_state_reads_the_same_and_is_upgraded_to_bytes_and_a_newer_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (old, new) = ("ab".repeat(32), "0123456789abcdef".repeat(4));
-        let store = SqliteStore::open(dir.path()).unwrap();
-        store
-            .with(|c| {
-                c.execute(
-                    "INSERT INTO path_cache (dev, ino, size, mtime_ns, checksum) VALUES (1, 1, 10, 42, ?1)",
-                    [&old],
-                )
-            })
-            .unwrap();
-        store.remember(&stamp(2, 10), &new).unwrap();
-        store.flush().unwrap();
-        let stored: Vec<(String, i64)> = store
-            .with(|c| {
-                c.prepare("SELECT typeof(checksum), length(checksum) FROM path_cache ORDER BY ino")?
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect()
-            })
-            .unwrap();
-        assert_eq!(stored, [("text".to_string(), 64), ("blob".to_string(), 32)]);
-
-        store.record_synced(&old, None, "old.pdf").unwrap();
-        store.record_synced(&new, None, "new.pdf").unwrap();
-        for (ino, sum) in [(1, &old), (2, &new)] {
-            let cached = store.lookup(&stamp(ino, 10)).unwrap().unwrap();
-            assert_eq!((&cached.checksum, cached.synced), (sum, true), "ino {ino}");
+        {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            store
+                .with(|c| {
+                    c.execute_batch("PRAGMA user_version = 0")?;
+                    for (ino, sum) in [(1, &old), (2, &new)] {
+                        c.execute(
+                            "INSERT INTO synced (checksum, candidate_id, path, synced_at) VALUES (?1, 'cand', 'a.pdf', 1)",
+                            [sum],
+                        )?;
+                        c.execute(
+                            "INSERT INTO audit (at, path, checksum, host, outcome) VALUES (1, 'a.pdf', ?1, 'h', 'uploaded')",
+                            [sum],
+                        )?;
+                        // An agent of schema 0 since the path cache went to bytes wrote them so.
+                        let cached = if ino == 1 { "?2" } else { "unhex(?2)" };
+                        c.execute(
+                            &format!("INSERT INTO path_cache (dev, ino, size, mtime_ns, checksum) VALUES (1, ?1, 10, 42, {cached})"),
+                            params![ino, sum],
+                        )?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
         }
-        let mut all = Vec::new();
-        store
-            .for_each_cached(&mut |stamp, sum| all.push((stamp.ino, sum.to_string())))
+        let kinds = |c: &Connection| -> Vec<String> {
+            ["synced", "audit", "path_cache"]
+                .iter()
+                .map(|t| {
+                    c.query_row(
+                        &format!("SELECT group_concat(DISTINCT typeof(checksum)) FROM {t}"),
+                        [],
+                        |r| r.get(0),
+                    )
+                    .unwrap()
+                })
+                .collect()
+        };
+        let db = dir.path().join(DB_FILE);
+        let reads_the_same = |store: &SqliteStore| {
+            for (ino, sum) in [(1, &old), (2, &new)] {
+                let cached = store.lookup(&stamp(ino, 10)).unwrap().unwrap();
+                assert_eq!((&cached.checksum, cached.synced), (sum, true), "ino {ino}");
+                assert!(store.plan_facts(sum).unwrap().0, "{sum} synced");
+            }
+            assert!(!store.plan_facts(&"cd".repeat(32)).unwrap().0);
+            assert_eq!(
+                store.synced_checksums().unwrap(),
+                [new.clone(), old.clone()]
+            );
+            let mut synced = Vec::new();
+            store
+                .for_each_synced(&mut |sum| synced.push(sum.to_string()))
+                .unwrap();
+            synced.sort();
+            assert_eq!(synced, [new.clone(), old.clone()]);
+            let audit = store.audit(&Default::default()).unwrap();
+            let sums: Vec<&str> = audit.iter().map(|e| e.checksum.as_str()).collect();
+            assert_eq!(sums, [old.as_str(), new.as_str()]);
+        };
+
+        reads_the_same(&SqliteStore::open_read_only(dir.path()).unwrap());
+        let c = Connection::open(&db).unwrap();
+        assert_eq!(
+            schema_version(&c).unwrap(),
+            0,
+            "a read-only open changes nothing"
+        );
+        assert_eq!(kinds(&c), ["text", "text", "text,blob"]);
+
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(schema_version(&c).unwrap(), checksum::SCHEMA_VERSION);
+        assert_eq!(kinds(&c), ["blob", "blob", "blob"]);
+        reads_the_same(&store);
+        // The last connection to close checkpoints the WAL, which a read-only
+        // (immutable) open does not read.
+        drop((store, c));
+        reads_the_same(&SqliteStore::open_read_only(dir.path()).unwrap());
+
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 2")
             .unwrap();
-        all.sort();
-        assert_eq!(all, [(1, old.clone()), (2, new.clone())]);
-        let index = crate::cache_index::CacheIndex::load(&store);
-        let found = index.attach(vec![crate::scan::Found::File {
-            path: PathBuf::from("new.pdf"),
-            stamp: stamp(2, 10),
-            seen: None,
-        }]);
-        let cached = found[0].1.as_ref().unwrap();
-        assert_eq!((&cached.checksum, cached.synced), (&new, true));
+        for refused in [
+            SqliteStore::open(dir.path()).err(),
+            SqliteStore::open_read_only(dir.path()).err(),
+        ] {
+            let message = refused.expect("a newer state is refused").to_string();
+            assert!(
+                message.contains(&db.display().to_string())
+                    && message.contains("newer tanova-sync"),
+                "{message}"
+            );
+        }
     }
 
     /// Path-cache rows wait in memory, where lookups see them, and reach the

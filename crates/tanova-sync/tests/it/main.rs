@@ -28,6 +28,7 @@ mod secrets;
 mod setup;
 mod shared;
 mod state_commands;
+mod state_schema;
 mod sync;
 mod syslog;
 mod transport;

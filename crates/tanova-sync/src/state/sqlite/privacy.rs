@@ -68,7 +68,7 @@ fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, AuditEntry)> {
         AuditEntry {
             at: r.get(1)?,
             path: r.get(2)?,
-            checksum: r.get(3)?,
+            checksum: r.get::<_, super::Hex>(3)?.0,
             candidate_id: r.get(4)?,
             candidate_name: r.get(5)?,
             job_hint: r.get(6)?,
@@ -104,7 +104,7 @@ pub(super) fn insert_audit_in(c: &rusqlite::Connection, e: &AuditEntry) -> rusql
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
-        e.at, e.path, e.checksum, e.candidate_id, e.candidate_name, e.job_hint, e.email, e.host, e.outcome
+        e.at, e.path, super::Key::new(&e.checksum), e.candidate_id, e.candidate_name, e.job_hint, e.email, e.host, e.outcome
     ])
     .map(drop)
 }
