@@ -12,7 +12,7 @@ use crate::privacy::Rule;
 
 mod checksum;
 mod privacy;
-use checksum::{as_hex, Hex, Key};
+use checksum::{as_hex, Form, Hex, Key};
 pub use privacy::{relative_to, Pruned};
 
 /// The database's file name inside the state directory.
@@ -85,9 +85,9 @@ pub struct SqliteStore {
     reader: Option<Mutex<Connection>>,
     path: PathBuf,
     pending: Mutex<PendingCache>,
-    /// Checksums are text in this state: a version-0 state opened read-only,
-    /// which cannot be upgraded. Every other state keeps them as bytes.
-    text_sums: bool,
+    /// How this state keeps checksums: as text only while it cannot be
+    /// upgraded (opened read-only, or another agent holds it).
+    form: Form,
 }
 
 /// Path-cache rows not committed yet, by file identity.
@@ -125,7 +125,7 @@ impl SqliteStore {
             reader: None,
             path,
             pending: Mutex::default(),
-            text_sums: false,
+            form: Form::Bytes,
         };
         store.with(|c| {
             // WAL + NORMAL: a commit survives the process being killed (it is in
@@ -163,7 +163,7 @@ impl SqliteStore {
             path: path.clone(),
             source,
         };
-        let mut text_sums = false;
+        let mut form = Form::Bytes;
         let conn = if path.exists() {
             // immutable: SQLite takes no lock and writes no -wal/-shm beside the file.
             let absolute = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
@@ -178,7 +178,9 @@ impl SqliteStore {
             let conn = Connection::open_with_flags(uri.as_str(), flags).map_err(sqlite)?;
             let version = schema_version(&conn).map_err(sqlite)?;
             newer_refused(&path, version)?;
-            text_sums = version < checksum::SCHEMA_VERSION;
+            if version < checksum::SCHEMA_VERSION {
+                form = Form::Text;
+            }
             conn
         } else {
             let conn = Connection::open_in_memory().map_err(sqlite)?;
@@ -191,19 +193,32 @@ impl SqliteStore {
             reader: None,
             path,
             pending: Mutex::default(),
-            text_sums,
+            form,
         })
     }
 
     /// Bring the state to [`checksum::SCHEMA_VERSION`] in one transaction (a
     /// crash leaves it as it was, to be upgraded at the next start), or refuse
     /// one a newer agent wrote rather than misread it.
-    fn upgrade(&self) -> Result<()> {
+    fn upgrade(&mut self) -> Result<()> {
         let version = self.with(|c| schema_version(c))?;
         newer_refused(&self.path, version)?;
         if version == checksum::SCHEMA_VERSION {
             return Ok(());
         }
+        // Only under the agents' lock: an agent running on this state, perhaps
+        // an older one that reads text, must not find its rows changed under
+        // it. Until it is gone, this store keeps the state's form.
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let Ok(_lock) = super::lock::acquire(dir) else {
+            self.form = Form::Text;
+            tracing::info!(
+                "the state {} is in use by another agent: it will be upgraded to schema {} once that agent stops",
+                self.path.display(),
+                checksum::SCHEMA_VERSION
+            );
+            return Ok(());
+        };
         let started = Instant::now();
         self.with(|c| {
             let tx = c.transaction()?;
@@ -223,21 +238,16 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// A checksum to bind against `synced`, as this state keeps it.
+    /// A checksum to bind, as this state keeps it.
     fn key<'a>(&self, sum: &'a str) -> Key<'a> {
-        if self.text_sums {
-            Key::text(sum)
-        } else {
-            Key::new(sum)
-        }
+        self.form.key(sum)
     }
 
     /// The path-cache lookup for this state's form of checksums.
     fn cached_by_stamp(&self) -> &'static str {
-        if self.text_sums {
-            CACHED_BY_STAMP_TEXT
-        } else {
-            CACHED_BY_STAMP
+        match self.form {
+            Form::Bytes => CACHED_BY_STAMP,
+            Form::Text => CACHED_BY_STAMP_TEXT,
         }
     }
 
@@ -276,7 +286,7 @@ impl SqliteStore {
                     "INSERT OR IGNORE INTO synced (checksum, candidate_id, path, synced_at) VALUES (?1, NULL, NULL, ?2)",
                 )?;
                 for sum in &checksums {
-                    added += insert.execute(params![Key::new(sum), now])?;
+                    added += insert.execute(params![self.key(sum), now])?;
                 }
             }
             tx.execute(
@@ -473,7 +483,7 @@ impl Store for SqliteStore {
                     stamp.ino as i64,
                     stamp.size as i64,
                     stamp.mtime_ns,
-                    Key::new(checksum)
+                    self.key(checksum)
                 ])?;
             }
             drop(insert);
@@ -575,7 +585,7 @@ impl Store for SqliteStore {
         self.with(|c| {
             let tx = c.transaction()?;
             for write in writes {
-                write_in(&tx, write, now)?;
+                write_in(&tx, write, now, self.form)?;
             }
             tx.commit()
         })
@@ -631,7 +641,7 @@ impl SqliteStore {
     }
 
     pub(crate) fn record_audit(&self, entry: &crate::privacy::AuditEntry) -> Result<()> {
-        self.with(|c| privacy::insert_audit_in(c, entry))
+        self.with(|c| privacy::insert_audit_in(c, entry, self.form))
     }
 
     pub(crate) fn is_synced(&self, checksum: &str) -> Result<bool> {
@@ -670,7 +680,7 @@ impl Now {
 }
 
 /// One of the pipeline's writes, in the caller's transaction.
-fn write_in(c: &Connection, write: &Write, now: Now) -> rusqlite::Result<()> {
+fn write_in(c: &Connection, write: &Write, now: Now, form: Form) -> rusqlite::Result<()> {
     match write {
         Write::Intent { checksum, path } => {
             c.prepare_cached(
@@ -693,13 +703,13 @@ fn write_in(c: &Connection, write: &Write, now: Now) -> rusqlite::Result<()> {
                 "INSERT INTO synced (checksum, candidate_id, path, synced_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (checksum) DO UPDATE SET candidate_id = COALESCE(excluded.candidate_id, candidate_id)",
             )?
-            .execute(params![Key::new(checksum), candidate, path, now.secs])?;
+            .execute(params![form.key(checksum), candidate, path, now.secs])?;
             c.prepare_cached("DELETE FROM failures WHERE path = ?1 OR checksum = ?2")?
                 .execute(params![path, checksum])?;
             c.prepare_cached("DELETE FROM intents WHERE checksum = ?1")?
                 .execute([checksum])?;
             if let Some(entry) = audit {
-                privacy::insert_audit_in(c, entry)?;
+                privacy::insert_audit_in(c, entry, form)?;
             }
         }
         Write::Failure {
@@ -971,6 +981,74 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    /// An older state that another agent holds (perhaps an older agent, which
+    /// reads text) is not upgraded under it: this store reads and writes it in
+    /// its own form, and the next open after that agent stops upgrades it.
+    #[test]
+    fn an_older_state_another_agent_holds_is_kept_as_text_until_it_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = ("ab".repeat(32), "0123456789abcdef".repeat(4));
+        {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            store
+                .with(|c| {
+                    c.execute_batch("PRAGMA user_version = 0")?;
+                    c.execute(
+                        "INSERT INTO synced (checksum, candidate_id, path, synced_at) VALUES (?1, NULL, 'old.pdf', 1)",
+                        [&old],
+                    )
+                })
+                .unwrap();
+        }
+        let kinds = || -> Vec<String> {
+            let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            let mut kinds: Vec<String> = c
+                .prepare("SELECT typeof(checksum) FROM synced UNION ALL SELECT typeof(checksum) FROM audit")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            kinds.dedup();
+            kinds
+        };
+
+        let other_agent = super::super::lock::acquire(dir.path()).unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.form, Form::Text);
+        store.record_synced(&new, None, "new.pdf").unwrap();
+        store
+            .record_audit(&crate::privacy::AuditEntry {
+                at: 1,
+                path: Some("new.pdf".into()),
+                checksum: new.clone(),
+                candidate_id: None,
+                candidate_name: None,
+                job_hint: None,
+                email: None,
+                host: "h".into(),
+                outcome: "uploaded".into(),
+            })
+            .unwrap();
+        store.remember(&stamp(2, 10), &new).unwrap();
+        store.flush().unwrap();
+        assert!(store.is_synced(&old).unwrap() && store.is_synced(&new).unwrap());
+        assert!(store.lookup(&stamp(2, 10)).unwrap().unwrap().synced);
+        drop(store);
+        assert_eq!(kinds(), ["text"], "written as the other agent reads them");
+
+        drop(other_agent);
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.form, Form::Bytes);
+        assert_eq!(kinds(), ["blob"]);
+        assert!(store.is_synced(&old).unwrap() && store.is_synced(&new).unwrap());
+        assert!(store.lookup(&stamp(2, 10)).unwrap().unwrap().synced);
+        assert!(
+            super::super::lock::acquire(dir.path()).is_ok(),
+            "the upgrade let go of the lock"
+        );
     }
 
     /// Path-cache rows wait in memory, where lookups see them, and reach the

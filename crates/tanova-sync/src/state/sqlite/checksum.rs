@@ -23,6 +23,26 @@ UPDATE path_cache SET checksum = unhex(checksum) WHERE typeof(checksum) = 'text'
     AND length(checksum) = 64 AND checksum NOT GLOB '*[^0-9a-f]*';
 ";
 
+/// How a state keeps its checksums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Form {
+    /// Version 1: a SHA-256 as its bytes.
+    Bytes,
+    /// Version 0, not upgraded yet: it is opened read-only (`--dry-run`), or
+    /// another agent, perhaps an older one, holds it.
+    Text,
+}
+
+impl Form {
+    /// `sum` as a state of this form keeps it.
+    pub(super) fn key(self, sum: &str) -> Key<'_> {
+        match self {
+            Form::Bytes => Key::new(sum),
+            Form::Text => Key::text(sum),
+        }
+    }
+}
+
 /// A checksum bound to a statement, as the schema keeps it.
 pub(super) struct Key<'a> {
     text: &'a str,
@@ -31,7 +51,7 @@ pub(super) struct Key<'a> {
 
 impl<'a> Key<'a> {
     /// As version 1 keeps it.
-    pub(super) fn new(text: &'a str) -> Self {
+    fn new(text: &'a str) -> Self {
         let mut bytes = [0; 32];
         let lower_hex = text
             .bytes()
@@ -43,8 +63,8 @@ impl<'a> Key<'a> {
         }
     }
 
-    /// As text, for reading a version-0 state that cannot be upgraded (`--dry-run`).
-    pub(super) fn text(text: &'a str) -> Self {
+    /// As version 0 keeps it.
+    fn text(text: &'a str) -> Self {
         Key { text, bytes: None }
     }
 }
@@ -103,7 +123,7 @@ mod tests {
         let c = Connection::open_in_memory().unwrap();
         for (sum, stored_as) in cases {
             let (kind, back): (String, Hex) = c
-                .query_row("SELECT typeof(?1), ?1", [Key::new(sum)], |r| {
+                .query_row("SELECT typeof(?1), ?1", [Form::Bytes.key(sum)], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })
                 .unwrap();
@@ -113,7 +133,7 @@ mod tests {
                 "{sum:?}"
             );
             let kind: String = c
-                .query_row("SELECT typeof(?1)", [Key::text(sum)], |r| r.get(0))
+                .query_row("SELECT typeof(?1)", [Form::Text.key(sum)], |r| r.get(0))
                 .unwrap();
             assert_eq!(kind, "text", "{sum:?} bound as text");
         }
@@ -144,7 +164,7 @@ mod tests {
                 let found: bool = c
                     .query_row(
                         &format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE checksum = ?1)"),
-                        [Key::new(sum)],
+                        [Form::Bytes.key(sum)],
                         |r| r.get(0),
                     )
                     .unwrap();

@@ -98,13 +98,17 @@ pub(super) fn insert_suppressed_in(
 }
 
 /// Add an audit record, in the caller's transaction (or on its own).
-pub(super) fn insert_audit_in(c: &rusqlite::Connection, e: &AuditEntry) -> rusqlite::Result<()> {
+pub(super) fn insert_audit_in(
+    c: &rusqlite::Connection,
+    e: &AuditEntry,
+    form: super::Form,
+) -> rusqlite::Result<()> {
     c.prepare_cached(
         "INSERT INTO audit (at, path, checksum, candidate_id, candidate_name, job_hint, email, host, outcome)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
-        e.at, e.path, super::Key::new(&e.checksum), e.candidate_id, e.candidate_name, e.job_hint, e.email, e.host, e.outcome
+        e.at, e.path, form.key(&e.checksum), e.candidate_id, e.candidate_name, e.job_hint, e.email, e.host, e.outcome
     ])
     .map(drop)
 }
