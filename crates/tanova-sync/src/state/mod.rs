@@ -90,6 +90,11 @@ pub trait Store: Send + Sync {
     fn flush(&self) -> Result<()> {
         Ok(())
     }
+    /// Fold what is committed into the main file, where a reader that does
+    /// not see the journal (`--dry-run`) finds it; called when writing goes quiet.
+    fn checkpoint(&self) -> Result<()> {
+        Ok(())
+    }
     /// What planning these bytes needs, in one read: are they synced, and
     /// if not, their recorded failure (permanent first, then the most attempted).
     fn plan_facts(&self, checksum: &str) -> Result<(bool, Option<Failure>)>;

@@ -11,6 +11,7 @@
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -121,11 +122,36 @@ impl Drop for StateWriter {
     }
 }
 
+/// After this long with nothing to write, what was written is folded into
+/// the main file ([`Store::checkpoint`]): SQLite itself does so only every
+/// 10,000 journal pages, which a quiet watch may take days to fill.
+const QUIET: Duration = Duration::from_secs(1);
+
 /// The thread: wait for a write, take every other one waiting, commit them
 /// together, answer each. When the group cannot be committed, each write is
 /// tried alone, so one bad write fails only itself.
 fn write_groups(store: &dyn Store, jobs: &mpsc::Receiver<Job>) {
-    while let Ok(first) = jobs.recv() {
+    let mut unfolded = false;
+    loop {
+        let first = if unfolded {
+            match jobs.recv_timeout(QUIET) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = store.checkpoint() {
+                        tracing::debug!("checkpoint: {e}");
+                    }
+                    unfolded = false;
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        };
+        unfolded = true;
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match jobs.try_recv() {
@@ -156,6 +182,34 @@ mod tests {
             checksum: format!("sum of {path}"),
             path: path.to_string(),
         }
+    }
+
+    /// Once writing goes quiet, what was written is in the main file, where a
+    /// reader that does not see the journal (`--dry-run`) finds it; SQLite
+    /// alone would leave it in the journal until 10,000 pages had gathered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_was_written_reaches_the_main_file_once_writing_goes_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let writer = StateWriter::start(store.clone());
+        writer.write(intent("quiet.pdf")).await.unwrap();
+        // Before the checkpoint even the tables are only in the journal.
+        let seen_without_the_journal = || {
+            SqliteStore::open_read_only(dir.path())
+                .and_then(|s| s.intents())
+                .is_ok_and(|intents| intents.len() == 1)
+        };
+        let patience = Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + patience;
+        while !seen_without_the_journal() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            seen_without_the_journal(),
+            "still only in the WAL after {:?}",
+            QUIET * 10
+        );
+        assert_eq!(store.intents().unwrap().len(), 1);
     }
 
     /// Writes from many files at once are all committed before they are

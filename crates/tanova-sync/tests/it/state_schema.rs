@@ -2,6 +2,8 @@
 //! was, upgraded in place on the first run that may write, and never costs a
 //! second upload; a state from a newer agent is refused, not misread.
 
+use std::time::Duration;
+
 use crate::common::*;
 
 /// What an agent from before schema 1 left: hex text in `synced` and `audit`.
@@ -90,4 +92,25 @@ fn an_older_agents_state_is_upgraded_in_place_and_nothing_is_sent_twice() {
         refused.stderr
     );
     assert_eq!(env.emulator.stats().uploads, 4);
+}
+
+/// A dry run reads the state without its journal (it writes nothing, not even
+/// the journal's index), so a watching agent folds what it wrote into the
+/// main file once it goes quiet: the dry run beside it sees what it synced.
+#[test]
+fn a_dry_run_beside_a_watching_agent_sees_what_the_agent_synced() {
+    let env = TestEnv::new();
+    env.write_many(5);
+    let agent = crate::common::live::LiveAgent::start(&env, &["watch"]);
+    assert!(wait_for_uploads(&env, 5, Duration::from_secs(20)));
+    let mut dry = env.run(&["sync", "--dry-run", "--json"]);
+    let seen = wait_until(Duration::from_secs(10), || {
+        dry = env.run(&["sync", "--dry-run", "--json"]);
+        dry.code == 0 && dry.count("skipped") == 5
+    });
+    assert!(seen, "{}\n{}", dry.stdout, dry.stderr);
+    assert!(dry.json().get("would_upload").is_none(), "{}", dry.stdout);
+    let (code, log) = agent.stop();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(env.emulator.stats().uploads, 5);
 }
