@@ -166,6 +166,14 @@ impl SqliteStore {
         };
         let mut form = Form::Bytes;
         let conn = if path.exists() {
+            if journal_left_by_a_crash(dir) {
+                tracing::warn!(
+                    "{}: an agent stopped without closing it, and what it last committed is only \
+                     in its journal, which a read-only look cannot replay: files it synced at the \
+                     end may be listed here as still to upload (the next run replays the journal first)",
+                    path.display()
+                );
+            }
             // immutable: SQLite takes no lock and writes no -wal/-shm beside the file.
             let absolute = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
             let mut uri = url::Url::from_file_path(&absolute).map_err(|()| StateError::File {
@@ -768,6 +776,21 @@ fn sorted<T: Ord>(mut rows: Vec<T>) -> Vec<T> {
     rows
 }
 
+/// A journal (WAL) that holds commits while no agent runs: the last one was
+/// killed (a clean close folds the journal in and removes it; a running agent
+/// folds it in whenever it goes quiet). Asks the agents' lock with a shared
+/// lock on the file as it is, creating and writing nothing.
+fn journal_left_by_a_crash(dir: &Path) -> bool {
+    let wal = dir.join(format!("{DB_FILE}-wal"));
+    if std::fs::metadata(&wal).map_or(true, |m| m.len() == 0) {
+        return false;
+    }
+    match std::fs::File::open(dir.join(super::lock::LOCK_FILE)) {
+        Err(_) => true,
+        Ok(lock) => lock.try_lock_shared().is_ok(),
+    }
+}
+
 fn schema_version(c: &Connection) -> rusqlite::Result<i64> {
     c.pragma_query_value(None, "user_version", |r| r.get(0))
 }
@@ -1055,6 +1078,36 @@ mod tests {
         assert!(
             super::super::lock::acquire(dir.path()).is_ok(),
             "the upgrade let go of the lock"
+        );
+    }
+
+    /// A journal left with commits in it while no agent runs is told apart
+    /// from one a running agent keeps, and from none.
+    #[test]
+    fn a_journal_left_by_a_killed_agent_is_told_apart_from_a_running_agents() {
+        let dir = tempfile::tempdir().unwrap();
+        let crashed = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.record_synced("abc", None, "a.pdf").unwrap();
+        let running = super::super::lock::acquire(dir.path()).unwrap();
+        assert!(!journal_left_by_a_crash(dir.path()), "an agent holds it");
+        // The files as a kill -9 would leave them: the journal not folded in.
+        for name in [DB_FILE.to_string(), format!("{DB_FILE}-wal")] {
+            std::fs::copy(dir.path().join(&name), crashed.path().join(&name)).unwrap();
+        }
+        assert!(
+            journal_left_by_a_crash(crashed.path()),
+            "no lock file: nobody runs"
+        );
+        std::fs::write(crashed.path().join(super::super::lock::LOCK_FILE), "1\n").unwrap();
+        assert!(
+            journal_left_by_a_crash(crashed.path()),
+            "a lock file nobody holds"
+        );
+        drop((store, running));
+        assert!(
+            !journal_left_by_a_crash(dir.path()),
+            "a clean close removes the journal"
         );
     }
 
