@@ -190,6 +190,12 @@ impl SqliteStore {
             if version < checksum::SCHEMA_VERSION {
                 form = Form::Text;
             }
+            Some(conn).filter(|c| has_tables(c).unwrap_or(true))
+        } else {
+            None
+        };
+        // No state yet, or one whose very tables are still only in a killed agent's journal: empty.
+        let conn = if let Some(conn) = conn {
             conn
         } else {
             let conn = Connection::open_in_memory().map_err(sqlite)?;
@@ -791,6 +797,15 @@ fn journal_left_by_a_crash(dir: &Path) -> bool {
     }
 }
 
+/// Whether the main file holds the tables (a new state's may be only in its journal).
+fn has_tables(c: &Connection) -> rusqlite::Result<bool> {
+    c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'synced')",
+        [],
+        |r| r.get(0),
+    )
+}
+
 fn schema_version(c: &Connection) -> rusqlite::Result<i64> {
     c.pragma_query_value(None, "user_version", |r| r.get(0))
 }
@@ -1098,6 +1113,12 @@ mod tests {
         assert!(
             journal_left_by_a_crash(crashed.path()),
             "no lock file: nobody runs"
+        );
+        let read = SqliteStore::open_read_only(crashed.path()).unwrap();
+        assert_eq!(
+            (read.synced_count().unwrap(), read.is_synced("abc").unwrap()),
+            (0, false),
+            "tables only in the journal: read as an empty state, not an error"
         );
         std::fs::write(crashed.path().join(super::super::lock::LOCK_FILE), "1\n").unwrap();
         assert!(
