@@ -924,6 +924,18 @@ mod tests {
         assert!(store.lookup(&stamp(7, 100)).unwrap().unwrap().synced);
     }
 
+    /// A state as an agent of schema 0 left it: a new state set back to
+    /// version 0, with the rows `write` puts in by hand.
+    fn schema_0_state(dir: &Path, write: impl FnOnce(&Connection) -> rusqlite::Result<()>) {
+        let store = SqliteStore::open(dir).unwrap();
+        store
+            .with(|c| {
+                c.execute_batch("PRAGMA user_version = 0")?;
+                write(c)
+            })
+            .unwrap();
+    }
+
     /// A state an older agent wrote (schema 0: hex text in `synced` and
     /// `audit`, either form in the path cache) reads the same read-only, is
     /// left as it was by a read-only open, and is upgraded to bytes, every
@@ -932,31 +944,25 @@ mod tests {
     fn an_older_state_reads_the_same_and_is_upgraded_to_bytes_and_a_newer_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (old, new) = ("ab".repeat(32), "0123456789abcdef".repeat(4));
-        {
-            let store = SqliteStore::open(dir.path()).unwrap();
-            store
-                .with(|c| {
-                    c.execute_batch("PRAGMA user_version = 0")?;
-                    for (ino, sum) in [(1, &old), (2, &new)] {
-                        c.execute(
-                            "INSERT INTO synced (checksum, candidate_id, path, synced_at) VALUES (?1, 'cand', 'a.pdf', 1)",
-                            [sum],
-                        )?;
-                        c.execute(
-                            "INSERT INTO audit (at, path, checksum, host, outcome) VALUES (1, 'a.pdf', ?1, 'h', 'uploaded')",
-                            [sum],
-                        )?;
-                        // An agent of schema 0 since the path cache went to bytes wrote them so.
-                        let cached = if ino == 1 { "?2" } else { "unhex(?2)" };
-                        c.execute(
-                            &format!("INSERT INTO path_cache (dev, ino, size, mtime_ns, checksum) VALUES (1, ?1, 10, 42, {cached})"),
-                            params![ino, sum],
-                        )?;
-                    }
-                    Ok(())
-                })
-                .unwrap();
-        }
+        schema_0_state(dir.path(), |c| {
+            for (ino, sum) in [(1, &old), (2, &new)] {
+                c.execute(
+                    "INSERT INTO synced (checksum, candidate_id, path, synced_at) VALUES (?1, 'cand', 'a.pdf', 1)",
+                    [sum],
+                )?;
+                c.execute(
+                    "INSERT INTO audit (at, path, checksum, host, outcome) VALUES (1, 'a.pdf', ?1, 'h', 'uploaded')",
+                    [sum],
+                )?;
+                // An agent of schema 0 since the path cache went to bytes wrote them so.
+                let cached = if ino == 1 { "?2" } else { "unhex(?2)" };
+                c.execute(
+                    &format!("INSERT INTO path_cache (dev, ino, size, mtime_ns, checksum) VALUES (1, ?1, 10, 42, {cached})"),
+                    params![ino, sum],
+                )?;
+            }
+            Ok(())
+        });
         let kinds = |c: &Connection| -> Vec<String> {
             ["synced", "audit", "path_cache"]
                 .iter()
@@ -978,6 +984,20 @@ mod tests {
                 assert!(store.plan_facts(sum).unwrap().0, "{sum} synced");
             }
             assert!(!store.plan_facts(&"cd".repeat(32)).unwrap().0);
+            let mut cached = Vec::new();
+            store
+                .for_each_cached(&mut |stamp, sum| cached.push((stamp.ino, sum.to_string())))
+                .unwrap();
+            cached.sort();
+            assert_eq!(cached, [(1, old.clone()), (2, new.clone())]);
+            let index = crate::cache_index::CacheIndex::load(store);
+            let found = index.attach(vec![crate::scan::Found::File {
+                path: PathBuf::from("new.pdf"),
+                stamp: stamp(2, 10),
+                seen: None,
+            }]);
+            let hit = found[0].1.as_ref().unwrap();
+            assert_eq!((&hit.checksum, hit.synced), (&new, true));
             assert_eq!(
                 store.synced_checksums().unwrap(),
                 [new.clone(), old.clone()]
@@ -1035,18 +1055,13 @@ mod tests {
     fn an_older_state_another_agent_holds_is_kept_as_text_until_it_stops() {
         let dir = tempfile::tempdir().unwrap();
         let (old, new) = ("ab".repeat(32), "0123456789abcdef".repeat(4));
-        {
-            let store = SqliteStore::open(dir.path()).unwrap();
-            store
-                .with(|c| {
-                    c.execute_batch("PRAGMA user_version = 0")?;
-                    c.execute(
-                        "INSERT INTO synced (checksum, candidate_id, path, synced_at) VALUES (?1, NULL, 'old.pdf', 1)",
-                        [&old],
-                    )
-                })
-                .unwrap();
-        }
+        schema_0_state(dir.path(), |c| {
+            c.execute(
+                "INSERT INTO synced (checksum, candidate_id, path, synced_at) VALUES (?1, NULL, 'old.pdf', 1)",
+                [&old],
+            )
+            .map(drop)
+        });
         let kinds = || -> Vec<String> {
             let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
             let mut kinds: Vec<String> = c

@@ -133,23 +133,18 @@ const QUIET: Duration = Duration::from_secs(1);
 fn write_groups(store: &dyn Store, jobs: &mpsc::Receiver<Job>) {
     let mut unfolded = false;
     loop {
-        let first = if unfolded {
-            match jobs.recv_timeout(QUIET) {
-                Ok(job) => job,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Err(e) = store.checkpoint() {
-                        tracing::debug!("checkpoint: {e}");
-                    }
-                    unfolded = false;
-                    continue;
+        // Nothing to fold in: wait for ever (std waits without a deadline for Duration::MAX).
+        let wait = if unfolded { QUIET } else { Duration::MAX };
+        let first = match jobs.recv_timeout(wait) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(e) = store.checkpoint() {
+                    tracing::debug!("checkpoint: {e}");
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                unfolded = false;
+                continue;
             }
-        } else {
-            match jobs.recv() {
-                Ok(job) => job,
-                Err(_) => break,
-            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         unfolded = true;
         let mut group = vec![first];
@@ -206,8 +201,7 @@ mod tests {
         }
         assert!(
             seen_without_the_journal(),
-            "still only in the WAL after {:?}",
-            QUIET * 10
+            "still only in the WAL after {patience:?}"
         );
         assert_eq!(store.intents().unwrap().len(), 1);
     }
