@@ -82,6 +82,15 @@ pub(super) async fn admit(
     ))
 }
 
+/// Wait `ms` like a server at work. Zero is no wait at all: tokio rounds every
+/// timer up to its next millisecond tick, so even a zero sleep would add up to
+/// a millisecond to each request and make "zero latency" a latency of its own.
+pub(super) async fn simulated_latency(ms: u64) {
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
 async fn require_api_key(
     State(state): State<SharedState>,
     request: Request,
@@ -137,7 +146,7 @@ async fn check_duplicate(State(state): State<SharedState>, body: Bytes) -> Respo
         bump(&state.counters.rejected_5xx);
         return reply::injected_server_error();
     }
-    tokio::time::sleep(Duration::from_millis(knobs.check_latency_ms)).await;
+    simulated_latency(knobs.check_latency_ms).await;
     let checksum = request.checksum.trim().to_ascii_lowercase();
     if chance(knobs.garbage_rate) {
         return reply::garbage();

@@ -8,7 +8,6 @@
 //! still waiting for the answer.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -36,7 +35,7 @@ where
     tokio::spawn(async move {
         wait_while_held(&state).await;
         // The real service parses the CV with AI here; this is what makes uploads slow.
-        tokio::time::sleep(Duration::from_millis(latency_ms)).await;
+        super::simulated_latency(latency_ms).await;
         let result = record(&state);
         // Released before the answer goes out, so a client that has its answer
         // never sees the slot still taken.
