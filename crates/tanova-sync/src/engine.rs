@@ -470,9 +470,11 @@ impl Engine {
             fatal: Mutex::new(None),
             cancel: cancel.child_token(),
         });
-        // Enough files in flight to keep both the hashers and the uploads busy, and no more.
+        // Enough files in flight to keep both the hashers and the uploads busy, and no more:
+        // every upload slot filled, two files per hasher. Twice the uploads measured no
+        // faster (first syncs of 20k small files and of 20k CVs) and held 3 MB more.
         let slots = Arc::new(Semaphore::new(
-            self.inner.concurrency.ceiling() * self.inner.deliverer.files_per_request() * 2
+            self.inner.concurrency.ceiling() * self.inner.deliverer.files_per_request()
                 + self.inner.hashers.available_permits() * 2,
         ));
         let mut tasks = JoinSet::new();
