@@ -6,8 +6,9 @@
     python3 bench/run.py --prepare [SCENARIO ...]                 # only generate the corpora
     python3 bench/run.py --report [SCENARIO ...]                  # the latest results as Markdown
 
-Builds the release binaries (from the working tree, or with --rev from a
-clean export of that git revision), generates deterministic corpora under bench/out/
+Builds the release binaries (from the working tree, or with --rev the agent
+from a clean export of that git revision, always against the working tree's
+emulator), generates deterministic corpora under bench/out/
 (reused when already generated with the same parameters), runs each scenario
 against a local tanova-emulator, checks every run for correctness (a run that
 uploads the wrong thing fails the benchmark instead of reporting a time),
@@ -91,13 +92,21 @@ def git(*args: str) -> str:
 
 
 def build(rev: str | None) -> tuple[Path, Path, str, Path]:
-    """Build the release binaries, from the working tree or from a git revision
-    (exported under bench/out/src/, built in bench/out/target/ so the shared
-    target/ is not touched), and copy them to bench/out/bin/ so that another
-    build replacing them mid-run cannot mix versions. Returns (agent, emulator,
-    label, source directory)."""
+    """Build the release binaries, from the working tree or, for the agent, from
+    a git revision (exported under bench/out/src/, built in bench/out/target/ so
+    the shared target/ is not touched), and copy them to bench/out/bin/ so that
+    another build replacing them mid-run cannot mix versions. The emulator is
+    always the working tree's: it is the measuring instrument, and a revision
+    measured against an older one would be timed by a different server (before
+    c05a55f, "zero latency" still waited for tokio's next millisecond tick).
+    Returns (agent, emulator, label, source directory)."""
     cmd = ["cargo", "build", "--release", "-p", "tanova-sync", "-p", "tanova-emulator"]
+    emulator_release = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
     if rev:
+        log("building the emulator (working tree)…")
+        if subprocess.run(["cargo", "build", "--release", "-p", "tanova-emulator"], cwd=ROOT).returncode != 0:
+            raise BenchError(f"cargo build of the emulator failed in {ROOT}")
+        cmd = ["cargo", "build", "--release", "-p", "tanova-sync"]
         sha = git("rev-parse", "--verify", f"{rev}^{{commit}}")
         src = OUT / "src" / sha[:12]
         if not (src / "Cargo.toml").is_file():
@@ -117,11 +126,11 @@ def build(rev: str | None) -> tuple[Path, Path, str, Path]:
     bindir = OUT / "bin"
     bindir.mkdir(parents=True, exist_ok=True)
     copies = []
-    for name in ("tanova-sync", "tanova-emulator"):
-        if not (release / name).is_file():
-            raise BenchError(f"missing binary after build: {release / name}")
+    for name, built_in in (("tanova-sync", release), ("tanova-emulator", emulator_release)):
+        if not (built_in / name).is_file():
+            raise BenchError(f"missing binary after build: {built_in / name}")
         tmp = bindir / f".{name}.tmp"
-        shutil.copy2(release / name, tmp)
+        shutil.copy2(built_in / name, tmp)
         os.replace(tmp, bindir / name)  # a rename works even while an old copy is running
         copies.append(bindir / name)
     return copies[0], copies[1], label, Path(cwd)
