@@ -1,11 +1,13 @@
 //! `POST /api/sync/upload-batch`: several files in one multipart request, a result per file.
 //!
 //! The form names its parts by index: for file `i`, `checksum_i`, the optional
-//! `job_hint_i` and `email_i`, then `file_i`. Each file is streamed from disk,
-//! opened only when its turn in the body comes (so a batch holds one file open
-//! at a time), and guarded like a single upload: if its bytes no longer hash to
-//! its checksum the body ends before its last byte, so the server never
-//! receives a complete file under a stale checksum.
+//! `job_hint_i` and `email_i`, then `file_i`. A small file goes from the bytes
+//! read and checked at its look (`Upload::bytes`), as in a single upload; a
+//! larger one is streamed from disk, opened only when its turn in the body
+//! comes (so a batch holds one file open at a time), and guarded like a single
+//! upload: if its bytes no longer hash to its checksum the body ends before
+//! its last byte, so the server never receives a complete file under a stale
+//! checksum.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use reqwest::{Method, Url};
 
 use super::status::{classify, Disposition};
 use super::wire::BatchAnswer;
-use super::{read_success, verified_stream, ApiClient, ApiError, Source, Upload};
+use super::{memory_body, read_success, verified_stream, ApiClient, ApiError, Source, Upload};
 
 pub const UPLOAD_BATCH: &str = "api/sync/upload-batch";
 
@@ -83,14 +85,16 @@ fn batch_form(files: &[Upload<'_>]) -> (Form, Vec<Arc<AtomicBool>>) {
             form = form.text(format!("email_{i}"), email.clone());
         }
         let flag = Arc::new(AtomicBool::new(false));
-        let body = verified_stream(
-            Source::Path(upload.path.to_path_buf()),
-            upload.size,
-            upload.checksum.to_string(),
-            upload.fence.clone(),
-            flag.clone(),
-        );
-        let part = super::file_part(upload, reqwest::Body::wrap_stream(body));
+        let body = memory_body(upload, &flag).unwrap_or_else(|| {
+            reqwest::Body::wrap_stream(verified_stream(
+                Source::Path(upload.path.to_path_buf()),
+                upload.size,
+                upload.checksum.to_string(),
+                upload.fence.clone(),
+                flag.clone(),
+            ))
+        });
+        let part = super::file_part(upload, body);
         form = form.part(format!("file_{i}"), part);
         changed.push(flag);
     }

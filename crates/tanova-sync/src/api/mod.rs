@@ -295,14 +295,9 @@ impl ApiClient {
     /// and the flag that says the file turned out not to be the bytes hashed.
     async fn upload_form(&self, upload: &Upload<'_>) -> Result<(Form, Arc<AtomicBool>), ApiError> {
         let changed = Arc::new(AtomicBool::new(false));
-        let body = match (&upload.bytes, &upload.fence) {
-            (Some(bytes), None) => reqwest::Body::from(bytes.clone()),
-            (Some(bytes), Some(fence)) => reqwest::Body::wrap_stream(fenced_bytes(
-                bytes.clone(),
-                fence.clone(),
-                changed.clone(),
-            )),
-            (None, _) => {
+        let body = match memory_body(upload, &changed) {
+            Some(body) => body,
+            None => {
                 let path = upload.path.to_path_buf();
                 let file = crate::fs_threads::run(move || std::fs::File::open(path))
                     .await
@@ -403,6 +398,18 @@ fn key_header(key: &ApiKey) -> Result<HeaderValue, ClientError> {
     let mut value = HeaderValue::from_str(key.expose()).map_err(|_| ClientError::KeyNotAHeader)?;
     value.set_sensitive(true);
     Ok(value)
+}
+
+/// The body of a file whose bytes were read at its look (`Upload::bytes`),
+/// fenced like a streamed one when a claim must hold for its last byte.
+fn memory_body(upload: &Upload<'_>, changed: &Arc<AtomicBool>) -> Option<reqwest::Body> {
+    let bytes = upload.bytes.clone()?;
+    Some(match &upload.fence {
+        None => reqwest::Body::from(bytes),
+        Some(fence) => {
+            reqwest::Body::wrap_stream(fenced_bytes(bytes, fence.clone(), changed.clone()))
+        }
+    })
 }
 
 /// The multipart part carrying a file's bytes, its name and its MIME type.

@@ -50,6 +50,8 @@ pub struct OwnedUpload {
     pub job_hint: Option<String>,
     pub email: Option<String>,
     pub fence: Option<Arc<crate::fence::Fence>>,
+    /// A small file's bytes as read at its look: sent from memory, not read again.
+    pub bytes: Option<bytes::Bytes>,
 }
 
 impl OwnedUpload {
@@ -62,6 +64,7 @@ impl OwnedUpload {
             job_hint: upload.job_hint.clone(),
             email: upload.email.clone(),
             fence: upload.fence.clone(),
+            bytes: upload.bytes.clone(),
         }
     }
 
@@ -74,7 +77,7 @@ impl OwnedUpload {
             job_hint: self.job_hint.clone(),
             email: self.email.clone(),
             fence: self.fence.clone(),
-            bytes: None,
+            bytes: self.bytes.clone(),
         }
     }
 }
@@ -445,5 +448,26 @@ mod tests {
         for (result, want) in table {
             assert_eq!(signal_of(&result), want, "{result:?}");
         }
+    }
+
+    #[test]
+    fn a_queued_file_keeps_the_bytes_read_at_its_look() {
+        let bytes = bytes::Bytes::from_static(b"a small cv");
+        let upload = Upload {
+            path: std::path::Path::new("cv.pdf"),
+            checksum: "sum",
+            size: 10,
+            mime: "application/pdf",
+            job_hint: Some("hint".to_string()),
+            email: None,
+            fence: None,
+            bytes: Some(bytes.clone()),
+        };
+        let queued = OwnedUpload::of(&upload);
+        let again = queued.as_upload();
+        assert_eq!(
+            (again.bytes, again.job_hint),
+            (Some(bytes), upload.job_hint)
+        );
     }
 }

@@ -234,3 +234,54 @@ async fn a_file_changed_since_hashing_never_arrives_in_a_batch() {
     );
     assert_eq!(emulator.uploads()[0].checksum, good_sum);
 }
+
+#[tokio::test]
+async fn a_small_file_read_at_its_look_goes_into_the_batch_from_memory() {
+    let emulator = Emulator::start(batching(8)).await.unwrap();
+    let url = parse_url(&emulator.url(), false).unwrap();
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(2),
+        read: Duration::from_secs(5),
+    };
+    let api = ApiClient::new(&url, &ApiKey::new(DEFAULT_API_KEY), timeouts).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let read = dir.path().join("read at its look.pdf");
+    let streamed = dir.path().join("streamed.pdf");
+    std::fs::write(&streamed, b"streamed bytes").unwrap();
+    // Its bytes were read (and checked) at the delivery's look; the file has
+    // gone since, so only those bytes can make it arrive.
+    let kept = bytes::Bytes::from_static(b"bytes kept in memory");
+    let (read_sum, streamed_sum) = (sha256_hex(&kept), sha256_hex(b"streamed bytes"));
+    let upload = |path, checksum, size, bytes| Upload {
+        path,
+        checksum,
+        size,
+        mime: "application/pdf",
+        job_hint: None,
+        email: None,
+        fence: None,
+        bytes,
+    };
+    let files = [
+        upload(
+            read.as_path(),
+            read_sum.as_str(),
+            kept.len() as u64,
+            Some(kept.clone()),
+        ),
+        upload(streamed.as_path(), streamed_sum.as_str(), 14, None),
+    ];
+    let results = api.upload_batch(&files).await.unwrap();
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, BatchFile::Uploaded(Some(_)))),
+        "{results:?}"
+    );
+    let arrived: BTreeSet<String> = emulator
+        .uploads()
+        .iter()
+        .map(|u| u.checksum.clone())
+        .collect();
+    assert_eq!(arrived, BTreeSet::from([read_sum, streamed_sum]));
+}
