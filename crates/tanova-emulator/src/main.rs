@@ -23,10 +23,10 @@ struct Args {
     /// The only accepted X-Tanova-API-Key.
     #[arg(long, env = "TANOVA_EMULATOR_API_KEY", default_value = DEFAULT_API_KEY)]
     api_key: String,
-    /// Simulated processing time of each accepted upload, in milliseconds.
+    /// Simulated processing time of each accepted upload, in milliseconds; 0 answers at once.
     #[arg(long, env = "TANOVA_EMULATOR_UPLOAD_LATENCY_MS", default_value_t = 0)]
     upload_latency_ms: u64,
-    /// Delay before answering check-duplicate, in milliseconds.
+    /// Delay before answering check-duplicate, in milliseconds; 0 answers at once.
     #[arg(long, env = "TANOVA_EMULATOR_CHECK_LATENCY_MS", default_value_t = 0)]
     check_latency_ms: u64,
     /// Uploads accepted at once; more get 429. 0 means unlimited.
