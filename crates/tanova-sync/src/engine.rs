@@ -1553,17 +1553,18 @@ impl Inner {
 
     /// Record the outcome durably, then count and report it. A dry run records nothing.
     async fn record_and_finish(&self, run: &Run, path: &Path, sum: Option<&str>, outcome: Outcome) {
-        let shown = path.display().to_string();
+        // Formatted only for an outcome that is written (not for each file already synced).
+        let shown = || path.display().to_string();
         let recorded = match (&outcome, sum) {
             _ if self.dry_run => Ok(()),
             (Outcome::Uploaded { candidate_id, .. }, Some(sum)) => {
-                self.record_synced(sum, candidate_id.as_deref(), &shown)
+                self.record_synced(sum, candidate_id.as_deref(), &shown())
                     .await
             }
-            (Outcome::OnServer { .. }, Some(sum)) => self.record_synced(sum, None, &shown).await,
+            (Outcome::OnServer { .. }, Some(sum)) => self.record_synced(sum, None, &shown()).await,
             (Outcome::Suppressed { rule }, sum) => {
                 let suppressed = Write::Suppressed {
-                    path: shown,
+                    path: shown(),
                     checksum: sum.map(str::to_string),
                     rule: rule.clone(),
                 };
@@ -1571,7 +1572,7 @@ impl Inner {
             }
             (Outcome::Failed { reason, kind }, sum) => {
                 let failure = Write::Failure {
-                    path: shown,
+                    path: shown(),
                     checksum: sum.map(str::to_string),
                     reason: reason.clone(),
                     permanent: kind.is_permanent(),

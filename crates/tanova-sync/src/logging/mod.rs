@@ -210,6 +210,18 @@ fn journald() -> Result<BoxedLayer, String> {
 /// One event for a file's outcome: `file` and `checksum` as fields, at INFO
 /// for a delivery, WARN for a failure, DEBUG for a skip.
 pub fn file_event(path: &Path, checksum: Option<&str>, outcome: &Outcome) {
+    let quiet = matches!(
+        outcome,
+        Outcome::AlreadySynced
+            | Outcome::SameContent
+            | Outcome::Deferred { .. }
+            | Outcome::Ignored { .. }
+            | Outcome::WouldUpload { .. }
+    );
+    // Most files of a restart are already synced: no name formatted for a line nobody logs.
+    if quiet && !tracing::enabled!(target: FILE_TARGET, tracing::Level::DEBUG) {
+        return;
+    }
     // `privacy_redact_logs`: the folder and the checksum's start, never the name.
     let file = crate::privacy::redact::file(path, checksum);
     let checksum = checksum.unwrap_or("");
