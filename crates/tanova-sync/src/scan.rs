@@ -29,10 +29,9 @@ pub enum Found {
 /// `emit` returns false.
 ///
 /// A folder's files are looked at while it is open, each relative to it
-/// (`DirEntry::metadata`: `statx` on the open folder and the bare name), then
-/// its subfolders are walked, one folder open at a time. A stat by full path,
-/// as `walkdir` takes, resolves every component of the path again: a third of
-/// a no-op restart's time (issue 12).
+/// (`DirEntry::metadata`: `statx` on the open folder and the bare name, where
+/// a stat by full path, as `walkdir` took, looks up every folder on the way
+/// again), then its subfolders are walked, one folder open at a time.
 pub fn walk(root: &Path, follow_links: bool, mut emit: impl FnMut(Found) -> bool) {
     let mut pending = vec![Folder {
         path: root.to_path_buf(),
