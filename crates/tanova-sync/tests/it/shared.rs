@@ -143,6 +143,10 @@ fn redis_restarted_mid_run_loses_nothing_and_nothing_is_uploaded_twice() {
         "rescan_interval": 1,
         "lease_ms": 3000,
         "retry_delay": 0.05,
+        // A claim that lapsed while Redis was down may have had its upload in
+        // flight: whoever takes it over waits this long before asking the
+        // server (120 s by default, past this test's patience; CI once saw 599 of 600).
+        "inflight_grace": 2,
     }));
     let watch = ["watch", "--max-workers", "4"];
     let agents: Vec<Child> = ["a", "b"]
