@@ -210,6 +210,8 @@ fn journald() -> Result<BoxedLayer, String> {
 /// One event for a file's outcome: `file` and `checksum` as fields, at INFO
 /// for a delivery, WARN for a failure, DEBUG for a skip.
 pub fn file_event(path: &Path, checksum: Option<&str>, outcome: &Outcome) {
+    // The outcomes logged at DEBUG below. (`file` stays a `&str` field: as a
+    // lazy `Display` value the text format would print it without its quotes.)
     let quiet = matches!(
         outcome,
         Outcome::AlreadySynced

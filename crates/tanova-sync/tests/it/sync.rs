@@ -479,3 +479,25 @@ fn a_dry_run_sends_nothing_and_records_nothing() {
     assert!(again.json().get("would_upload").is_none());
     assert_eq!(again.count("skipped"), 5);
 }
+
+#[test]
+fn a_file_already_synced_is_logged_by_name_only_at_debug() {
+    let env = TestEnv::new();
+    env.write("Sales/a.pdf", "a");
+    env.run(&["sync"]).assert_code(0);
+    // The log's events for files already synced (JSON, so the terminal's own lines do not count).
+    let events = |verbosity: &str| -> Vec<serde_json::Value> {
+        let run = env.run_with(&[("TANOVA_LOG_FORMAT", "json")], &["sync", verbosity]);
+        run.assert_code(0);
+        run.stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["message"] == "already synced")
+            .collect()
+    };
+    assert_eq!(events("-v"), Vec::<serde_json::Value>::new());
+    let debug = events("-vv");
+    assert_eq!(debug.len(), 1, "{debug:?}");
+    let file = debug[0]["file"].as_str().unwrap_or_default();
+    assert!(file.ends_with("Sales/a.pdf"), "{debug:?}");
+}
