@@ -84,7 +84,8 @@ fn read_folder(
             // The listing itself failed: report the folder, keep what was found.
             Err(e) => return emit(unreadable(&folder.path, e)),
         };
-        let path = path_in(&folder.path, &entry.file_name());
+        let name = entry.file_name();
+        let path = path_in(&folder.path, &name);
         // The listing gives the kind (a stat only where the file system does
         // not say); a followed link is looked at through.
         let looked = entry.file_type().and_then(|kind| match kind.is_symlink() {
@@ -101,7 +102,7 @@ fn read_folder(
             }
         };
         if kind.is_dir() {
-            if !is_hidden(&entry.file_name()) {
+            if !is_hidden(&name) {
                 subfolders.push(Folder {
                     path,
                     above: above.clone(),
