@@ -2,19 +2,10 @@
 
 use std::time::Duration;
 
+use crate::common::client;
 use tanova_emulator::{Emulator, Knobs, DEFAULT_API_KEY};
-use tanova_sync::api::{ApiClient, ApiError, Timeouts, Upload};
-use tanova_sync::config::{parse_url, ApiKey};
+use tanova_sync::api::{ApiError, Upload};
 use tanova_sync::hash::sha256_hex;
-
-fn client(emulator: &Emulator, key: &str) -> ApiClient {
-    let url = parse_url(&emulator.url(), false).unwrap();
-    let timeouts = Timeouts {
-        connect: Duration::from_secs(2),
-        read: Duration::from_secs(5),
-    };
-    ApiClient::new(&url, &ApiKey::new(key), timeouts).unwrap()
-}
 
 fn upload<'a>(path: &'a std::path::Path, checksum: &'a str, size: u64) -> Upload<'a> {
     Upload {

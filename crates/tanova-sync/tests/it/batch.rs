@@ -1,13 +1,11 @@
 //! Batch uploads through the real binary: used when the emulator advertises them, per-file results, and the fallback on 404.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use crate::common::*;
 use serde_json::json;
 use tanova_sync::api::batch::BatchFile;
-use tanova_sync::api::{ApiClient, ApiError, Timeouts, Upload};
-use tanova_sync::config::{parse_url, ApiKey};
+use tanova_sync::api::{ApiError, Upload};
 
 fn batching(max_files: usize) -> Knobs {
     Knobs {
@@ -180,26 +178,14 @@ fn a_key_revoked_mid_run_stops_a_batched_run_at_once() {
     });
 }
 
-/// The stale-checksum guard holds for every file of a batch: a file rewritten
-/// since it was hashed never reaches the server whole, and the batch's other
-/// files are sent again rather than failed.
-#[tokio::test]
-async fn a_file_changed_since_hashing_never_arrives_in_a_batch() {
-    let emulator = Emulator::start(batching(8)).await.unwrap();
-    let url = parse_url(&emulator.url(), false).unwrap();
-    let timeouts = Timeouts {
-        connect: Duration::from_secs(2),
-        read: Duration::from_secs(5),
-    };
-    let api = ApiClient::new(&url, &ApiKey::new(DEFAULT_API_KEY), timeouts).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let good = dir.path().join("good.pdf");
-    let stale = dir.path().join("stale.pdf");
-    std::fs::write(&good, b"good bytes").unwrap();
-    // Hashed as "version 1", then rewritten with other bytes of the same length.
-    std::fs::write(&stale, b"version 2").unwrap();
-    let (good_sum, stale_sum) = (sha256_hex(b"good bytes"), sha256_hex(b"version 1"));
-    let upload = |path, checksum, size| Upload {
+/// A PDF to upload, from disk or (`bytes`) from memory.
+fn pdf<'a>(
+    path: &'a std::path::Path,
+    checksum: &'a str,
+    size: u64,
+    bytes: Option<bytes::Bytes>,
+) -> Upload<'a> {
+    Upload {
         path,
         checksum,
         size,
@@ -207,8 +193,25 @@ async fn a_file_changed_since_hashing_never_arrives_in_a_batch() {
         job_hint: None,
         email: None,
         fence: None,
-        bytes: None,
-    };
+        bytes,
+    }
+}
+
+/// The stale-checksum guard holds for every file of a batch: a file rewritten
+/// since it was hashed never reaches the server whole, and the batch's other
+/// files are sent again rather than failed.
+#[tokio::test]
+async fn a_file_changed_since_hashing_never_arrives_in_a_batch() {
+    let emulator = Emulator::start(batching(8)).await.unwrap();
+    let api = client(&emulator, DEFAULT_API_KEY);
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.pdf");
+    let stale = dir.path().join("stale.pdf");
+    std::fs::write(&good, b"good bytes").unwrap();
+    // Hashed as "version 1", then rewritten with other bytes of the same length.
+    std::fs::write(&stale, b"version 2").unwrap();
+    let (good_sum, stale_sum) = (sha256_hex(b"good bytes"), sha256_hex(b"version 1"));
+    let upload = |path, checksum, size| pdf(path, checksum, size, None);
     let files = [
         upload(good.as_path(), good_sum.as_str(), 10),
         upload(stale.as_path(), stale_sum.as_str(), 9),
@@ -238,12 +241,7 @@ async fn a_file_changed_since_hashing_never_arrives_in_a_batch() {
 #[tokio::test]
 async fn a_small_file_read_at_its_look_goes_into_the_batch_from_memory() {
     let emulator = Emulator::start(batching(8)).await.unwrap();
-    let url = parse_url(&emulator.url(), false).unwrap();
-    let timeouts = Timeouts {
-        connect: Duration::from_secs(2),
-        read: Duration::from_secs(5),
-    };
-    let api = ApiClient::new(&url, &ApiKey::new(DEFAULT_API_KEY), timeouts).unwrap();
+    let api = client(&emulator, DEFAULT_API_KEY);
     let dir = tempfile::tempdir().unwrap();
     let read = dir.path().join("read at its look.pdf");
     let streamed = dir.path().join("streamed.pdf");
@@ -252,24 +250,9 @@ async fn a_small_file_read_at_its_look_goes_into_the_batch_from_memory() {
     // gone since, so only those bytes can make it arrive.
     let kept = bytes::Bytes::from_static(b"bytes kept in memory");
     let (read_sum, streamed_sum) = (sha256_hex(&kept), sha256_hex(b"streamed bytes"));
-    let upload = |path, checksum, size, bytes| Upload {
-        path,
-        checksum,
-        size,
-        mime: "application/pdf",
-        job_hint: None,
-        email: None,
-        fence: None,
-        bytes,
-    };
     let files = [
-        upload(
-            read.as_path(),
-            read_sum.as_str(),
-            kept.len() as u64,
-            Some(kept.clone()),
-        ),
-        upload(streamed.as_path(), streamed_sum.as_str(), 14, None),
+        pdf(&read, &read_sum, kept.len() as u64, Some(kept.clone())),
+        pdf(&streamed, &streamed_sum, 14, None),
     ];
     let results = api.upload_batch(&files).await.unwrap();
     assert!(

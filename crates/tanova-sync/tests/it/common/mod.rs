@@ -331,3 +331,14 @@ pub fn key_revoked_mid_run(knobs: Knobs) -> TestEnv {
 pub fn wait_for_uploads(env: &TestEnv, n: u64, timeout: Duration) -> bool {
     wait_until(timeout, || env.emulator.stats().unique_checksums >= n)
 }
+
+/// An API client for `emulator` with `key`, and short timeouts.
+pub fn client(emulator: &Emulator, key: &str) -> tanova_sync::api::ApiClient {
+    let url = tanova_sync::config::parse_url(&emulator.url(), false).unwrap();
+    let timeouts = tanova_sync::api::Timeouts {
+        connect: Duration::from_secs(2),
+        read: Duration::from_secs(5),
+    };
+    tanova_sync::api::ApiClient::new(&url, &tanova_sync::config::ApiKey::new(key), timeouts)
+        .unwrap()
+}
