@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -88,6 +89,11 @@ pub struct SqliteStore {
     /// How this state keeps checksums: as text only while it cannot be
     /// upgraded (opened read-only, or another agent holds it).
     form: Form,
+    /// False only while the failures table is known to be empty (it was at
+    /// open, and no failure was written since): planning a file then skips
+    /// the failures query, a fifth of a first sync's reads (issue 12). Only
+    /// this store writes failures: the lock keeps other agents out.
+    failures_held: AtomicBool,
 }
 
 /// Path-cache rows not committed yet, by file identity.
@@ -126,6 +132,7 @@ impl SqliteStore {
             path,
             pending: Mutex::default(),
             form: Form::Bytes,
+            failures_held: AtomicBool::new(true),
         };
         store.with(|c| {
             // WAL + NORMAL: a commit survives the process being killed (it is in
@@ -145,6 +152,7 @@ impl SqliteStore {
             c.execute_batch(privacy::SCHEMA)
         })?;
         store.upgrade()?;
+        store.note_failures_held()?;
         let reader = Connection::open(&store.path).and_then(|c| {
             c.busy_timeout(std::time::Duration::from_secs(10))?;
             Ok(c)
@@ -203,13 +211,24 @@ impl SqliteStore {
             conn.execute_batch(privacy::SCHEMA).map_err(sqlite)?;
             conn
         };
-        Ok(SqliteStore {
+        let store = SqliteStore {
             conn: Mutex::new(conn),
             reader: None,
             path,
             pending: Mutex::default(),
             form,
-        })
+            failures_held: AtomicBool::new(true),
+        };
+        store.note_failures_held()?;
+        Ok(store)
+    }
+
+    /// Whether the failures table holds a row now, for [`SqliteStore::failures_held`].
+    fn note_failures_held(&self) -> Result<()> {
+        let held =
+            self.with(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM failures)", [], |r| r.get(0)))?;
+        self.failures_held.store(held, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Bring the state to [`checksum::SCHEMA_VERSION`] in one transaction (a
@@ -517,7 +536,7 @@ impl Store for SqliteStore {
             // One read transaction: one lock for both questions.
             let tx = c.transaction()?;
             let synced = synced_in(&tx, self.key(checksum))?;
-            let failure = if synced {
+            let failure = if synced || !self.failures_held.load(Ordering::SeqCst) {
                 None
             } else {
                 failure_in(&tx, checksum)?
@@ -603,10 +622,15 @@ impl Store for SqliteStore {
 
     fn apply(&self, writes: &[Write]) -> Result<()> {
         let now = Now::read();
+        // Before the commit, so no plan that could see the row skips the query.
+        if writes.iter().any(|w| matches!(w, Write::Failure { .. })) {
+            self.failures_held.store(true, Ordering::SeqCst);
+        }
+        let failures = self.failures_held.load(Ordering::SeqCst);
         self.with(|c| {
             let tx = c.transaction()?;
             for write in writes {
-                write_in(&tx, write, now, self.form)?;
+                write_in(&tx, write, now, self.form, failures)?;
             }
             tx.commit()
         })
@@ -700,8 +724,15 @@ impl Now {
     }
 }
 
-/// One of the pipeline's writes, in the caller's transaction.
-fn write_in(c: &Connection, write: &Write, now: Now, form: Form) -> rusqlite::Result<()> {
+/// One of the pipeline's writes, in the caller's transaction; `failures`:
+/// whether the failures table may hold a row to clear.
+fn write_in(
+    c: &Connection,
+    write: &Write,
+    now: Now,
+    form: Form,
+    failures: bool,
+) -> rusqlite::Result<()> {
     match write {
         Write::Intent { checksum, path } => {
             c.prepare_cached(
@@ -725,8 +756,10 @@ fn write_in(c: &Connection, write: &Write, now: Now, form: Form) -> rusqlite::Re
                  ON CONFLICT (checksum) DO UPDATE SET candidate_id = COALESCE(excluded.candidate_id, candidate_id)",
             )?
             .execute(params![form.key(checksum), candidate, path, now.secs])?;
-            c.prepare_cached("DELETE FROM failures WHERE path = ?1 OR checksum = ?2")?
-                .execute(params![path, checksum])?;
+            if failures {
+                c.prepare_cached("DELETE FROM failures WHERE path = ?1 OR checksum = ?2")?
+                    .execute(params![path, checksum])?;
+            }
             c.prepare_cached("DELETE FROM intents WHERE checksum = ?1")?
                 .execute([checksum])?;
             if let Some(entry) = audit {
@@ -1210,6 +1243,28 @@ mod tests {
         store.record_synced("abc", None, "a.pdf").unwrap();
         assert!(store.failures().unwrap().is_empty());
         assert_eq!(store.synced_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_plan_sees_failures_written_now_or_by_an_earlier_run() {
+        // Guards the shortcut that skips the failures query on a state that holds none.
+        let dir = tempfile::tempdir().unwrap();
+        let failure = |store: &SqliteStore, sum: &str| store.plan_facts(sum).unwrap().1;
+        {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            assert_eq!(failure(&store, "abc"), None);
+            store
+                .record_failure("a.pdf", Some("abc"), "server said no", true, true)
+                .unwrap();
+            assert_eq!(failure(&store, "abc").unwrap().reason, "server said no");
+        }
+        let reopened = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(failure(&reopened, "abc").unwrap().reason, "server said no");
+        let looked_at = SqliteStore::open_read_only(dir.path()).unwrap();
+        assert_eq!(failure(&looked_at, "abc").unwrap().reason, "server said no");
+        // Synced bytes still clear their failure.
+        reopened.record_synced("abc", None, "a.pdf").unwrap();
+        assert!(reopened.failures().unwrap().is_empty());
     }
 
     #[test]
