@@ -37,7 +37,10 @@ impl CacheIndex {
                     index.entries.sort_unstable_by_key(|e| (e.dev, e.ino));
                 }
                 let by_checksum = index.by_checksum();
-                store.for_each_synced(&mut |checksum| index.mark_synced(&by_checksum, checksum))
+                let mut from = 0;
+                store.for_each_synced(&mut |checksum| {
+                    from = index.mark_synced(&by_checksum, from, checksum)
+                })
             });
         if let Err(e) = loaded {
             tracing::warn!("{e}");
@@ -54,37 +57,42 @@ impl CacheIndex {
         order
     }
 
-    /// Every entry with this checksum (copies of one file) is synced.
-    fn mark_synced(&mut self, by_checksum: &[u32], checksum: &str) {
-        let mut bytes = [0u8; 32];
-        if hex::decode_to_slice(checksum, &mut bytes).is_err() {
-            return;
-        }
-        let key = |i: &u32| self.entries[*i as usize].checksum;
-        let first = by_checksum.partition_point(|i| key(i) < bytes);
+    /// Every entry with this checksum (copies of one file) is synced. The
+    /// synced set comes in checksum order, so the search goes on from `from`,
+    /// where the one before it ended: a merge of two sorted lists, not a
+    /// binary search per checksum. A checksum out of that order is searched
+    /// for from the start. Returns where the next search starts.
+    fn mark_synced(&mut self, by_checksum: &[u32], from: usize, checksum: &[u8; 32]) -> usize {
+        let key = |i: &u32| &self.entries[*i as usize].checksum;
+        let first = match by_checksum.get(from.wrapping_sub(1)) {
+            Some(before) if key(before) >= checksum => {
+                by_checksum.partition_point(|i| key(i) < checksum)
+            }
+            _ => {
+                let smaller = by_checksum[from..].iter().take_while(|i| key(i) < checksum);
+                from + smaller.count()
+            }
+        };
         let copies = by_checksum[first..]
             .iter()
-            .take_while(|i| key(i) == bytes)
+            .take_while(|i| key(i) == checksum)
             .count();
         for &i in &by_checksum[first..first + copies] {
             self.entries[i as usize].synced = true;
         }
+        first + copies
     }
 
     /// A row of the path cache, not known to be synced until `mark_synced`.
-    fn push(&mut self, stamp: &FileStamp, checksum: &str) {
-        let mut bytes = [0u8; 32];
-        // A row that is not a SHA-256 is left out: that file is hashed again.
-        if hex::decode_to_slice(checksum, &mut bytes).is_ok() {
-            self.entries.push(Entry {
-                dev: stamp.dev,
-                ino: stamp.ino,
-                size: stamp.size,
-                mtime_ns: stamp.mtime_ns,
-                checksum: bytes,
-                synced: false,
-            });
-        }
+    fn push(&mut self, stamp: &FileStamp, checksum: &[u8; 32]) {
+        self.entries.push(Entry {
+            dev: stamp.dev,
+            ino: stamp.ino,
+            size: stamp.size,
+            mtime_ns: stamp.mtime_ns,
+            checksum: *checksum,
+            synced: false,
+        });
     }
 
     /// Each found file with what the cache knows about it.
@@ -136,20 +144,18 @@ mod tests {
     #[test]
     fn a_hit_needs_the_same_identity_size_and_mtime() {
         let mut index = CacheIndex::default();
-        let (one, two, three) = ("11".repeat(32), "22".repeat(32), "33".repeat(32));
+        let ([one, two, three], missing) = ([[0x11; 32], [0x22; 32], [0x33; 32]], [0x44; 32]);
         index.push(&stamp(3, 10, 100), &three);
         index.push(&stamp(1, 10, 100), &one);
         index.push(&stamp(6, 10, 100), &one); // a copy of 1
         index.push(&stamp(2, 10, 100), &two);
-        index.push(&stamp(5, 10, 100), "not a checksum");
         index.entries.sort_unstable_by_key(|e| (e.dev, e.ino));
         let order = index.by_checksum();
-        index.mark_synced(&order, &one);
-        index.mark_synced(&order, &"44".repeat(32)); // synced, no file has it
-        index.mark_synced(&order, "not a checksum");
-        let hit = |sum: &str, synced| {
+        let from = index.mark_synced(&order, 0, &one);
+        index.mark_synced(&order, from, &missing); // synced, no file has it
+        let hit = |sum: &[u8; 32], synced| {
             Some(Cached {
-                checksum: sum.to_string(),
+                checksum: hex::encode(sum),
                 synced,
                 hashed: false,
             })
@@ -159,13 +165,50 @@ mod tests {
             (stamp(1, 10, 100), hit(&one, true)), // asked twice (a hard link)
             (stamp(6, 10, 100), hit(&one, true)),
             (stamp(2, 10, 100), hit(&two, false)),
+            (stamp(3, 10, 100), hit(&three, false)),
             (stamp(2, 11, 100), None), // grew
             (stamp(3, 10, 101), None), // touched
             (stamp(4, 10, 100), None), // never seen
-            (stamp(5, 10, 100), None), // a row that is not a checksum: hashed again
         ];
         for (asked, want) in table {
             assert_eq!(&index.get(asked), want, "{asked:?}");
+        }
+    }
+
+    #[test]
+    fn the_synced_set_marks_its_files_in_any_order() {
+        // Files with checksums 1, 3 (twice), 5, 7; each order the synced set
+        // may come in, with the files it must mark.
+        let sums = |bytes: &[u8]| bytes.iter().map(|&b| [b; 32]).collect::<Vec<_>>();
+        let table: &[(&[u8], &[u8])] = &[
+            (&[1, 3, 5, 7], &[1, 3, 5, 7]), // in order, all present
+            (&[0, 2, 3, 6, 8], &[3]),       // in order, most missing
+            (&[7, 5, 3, 1], &[1, 3, 5, 7]), // backwards
+            (&[3, 1, 4, 3, 7], &[1, 3, 7]), // out of order, one twice
+            (&[2, 3, 3, 5], &[3, 5]),       // equal to the last one again
+            (&[], &[]),
+        ];
+        for (synced, marked) in table {
+            let mut index = CacheIndex::default();
+            for (ino, sum) in (1..).zip(sums(&[7, 3, 1, 5, 3])) {
+                index.push(&stamp(ino, 10, 100), &sum);
+            }
+            let order = index.by_checksum();
+            let mut from = 0;
+            for sum in sums(synced) {
+                from = index.mark_synced(&order, from, &sum);
+            }
+            let mut got: Vec<u8> = index
+                .entries
+                .iter()
+                .filter(|e| e.synced)
+                .map(|e| e.checksum[0])
+                .collect();
+            got.sort_unstable();
+            got.dedup();
+            assert_eq!(got, *marked, "synced set {synced:?}");
+            let copies_of_3 = index.entries.iter().filter(|e| e.checksum[0] == 3);
+            assert!(copies_of_3.clone().all(|e| e.synced) || !marked.contains(&3));
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::privacy::Rule;
 
 mod checksum;
 mod privacy;
-use checksum::{as_hex, Form, Hex, Key};
+use checksum::{as_hex, as_sha256, Form, Hex, Key};
 pub use privacy::{relative_to, Pruned};
 
 /// The database's file name inside the state directory.
@@ -458,33 +458,38 @@ impl Store for SqliteStore {
         })
     }
 
-    fn for_each_cached(&self, each: &mut dyn FnMut(FileStamp, &str)) -> Result<()> {
+    fn for_each_cached(&self, each: &mut dyn FnMut(FileStamp, &[u8; 32])) -> Result<()> {
         self.flush()?;
         self.with(|c| {
             let mut rows =
                 c.prepare("SELECT dev, ino, size, mtime_ns, checksum FROM path_cache")?;
             let mut rows = rows.query([])?;
             while let Some(row) = rows.next()? {
+                let Some(sum) = as_sha256(row.get_ref(4)?) else {
+                    continue;
+                };
                 let stamp = FileStamp {
                     dev: row.get::<_, i64>(0)? as u64,
                     ino: row.get::<_, i64>(1)? as u64,
                     size: row.get::<_, i64>(2)? as u64,
                     mtime_ns: row.get(3)?,
                 };
-                let mut hex = [0; 64];
-                each(stamp, as_hex(row.get_ref(4)?, &mut hex)?);
+                each(stamp, &sum);
             }
             Ok(())
         })
     }
 
-    fn for_each_synced(&self, each: &mut dyn FnMut(&str)) -> Result<()> {
+    fn for_each_synced(&self, each: &mut dyn FnMut(&[u8; 32])) -> Result<()> {
         self.with(|c| {
+            // The table's key order: bytes in byte order (and lowercase hex
+            // text, in a state not upgraded yet, in the same order).
             let mut rows = c.prepare("SELECT checksum FROM synced")?;
             let mut rows = rows.query([])?;
-            let mut hex = [0; 64];
             while let Some(row) = rows.next()? {
-                each(as_hex(row.get_ref(0)?, &mut hex)?);
+                if let Some(sum) = as_sha256(row.get_ref(0)?) {
+                    each(&sum);
+                }
             }
             Ok(())
         })
@@ -1019,7 +1024,7 @@ mod tests {
             assert!(!store.plan_facts(&"cd".repeat(32)).unwrap().0);
             let mut cached = Vec::new();
             store
-                .for_each_cached(&mut |stamp, sum| cached.push((stamp.ino, sum.to_string())))
+                .for_each_cached(&mut |stamp, sum| cached.push((stamp.ino, hex::encode(sum))))
                 .unwrap();
             cached.sort();
             assert_eq!(cached, [(1, old.clone()), (2, new.clone())]);
@@ -1037,7 +1042,7 @@ mod tests {
             );
             let mut synced = Vec::new();
             store
-                .for_each_synced(&mut |sum| synced.push(sum.to_string()))
+                .for_each_synced(&mut |sum| synced.push(hex::encode(sum)))
                 .unwrap();
             synced.sort();
             assert_eq!(synced, [new.clone(), old.clone()]);

@@ -92,6 +92,18 @@ pub(super) fn as_hex<'a>(stored: ValueRef<'a>, buf: &'a mut [u8; 64]) -> FromSql
     }
 }
 
+/// A stored checksum as the 32 bytes of a SHA-256: a blob as it is, text when
+/// it is 64 hex digits; `None` for anything else (tests, hand-made states).
+pub(super) fn as_sha256(stored: ValueRef<'_>) -> Option<[u8; 32]> {
+    let mut bytes = [0; 32];
+    match stored {
+        ValueRef::Blob(blob) => bytes = blob.try_into().ok()?,
+        ValueRef::Text(text) => hex::decode_to_slice(text, &mut bytes).ok()?,
+        _ => return None,
+    }
+    Some(bytes)
+}
+
 /// A stored checksum read back as an owned hex string.
 pub(super) struct Hex(pub String);
 
@@ -108,6 +120,24 @@ mod tests {
     use rusqlite::Connection;
 
     const SUM: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    #[test]
+    fn only_a_sha256_reads_back_as_its_bytes() {
+        let bytes: [u8; 32] = hex::decode(SUM).unwrap().try_into().unwrap();
+        let upper = SUM.to_ascii_uppercase();
+        let table: [(ValueRef<'_>, Option<[u8; 32]>); 7] = [
+            (ValueRef::Blob(&bytes), Some(bytes)),
+            (ValueRef::Text(SUM.as_bytes()), Some(bytes)),
+            (ValueRef::Text(upper.as_bytes()), Some(bytes)),
+            (ValueRef::Blob(&bytes[1..]), None),
+            (ValueRef::Text(b"abc"), None),
+            (ValueRef::Null, None),
+            (ValueRef::Integer(7), None),
+        ];
+        for (stored, want) in table {
+            assert_eq!(as_sha256(stored), want, "{stored:?}");
+        }
+    }
 
     /// What each kind of checksum is stored as, and that it reads back unchanged.
     #[test]
