@@ -121,7 +121,7 @@ impl CacheIndex {
             return None;
         }
         Some(Cached {
-            checksum: hex::encode(entry.checksum),
+            checksum: crate::hash::to_hex(&entry.checksum),
             synced: entry.synced,
             hashed: false,
         })

@@ -632,7 +632,7 @@ fn verified_stream(
             st.hasher.update(&chunk);
             if st.seen == size {
                 // Check before sending the last chunk, so a stale body never completes.
-                let digest = hex::encode(std::mem::take(&mut st.hasher).finalize());
+                let digest = crate::hash::to_hex(&std::mem::take(&mut st.hasher).finalize());
                 if digest != checksum {
                     return fail(st, "file changed during upload");
                 }
