@@ -355,3 +355,28 @@ fn a_stop_during_the_initial_pass_exits_even_with_rescans_queued() {
     let run = stop(child, Duration::from_secs(8));
     run.assert_code(0);
 }
+
+#[test]
+fn an_agent_left_running_by_its_test_ends_with_the_test_env() {
+    // Guards `TestEnv`'s drop: a test that fails mid-watch leaves no agent behind.
+    let env = TestEnv::new();
+    env.write("cv.pdf", "cv");
+    let child = start_watching(&env, 1, &[]);
+    let stat = format!("/proc/{}/stat", child.id());
+    drop(env);
+    // Killed, not yet waited for: a zombie (or gone) within moments.
+    let state = || {
+        let text = std::fs::read_to_string(&stat).unwrap_or_default();
+        let state = text
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest[..1].to_string());
+        state.unwrap_or_else(|| "gone".to_string())
+    };
+    let since = Instant::now();
+    while !matches!(state().as_str(), "Z" | "gone") {
+        assert!(since.elapsed() < WAIT, "the agent still runs ({})", state());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Run::wait(child);
+    assert_eq!(status.code, -1, "killed by a signal, not exited");
+}

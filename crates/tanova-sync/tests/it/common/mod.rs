@@ -23,6 +23,42 @@ pub struct TestEnv {
     pub emulator: Emulator,
 }
 
+/// A test that fails while agents it started still run would leave them
+/// running after its process exits (a shared-ledger test once left two
+/// `watch` agents behind): whatever the test, its agents end with it.
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        kill_agents_left_running();
+    }
+}
+
+/// SIGKILL every `tanova-sync` process this test process started that has
+/// not exited (a child already waited for is no longer its child).
+pub fn kill_agents_left_running() {
+    let me = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in procs.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid …": the name may hold spaces, so split after its ')'.
+        let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") "))
+        else {
+            continue;
+        };
+        let ppid = rest.split(' ').nth(1);
+        if name == "tanova-sync" && ppid == Some(me.as_str()) {
+            // SAFETY: kill(2) on a child of this process; no memory is involved.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
 impl TestEnv {
     pub fn new() -> Self {
         Self::with_knobs(Knobs::default())
