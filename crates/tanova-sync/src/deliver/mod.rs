@@ -20,6 +20,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::wire::DuplicateAnswer;
 use crate::api::{ApiClient, ApiError, Upload};
 use crate::config::Concurrency;
 use crate::fence::Fence;
@@ -269,7 +270,7 @@ impl Deliverer {
     }
 
     /// Send the file once, through the batcher when batches are on, else on its
-    /// own under a limiter slot. `None` when cancelled first. A file whose
+    /// own ([`Deliverer::attempt`]). `None` when cancelled first. A file whose
     /// batch was cut short by another file is sent again at once, a few times,
     /// without counting a try.
     async fn send<'f>(
@@ -281,17 +282,7 @@ impl Deliverer {
         let mut resends = 0;
         loop {
             let Some(batcher) = self.batcher() else {
-                return tokio::select! {
-                    _ = cancel.cancelled() => None,
-                    permit = self.limiter.acquire() => {
-                        if cancel.is_cancelled() {
-                            return None;
-                        }
-                        let result = self.attempt(upload, on_send).await;
-                        permit.done(signal_of(&result));
-                        Some(result)
-                    }
-                };
+                return self.attempt(upload, cancel, on_send).await;
             };
             match self.attempt_batched(batcher, upload, cancel, on_send).await {
                 Batched::Done(result) => return Some(result),
@@ -309,30 +300,50 @@ impl Deliverer {
         }
     }
 
-    /// One attempt. The duplicate check runs every time: after a lost answer
-    /// the bytes may be on the server already, and then there is nothing to send.
-    /// `on_send` hears that the bytes are about to go out.
+    /// One attempt on its own: the duplicate check, then the upload, each
+    /// under a limiter slot of its own, as through the batcher, so that no
+    /// slot waits for the intent's commit in between, and the limiter times
+    /// the upload alone. The duplicate check runs every time: after a lost
+    /// answer the bytes may be on the server already, and then there is
+    /// nothing to send. `on_send` hears that the bytes are about to go out.
+    /// `None` when cancelled first.
     async fn attempt<'f>(
         &self,
         upload: &Upload<'_>,
+        cancel: &CancellationToken,
         on_send: &impl Fn() -> BoxFuture<'f, ()>,
-    ) -> Result<Delivered, ApiError> {
-        match self.api.check_duplicate(upload.checksum).await {
-            Ok(answer) if answer.exists => {
-                return Ok(Delivered::AlreadyOnServer {
-                    candidate_name: answer.candidate_name,
-                })
-            }
-            Ok(_) => {}
-            Err(e @ (ApiError::Rejected { .. } | ApiError::Misdirected { .. })) => return Err(e),
-            // A failing check never blocks the upload: the server dedupes anyway.
-            Err(e) => {
-                tracing::debug!(path = %crate::privacy::redact::file(upload.path, Some(upload.checksum)), "duplicate check failed, uploading anyway: {e}")
-            }
+    ) -> Option<Result<Delivered, ApiError>> {
+        let check = self.api.check_duplicate(upload.checksum);
+        let check = self.limited(cancel, check, |_| Signal::Neutral).await?;
+        if let Some(answered) = answered_by_check(upload, check) {
+            return Some(answered);
         }
         on_send().await;
-        let candidate_id = self.api.upload(upload).await?;
-        Ok(Delivered::Uploaded { candidate_id })
+        let uploaded = self
+            .limited(cancel, self.api.upload(upload), signal_of)
+            .await?;
+        Some(uploaded.map(|candidate_id| Delivered::Uploaded { candidate_id }))
+    }
+
+    /// `request` under a limiter slot, its end told to the limiter as
+    /// `signal` reads it; `None` when cancelled first.
+    async fn limited<T>(
+        &self,
+        cancel: &CancellationToken,
+        request: impl std::future::Future<Output = Result<T, ApiError>>,
+        signal: impl FnOnce(&Result<T, ApiError>) -> Signal,
+    ) -> Option<Result<T, ApiError>> {
+        tokio::select! {
+            _ = cancel.cancelled() => None,
+            permit = self.limiter.acquire() => {
+                if cancel.is_cancelled() {
+                    return None;
+                }
+                let result = request.await;
+                permit.done(signal(&result));
+                Some(result)
+            }
+        }
     }
 
     /// One attempt through the batcher: the duplicate check under its own
@@ -344,31 +355,12 @@ impl Deliverer {
         cancel: &CancellationToken,
         on_send: &impl Fn() -> BoxFuture<'f, ()>,
     ) -> Batched {
-        let check = tokio::select! {
-            _ = cancel.cancelled() => return Batched::Cancelled,
-            permit = self.limiter.acquire() => {
-                if cancel.is_cancelled() {
-                    return Batched::Cancelled;
-                }
-                let check = self.api.check_duplicate(upload.checksum).await;
-                // A quick check says nothing about how many uploads the service takes.
-                permit.done(Signal::Neutral);
-                check
-            }
+        let check = self.api.check_duplicate(upload.checksum);
+        let Some(check) = self.limited(cancel, check, |_| Signal::Neutral).await else {
+            return Batched::Cancelled;
         };
-        match check {
-            Ok(answer) if answer.exists => {
-                return Batched::Done(Ok(Delivered::AlreadyOnServer {
-                    candidate_name: answer.candidate_name,
-                }))
-            }
-            Ok(_) => {}
-            Err(e @ (ApiError::Rejected { .. } | ApiError::Misdirected { .. })) => {
-                return Batched::Done(Err(e))
-            }
-            Err(e) => {
-                tracing::debug!(path = %crate::privacy::redact::file(upload.path, Some(upload.checksum)), "duplicate check failed, uploading anyway: {e}")
-            }
+        if let Some(answered) = answered_by_check(upload, check) {
+            return Batched::Done(answered);
         }
         on_send().await;
         let Some(pending) = batcher.submit(OwnedUpload::of(upload)) else {
@@ -426,14 +418,36 @@ enum Batched {
 /// What an attempt tells the concurrency controller. Only full uploads
 /// measure the service's round trip; a quick "already there" or a refusal would
 /// skew it, and errors that are not overload say nothing about capacity.
-fn signal_of(result: &Result<Delivered, ApiError>) -> Signal {
+/// What the duplicate check says of the attempt: over when the bytes are on
+/// the server already or the key is refused; else the upload goes ahead (a
+/// failing check never blocks it: the server dedupes anyway). A quick check
+/// says nothing about how many uploads the service takes: it is timed by no one.
+fn answered_by_check(
+    upload: &Upload<'_>,
+    check: Result<DuplicateAnswer, ApiError>,
+) -> Option<Result<Delivered, ApiError>> {
+    match check {
+        Ok(answer) if answer.exists => Some(Ok(Delivered::AlreadyOnServer {
+            candidate_name: answer.candidate_name,
+        })),
+        Ok(_) => None,
+        Err(e @ (ApiError::Rejected { .. } | ApiError::Misdirected { .. })) => Some(Err(e)),
+        Err(e) => {
+            tracing::debug!(path = %crate::privacy::redact::file(upload.path, Some(upload.checksum)), "duplicate check failed, uploading anyway: {e}");
+            None
+        }
+    }
+}
+
+/// What an upload's end tells the limiter.
+fn signal_of<T>(result: &Result<T, ApiError>) -> Signal {
     match result {
-        Ok(Delivered::Uploaded { .. }) => Signal::Accepted,
+        Ok(_) => Signal::Accepted,
         Err(ApiError::Transient {
             back_pressure: true,
             ..
         }) => Signal::Refused,
-        _ => Signal::Neutral,
+        Err(_) => Signal::Neutral,
     }
 }
 
