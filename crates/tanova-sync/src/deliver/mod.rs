@@ -319,6 +319,8 @@ impl Deliverer {
             return Some(answered);
         }
         on_send().await;
+        // Stopped while waiting for the upload's slot: the intent stays, so a
+        // restart waits out `inflight_grace` before asking about these bytes.
         let uploaded = self
             .limited(cancel, self.api.upload(upload), signal_of)
             .await?;
@@ -415,13 +417,9 @@ enum Batched {
     Unavailable(String),
 }
 
-/// What an attempt tells the concurrency controller. Only full uploads
-/// measure the service's round trip; a quick "already there" or a refusal would
-/// skew it, and errors that are not overload say nothing about capacity.
 /// What the duplicate check says of the attempt: over when the bytes are on
 /// the server already or the key is refused; else the upload goes ahead (a
-/// failing check never blocks it: the server dedupes anyway). A quick check
-/// says nothing about how many uploads the service takes: it is timed by no one.
+/// failing check never blocks it: the server dedupes anyway).
 fn answered_by_check(
     upload: &Upload<'_>,
     check: Result<DuplicateAnswer, ApiError>,
@@ -439,7 +437,9 @@ fn answered_by_check(
     }
 }
 
-/// What an upload's end tells the limiter.
+/// What an upload's end tells the concurrency controller. Only uploads
+/// measure the service's round trip (the duplicate check is timed by no one),
+/// and errors that are not overload say nothing about capacity.
 fn signal_of<T>(result: &Result<T, ApiError>) -> Signal {
     match result {
         Ok(_) => Signal::Accepted,
