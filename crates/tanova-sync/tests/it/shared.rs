@@ -10,11 +10,14 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn spawn(mut cmd: Command) -> Child {
-    cmd.stdout(Stdio::piped())
+fn spawn(env: &TestEnv, mut cmd: Command) -> Child {
+    let child = cmd
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("binary starts")
+        .expect("binary starts");
+    env.track(&child);
+    child
 }
 
 #[test]
@@ -30,12 +33,8 @@ fn three_agents_upload_each_file_once_and_share_the_work() {
     let agents: Vec<Child> = ["a", "b", "c"]
         .iter()
         .map(|name| {
-            spawn(agent(
-                &env,
-                &redis,
-                name,
-                &["sync", "--json", "--max-workers", "8"],
-            ))
+            let args = ["sync", "--json", "--max-workers", "8"];
+            spawn(&env, agent(&env, &redis, name, &args))
         })
         .collect();
     let runs: Vec<Run> = agents.into_iter().map(Run::wait).collect();
@@ -100,10 +99,10 @@ fn an_agent_killed_mid_run_leaves_nothing_unsynced_after_the_others_rescan() {
         "inflight_grace": 2,
     }));
     let watch = ["watch", "--max-workers", "4"];
-    let mut doomed = spawn(agent(&env, &redis, "a", &watch));
+    let mut doomed = spawn(&env, agent(&env, &redis, "a", &watch));
     let others: Vec<Child> = ["b", "c"]
         .iter()
-        .map(|name| spawn(agent(&env, &redis, name, &watch)))
+        .map(|name| spawn(&env, agent(&env, &redis, name, &watch)))
         .collect();
     assert!(wait_until(WAIT, || env.emulator.stats().unique_checksums >= 200));
     doomed.kill().expect("SIGKILL");
@@ -151,7 +150,7 @@ fn redis_restarted_mid_run_loses_nothing_and_nothing_is_uploaded_twice() {
     let watch = ["watch", "--max-workers", "4"];
     let agents: Vec<Child> = ["a", "b"]
         .iter()
-        .map(|name| spawn(agent(&env, &redis, name, &watch)))
+        .map(|name| spawn(&env, agent(&env, &redis, name, &watch)))
         .collect();
     assert!(wait_until(WAIT, || env.emulator.stats().unique_checksums >= 100));
     redis.kill();
@@ -309,7 +308,7 @@ fn a_frozen_agent_whose_lease_lapsed_never_completes_its_uploads() {
     env.config(
         json!({ "lease_ms": 1000, "settle_ms": 50, "retry_delay": 0.05, "inflight_grace": 6 }),
     );
-    let frozen = spawn(agent(&env, &redis, "a", &["sync", "--json"]));
+    let frozen = spawn(&env, agent(&env, &redis, "a", &["sync", "--json"]));
     assert!(
         wait_until(WAIT, || env.emulator.stats().in_flight >= 1),
         "agent a never started uploading"
@@ -317,7 +316,7 @@ fn a_frozen_agent_whose_lease_lapsed_never_completes_its_uploads() {
     signal(&frozen, libc::SIGSTOP);
     // Its claims lapse (lease 1 s); another agent takes them over.
     std::thread::sleep(Duration::from_millis(2500));
-    let taker = spawn(agent(&env, &redis, "b", &["sync", "--json"]));
+    let taker = spawn(&env, agent(&env, &redis, "b", &["sync", "--json"]));
     std::thread::sleep(Duration::from_millis(1000));
     signal(&frozen, libc::SIGCONT);
     let frozen = Run::wait(frozen);
@@ -348,7 +347,10 @@ fn sync_gives_up_on_a_lost_ledger_after_ledger_timeout_naming_it() {
     });
     env.write_many(60);
     env.config(json!({ "ledger_timeout": 2, "retry_delay": 0.05, "settle_ms": 50 }));
-    let child = spawn(agent(&env, &redis, "a", &["sync", "--max-workers", "4"]));
+    let child = spawn(
+        &env,
+        agent(&env, &redis, "a", &["sync", "--max-workers", "4"]),
+    );
     assert!(wait_until(WAIT, || env.emulator.stats().uploads >= 4));
     redis.kill();
     let started = std::time::Instant::now();
@@ -378,7 +380,7 @@ fn redis_error_replies_are_logged_with_their_class_and_files_wait() {
     let env = TestEnv::new();
     env.write("first.pdf", "first");
     env.config(json!({ "settle_ms": 50, "retry_delay": 0.05 }));
-    let child = spawn(agent(&env, &redis, "a", &["watch"]));
+    let child = spawn(&env, agent(&env, &redis, "a", &["watch"]));
     assert!(wait_for_uploads(&env, 1, WAIT));
     let mut conn = redis.connection().unwrap();
     redis::cmd("REPLICAOF")

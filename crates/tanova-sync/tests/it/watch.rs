@@ -357,26 +357,37 @@ fn a_stop_during_the_initial_pass_exits_even_with_rescans_queued() {
 }
 
 #[test]
-fn an_agent_left_running_by_its_test_ends_with_the_test_env() {
-    // Guards `TestEnv`'s drop: a test that fails mid-watch leaves no agent behind.
-    let env = TestEnv::new();
+fn an_agent_left_running_by_its_test_ends_with_the_test_env_and_no_other() {
+    // Guards `TestEnv`'s drop: a test that fails mid-watch leaves no agent
+    // behind, and kills no other test's (`cargo test` runs them in one process).
+    let (env, other) = (TestEnv::new(), TestEnv::new());
     env.write("cv.pdf", "cv");
+    other.write("cv.pdf", "another cv");
     let child = start_watching(&env, 1, &[]);
-    let stat = format!("/proc/{}/stat", child.id());
-    drop(env);
-    // Killed, not yet waited for: a zombie (or gone) within moments.
-    let state = || {
-        let text = std::fs::read_to_string(&stat).unwrap_or_default();
+    let others = start_watching(&other, 1, &[]);
+    let state_of = |pid: u32| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let state = text
             .rsplit_once(") ")
             .map(|(_, rest)| rest[..1].to_string());
         state.unwrap_or_else(|| "gone".to_string())
     };
+    let pid = child.id();
+    drop(env);
+    // Killed, not yet waited for: a zombie (or gone) within moments.
     let since = Instant::now();
-    while !matches!(state().as_str(), "Z" | "gone") {
-        assert!(since.elapsed() < WAIT, "the agent still runs ({})", state());
+    while !matches!(state_of(pid).as_str(), "Z" | "gone") {
+        assert!(
+            since.elapsed() < WAIT,
+            "the agent still runs ({})",
+            state_of(pid)
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let status = Run::wait(child);
-    assert_eq!(status.code, -1, "killed by a signal, not exited");
+    assert_eq!(Run::wait(child).code, -1, "killed by a signal, not exited");
+    assert!(
+        matches!(state_of(others.id()).as_str(), "S" | "R"),
+        "the other test's agent was stopped too"
+    );
+    stop(others, WAIT).assert_code(0);
 }

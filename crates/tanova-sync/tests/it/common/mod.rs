@@ -10,6 +10,7 @@ pub mod rsyslog;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -21,42 +22,34 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_tanova-sync");
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub emulator: Emulator,
+    /// The agents started through it ([`TestEnv::spawn`], [`TestEnv::track`]):
+    /// pid and start time, which together name one process.
+    agents: Mutex<Vec<(i32, String)>>,
 }
 
 /// A test that fails while agents it started still run would leave them
-/// running after its process exits (a shared-ledger test once left two
-/// `watch` agents behind): whatever the test, its agents end with it.
+/// running after it (a shared-ledger test once left two `watch` agents
+/// behind): whatever the test, its agents end with its `TestEnv`. Only its
+/// own: `cargo test` runs the other tests in the same process.
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        kill_agents_left_running();
+        let agents = self.agents.get_mut().unwrap_or_else(|p| p.into_inner());
+        for (pid, started) in agents.drain(..) {
+            // Not the same start time: that agent was waited for, and the pid is another's now.
+            if start_time(pid).as_deref() == Some(started.as_str()) {
+                // SAFETY: kill(2) on a child this test started; no memory is involved.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
     }
 }
 
-/// SIGKILL every `tanova-sync` process this test process started that has
-/// not exited (a child already waited for is no longer its child).
-pub fn kill_agents_left_running() {
-    let me = std::process::id().to_string();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in procs.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid …": the name may hold spaces, so split after its ')'.
-        let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") "))
-        else {
-            continue;
-        };
-        let ppid = rest.split(' ').nth(1);
-        if name == "tanova-sync" && ppid == Some(me.as_str()) {
-            // SAFETY: kill(2) on a child of this process; no memory is involved.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
+/// When the process `pid` started (field 22 of `/proc/PID/stat`), while it exists.
+fn start_time(pid: i32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state …": the name may hold spaces, so count fields after its ')'.
+    let (_, fields) = stat.rsplit_once(") ")?;
+    fields.split(' ').nth(19).map(str::to_string)
 }
 
 impl TestEnv {
@@ -69,7 +62,11 @@ impl TestEnv {
         std::fs::create_dir_all(dir.path().join("cvs")).unwrap();
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         let emulator = Emulator::start_in_thread(knobs).expect("emulator starts");
-        TestEnv { dir, emulator }
+        TestEnv {
+            dir,
+            emulator,
+            agents: Mutex::default(),
+        }
     }
 
     pub fn folder(&self) -> PathBuf {
@@ -136,11 +133,23 @@ impl TestEnv {
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args)
+        let child = self
+            .command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("binary starts")
+            .expect("binary starts");
+        self.track(&child);
+        child
+    }
+
+    /// Kill `child` when this environment is dropped, if it still runs then.
+    pub fn track(&self, child: &Child) {
+        let pid = child.id() as i32;
+        if let Some(started) = start_time(pid) {
+            let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+            agents.push((pid, started));
+        }
     }
 
     /// The names of the files the emulator received, sorted.
