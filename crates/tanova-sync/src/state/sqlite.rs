@@ -538,10 +538,14 @@ impl Store for SqliteStore {
 
     fn plan_facts(&self, checksum: &str) -> Result<(bool, Option<Failure>)> {
         self.reading(|c| {
+            if !self.failures_held.load(Ordering::SeqCst) {
+                // One question, one statement in a read transaction of its own.
+                return Ok((synced_in(c, self.key(checksum))?, None));
+            }
             // One read transaction: one lock for both questions.
             let tx = c.transaction()?;
             let synced = synced_in(&tx, self.key(checksum))?;
-            let failure = if synced || !self.failures_held.load(Ordering::SeqCst) {
+            let failure = if synced {
                 None
             } else {
                 failure_in(&tx, checksum)?
