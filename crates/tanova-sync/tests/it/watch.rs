@@ -365,13 +365,7 @@ fn an_agent_left_running_by_its_test_ends_with_the_test_env_and_no_other() {
     other.write("cv.pdf", "another cv");
     let child = start_watching(&env, 1, &[]);
     let others = start_watching(&other, 1, &[]);
-    let state_of = |pid: u32| {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = text
-            .rsplit_once(") ")
-            .map(|(_, rest)| rest[..1].to_string());
-        state.unwrap_or_else(|| "gone".to_string())
-    };
+    let state_of = |pid| process_state(pid).unwrap_or_else(|| "gone".to_string());
     let pid = child.id();
     drop(env);
     // Killed, not yet waited for: a zombie (or gone) within moments.

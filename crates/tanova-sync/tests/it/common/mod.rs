@@ -46,10 +46,20 @@ impl Drop for TestEnv {
 
 /// When the process `pid` started (field 22 of `/proc/PID/stat`), while it exists.
 fn start_time(pid: i32) -> Option<String> {
+    stat_field(pid, 22)
+}
+
+/// The state of process `pid` (`R`, `S`, `Z`, … from `/proc/PID/stat`), `None` once it is gone.
+pub fn process_state(pid: u32) -> Option<String> {
+    stat_field(pid as i32, 3)
+}
+
+/// Field `n` (from 1) of `/proc/PID/stat`, while the process exists.
+fn stat_field(pid: i32, n: usize) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) state …": the name may hold spaces, so count fields after its ')'.
     let (_, fields) = stat.rsplit_once(") ")?;
-    fields.split(' ').nth(19).map(str::to_string)
+    fields.split(' ').nth(n.checked_sub(3)?).map(str::to_string)
 }
 
 impl TestEnv {
