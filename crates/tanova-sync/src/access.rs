@@ -182,6 +182,31 @@ impl Access {
         self.check().await.is_err() || self.blocked().is_some()
     }
 
+    /// A request got no answer within `request_timeout` (`what` says which):
+    /// check the service's health now, in the background, instead of after
+    /// every retry has waited as long. If it does not answer either, the gate
+    /// closes (logged, and `/health` says the service is unreachable); if it
+    /// does, the service is slow rather than down, and the log says so. One
+    /// check at a time: a burst of timeouts costs one.
+    pub fn suspect_outage(self: &Arc<Self>, what: &str) {
+        let access = self.clone();
+        let what = what.to_string();
+        tokio::spawn(async move {
+            let Ok(_one) = access.confirming.try_lock() else {
+                return;
+            };
+            if access.blocked().is_some() {
+                return;
+            }
+            if access.check().await.is_ok() && access.blocked().is_none() {
+                tracing::warn!(
+                    "no answer in time ({what}), but the service answers its health check: \
+                     it is slow, not down; retrying (raise request_timeout if this keeps happening)"
+                );
+            }
+        });
+    }
+
     /// Hold uploads back (`true`) or let them go again: no new delivery starts
     /// while held; uploads already on the wire finish. Logged when it changes.
     pub fn set_held(&self, held: bool) {

@@ -260,9 +260,11 @@ impl Engine {
     /// Watching: pause on a rejected key or an outage, and resume by itself,
     /// instead of ending the run. Call it on a new engine, before it is cloned.
     pub fn pausing(mut self) -> Self {
-        Arc::get_mut(&mut self.inner)
-            .expect("set before the engine is shared")
-            .pausing = true;
+        let inner = Arc::get_mut(&mut self.inner).expect("set before the engine is shared");
+        inner.pausing = true;
+        inner
+            .deliverer
+            .stop_retrying_while_blocked(inner.access.clone());
         self
     }
 

@@ -31,6 +31,11 @@ const CHECK_DUPLICATE: &str = "api/sync/check-duplicate";
 const UPLOAD: &str = "api/sync/upload";
 /// The most same-origin redirects followed for one call.
 const MAX_REDIRECTS: u32 = 5;
+/// The longest wait for the health check's answer (at most `request_timeout`).
+/// The service answers it without parsing anything, so a longer wait means it
+/// is not answering: a probe during an outage, or the check after a timed-out
+/// upload, says so within this time instead of `request_timeout`'s minutes.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// An API call that did not succeed, with what the agent should do about it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -42,14 +47,21 @@ pub enum ApiError {
         status: u16,
         message: String,
     },
-    /// Worth retrying: 408, 429, 5xx, a dropped connection, a timeout.
-    /// `back_pressure` when the service says it is overloaded (408, 429, 503, a timeout).
+    /// Worth retrying: 408, 429, 5xx, a dropped connection.
+    /// `back_pressure` when the service says it is overloaded (408, 429, 503).
     #[error("{message}")]
     Transient {
         message: String,
         retry_after: Option<Duration>,
         back_pressure: bool,
     },
+    /// No answer in time (`request_timeout`, or no connection within the
+    /// connect timeout): worth retrying, and back-pressure for the controller.
+    /// Apart from [`ApiError::Transient`] because a stalled service is an
+    /// outage, not a slow upload: a watching agent checks the service's
+    /// health at once rather than after every retry has waited as long.
+    #[error("{message}")]
+    NoAnswer { message: String },
     /// The server refused this request for good (other 4xx).
     #[error("refused by the server ({status}): {message}")]
     Permanent { status: u16, message: String },
@@ -130,6 +142,8 @@ pub struct ApiClient {
     key: RwLock<HeaderValue>,
     /// `max_requests_per_minute`: every request waits for a token first.
     rate: Option<Arc<RateLimiter>>,
+    /// The longest wait for a health answer: [`HEALTH_TIMEOUT`] or `request_timeout`, the shorter.
+    health_timeout: Duration,
 }
 
 /// Timeouts of the HTTP client.
@@ -177,6 +191,7 @@ impl ApiClient {
             base,
             key: RwLock::new(value),
             rate: None,
+            health_timeout: timeouts.read.min(HEALTH_TIMEOUT),
         })
     }
 
@@ -223,7 +238,11 @@ impl ApiClient {
         let mut hops = 0;
         let response = loop {
             self.throttle().await;
-            let response = self.request(reqwest::Method::GET, url.clone()).send().await;
+            let response = self
+                .request(reqwest::Method::GET, url.clone())
+                .timeout(self.health_timeout)
+                .send()
+                .await;
             match self.redirect(&Method::GET, &url, &response, &mut hops)? {
                 Some(next) => url = next,
                 None => break response,
@@ -544,10 +563,13 @@ fn transport_error(url: &Url, e: &reqwest::Error) -> ApiError {
         message.push_str(&format!(": {cause}"));
         source = cause.source();
     }
+    if e.is_timeout() {
+        return ApiError::NoAnswer { message };
+    }
     ApiError::Transient {
         message,
         retry_after: None,
-        back_pressure: e.is_timeout(),
+        back_pressure: false,
     }
 }
 

@@ -290,7 +290,7 @@ fn signal_of(result: &Result<Vec<BatchFile>, ApiError>) -> Signal {
             ApiError::Transient {
                 back_pressure: true,
                 ..
-            }
+            } | ApiError::NoAnswer { .. }
         )
     };
     match result {

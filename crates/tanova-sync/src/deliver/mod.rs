@@ -20,6 +20,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Access;
 use crate::api::wire::DuplicateAnswer;
 use crate::api::{ApiClient, ApiError, Upload};
 use crate::config::Concurrency;
@@ -85,6 +86,8 @@ pub struct Deliverer {
     batcher: OnceLock<Batcher>,
     /// The service refused a batch as a whole: one file per request from then on.
     batches_off: AtomicBool,
+    /// A watching agent's gate ([`Deliverer::stop_retrying_while_blocked`]).
+    gate: Option<Arc<Access>>,
 }
 
 impl Deliverer {
@@ -106,7 +109,17 @@ impl Deliverer {
             batch_size: 1,
             batcher: OnceLock::new(),
             batches_off: AtomicBool::new(false),
+            gate: None,
         }
+    }
+
+    /// Watching: a request that got no answer in time has the service's health
+    /// checked at once ([`Access::suspect_outage`]), and while the gate is
+    /// closed (the service down, the key rejected) a delivery stops retrying
+    /// and ends as a transient failure, which the engine waits out at the
+    /// gate: retried as before, each try would hang for `request_timeout`.
+    pub fn stop_retrying_while_blocked(&mut self, gate: Arc<Access>) {
+        self.gate = Some(gate);
     }
 
     /// Allow batches of up to `n` files (config `batch_size`; 1 disables them).
@@ -209,6 +222,12 @@ impl Deliverer {
         cancel: &CancellationToken,
         on_send: &impl Fn() -> BoxFuture<'f, ()>,
     ) -> Result<Delivered, retry::Again<String>> {
+        if let Some(blocked) = self.gate.as_ref().and_then(|gate| gate.blocked()) {
+            return Ok(Delivered::Failed {
+                reason: blocked.explain(self.api.endpoint("").as_str()),
+                kind: FailKind::Transient,
+            });
+        }
         if job.fence.as_ref().is_some_and(|f| !f.holds()) {
             return Ok(Delivered::LeaseLost);
         }
@@ -247,6 +266,12 @@ impl Deliverer {
                     error: message,
                     after: retry_after,
                 })
+            }
+            Err(ApiError::NoAnswer { message }) => {
+                if let Some(gate) = &self.gate {
+                    gate.suspect_outage(&message);
+                }
+                return Err(retry::Again::new(message));
             }
             Err(e @ (ApiError::Rejected { .. } | ApiError::Misdirected { .. })) => {
                 Delivered::Rejected(e)
@@ -419,7 +444,10 @@ enum Batched {
 
 /// What the duplicate check says of the attempt: over when the bytes are on
 /// the server already or the key is refused; else the upload goes ahead (a
-/// failing check never blocks it: the server dedupes anyway).
+/// failing check never blocks it: the server dedupes anyway). Except a check
+/// with no answer in time: a service that does not answer a few bytes of JSON
+/// will not take a CV either, so the attempt ends there and is retried (and a
+/// watching agent checks the service's health at once, `Deliverer::try_once`).
 fn answered_by_check(
     upload: &Upload<'_>,
     check: Result<DuplicateAnswer, ApiError>,
@@ -429,7 +457,11 @@ fn answered_by_check(
             candidate_name: answer.candidate_name,
         })),
         Ok(_) => None,
-        Err(e @ (ApiError::Rejected { .. } | ApiError::Misdirected { .. })) => Some(Err(e)),
+        Err(
+            e @ (ApiError::Rejected { .. }
+            | ApiError::Misdirected { .. }
+            | ApiError::NoAnswer { .. }),
+        ) => Some(Err(e)),
         Err(e) => {
             tracing::debug!(path = %crate::privacy::redact::file(upload.path, Some(upload.checksum)), "duplicate check failed, uploading anyway: {e}");
             None
@@ -443,10 +475,13 @@ fn answered_by_check(
 fn signal_of<T>(result: &Result<T, ApiError>) -> Signal {
     match result {
         Ok(_) => Signal::Accepted,
-        Err(ApiError::Transient {
-            back_pressure: true,
-            ..
-        }) => Signal::Refused,
+        Err(
+            ApiError::Transient {
+                back_pressure: true,
+                ..
+            }
+            | ApiError::NoAnswer { .. },
+        ) => Signal::Refused,
         Err(_) => Signal::Neutral,
     }
 }

@@ -255,6 +255,87 @@ fn a_proxy_answering_502_pages_parks_nothing() {
     outage_parks_nothing(Outage::Html502);
 }
 
+/// A stalled server is found out by one health check after the first request
+/// that got no answer, not after every retry has waited `request_timeout`: with
+/// forty tries of a second each, that took the admin's `/health` half a minute
+/// (ten minutes with the defaults) to stop saying "ok".
+#[test]
+fn a_stalled_server_is_reported_after_its_first_timeout_not_after_every_retry() {
+    let env = TestEnv::new();
+    env.write("before.pdf", "before the stall");
+    let agent = watching_with_config_key(
+        &env,
+        json!({ "request_timeout": 1, "retry_count": 40, "retry_delay": 0.01 }),
+    );
+    assert!(wait_for_uploads(&env, 1, WAIT));
+    env.emulator.set_knobs(|k| k.outage = Some(Outage::Hang));
+    for i in 0..10 {
+        env.write(
+            &format!("during/cv{i}.pdf"),
+            format!("written during the stall {i}"),
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let (status, body) = agent.health();
+            status == 503 && body["status"] == "service_unreachable"
+        }),
+        "/health never said service_unreachable:\n{}",
+        agent.log()
+    );
+    // The deliveries stopped retrying into the stall (ten files: ten requests
+    // a second): they wait at the gate, and only the prober's health checks
+    // (one, then two, four… seconds apart) meet the stall.
+    let hung = env.emulator.stats().outage_refused;
+    std::thread::sleep(Duration::from_secs(3));
+    let more = env.emulator.stats().outage_refused - hung;
+    assert!(
+        more <= 5,
+        "{more} more requests went into the stall:\n{}",
+        agent.log()
+    );
+    env.emulator.set_knobs(|k| k.outage = None);
+    assert!(
+        wait_for_uploads(&env, 11, Duration::from_secs(60)),
+        "files written during the stall never went out:\n{}",
+        agent.log()
+    );
+    let (code, log) = agent.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("cannot reach the Tanova service"), "{log}");
+    assert!(log.contains("answers again; resuming uploads"), "{log}");
+}
+
+/// A service slow to answer an upload but quick to answer its health check is
+/// slow, not down: the agent says so, keeps uploading, and never pauses.
+#[test]
+fn a_slow_upload_with_a_healthy_service_is_retried_and_named_slow_not_down() {
+    let env = TestEnv::with_knobs(Knobs {
+        upload_latency_ms: 2_500,
+        ..Knobs::default()
+    });
+    let agent = watching_with_config_key(
+        &env,
+        json!({ "request_timeout": 1, "retry_count": 5, "retry_delay": 0.5 }),
+    );
+    env.write("slow.pdf", "a CV the service is slow to take");
+    // The first upload times out on the agent's side; the server keeps it,
+    // and a retry's duplicate check finds it there.
+    let mut paused = false;
+    let done = wait_until(Duration::from_secs(30), || {
+        paused |= agent.health().0 == 503;
+        let status = env.run(&["status", "--json"]);
+        status.json()["synced"] == 1 || status.json()["duplicates"] == 1
+    });
+    let (code, log) = agent.stop();
+    assert!(done, "the slow upload never completed:\n{log}");
+    assert_eq!(code, 0, "{log}");
+    assert!(!paused, "a slow service was taken for an outage:\n{log}");
+    assert!(log.contains("slow, not down"), "{log}");
+    assert!(!log.contains("cannot reach the Tanova service"), "{log}");
+    assert_eq!(env.emulator.stats().unique_checksums, 1);
+}
+
 /// Every file of the state directory with its bytes.
 fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
