@@ -31,26 +31,46 @@ pub fn inotify_limit_message() -> String {
 }
 /// The longest wait between checks for a folder that has gone away.
 const MAX_ROOT_RETRY: Duration = Duration::from_secs(60);
+/// When a new folder is scanned the second time ([`Discovery::on_notice`]):
+/// notify adds its watch right after reporting it, so a second is ample
+/// even on a busy machine; the periodic rescan remains the safety net.
+const NEW_FOLDER_RESCAN: Duration = Duration::from_secs(1);
 
 /// What the watcher's callback passes on.
 type Notice = notify::Result<Event>;
 /// File-system events queued for discovery. When it is full (discovery is
-/// blocked behind a paused pipeline), events are dropped and a rescan replaces them.
+/// blocked behind a busy or paused pipeline), events are dropped and a rescan replaces them.
 const NOTICE_QUEUE: usize = 4096;
+/// While a rescan for lost events is owed but another scan still runs,
+/// how often discovery looks again.
+const OWED_RESCAN_CHECK: Duration = Duration::from_millis(500);
 
 /// The watcher's side of the bounded event queue.
 #[derive(Clone)]
 struct Notices {
     tx: mpsc::Sender<Notice>,
-    /// Set when an event was dropped; the next one received triggers a rescan.
-    overflowed: Arc<AtomicBool>,
+    /// Set when events were lost (dropped here, or by the kernel): a rescan
+    /// is owed, and stays owed until one starts. Asked for at once instead,
+    /// it was lost whenever another scan still ran (one that may have passed
+    /// the files those events were about), and they waited for the periodic
+    /// rescan (ten minutes).
+    rescan_owed: Arc<AtomicBool>,
 }
 
 impl Notices {
     fn send(&self, notice: Notice) {
-        if self.tx.try_send(notice).is_err() {
-            self.overflowed.store(true, Ordering::Relaxed);
+        if self.tx.try_send(notice).is_err() && !self.rescan_owed.swap(true, Ordering::Relaxed) {
+            tracing::warn!("file-system events were dropped while the agent was busy; rescanning");
         }
+    }
+
+    /// Events were lost: rescan the folder as soon as no other scan runs.
+    fn owe_rescan(&self) {
+        self.rescan_owed.store(true, Ordering::Relaxed);
+    }
+
+    fn owed(&self) -> bool {
+        self.rescan_owed.load(Ordering::Relaxed)
     }
 }
 
@@ -80,7 +100,7 @@ pub async fn run(
     let (tx, mut notices) = mpsc::channel::<Notice>(NOTICE_QUEUE);
     let notice_tx = Notices {
         tx,
-        overflowed: Arc::new(AtomicBool::new(false)),
+        rescan_owed: Arc::new(AtomicBool::new(false)),
     };
     let mut watcher = watch.start_watcher(&notice_tx);
     let _ = watching.send(());
@@ -100,8 +120,8 @@ pub async fn run(
             _ = cancel.cancelled() => break,
             Some(notice) = notices.recv() => match notice {
                 Ok(event) => {
-                    if watch.on_notice(event, &notice_tx, &scan_tx) {
-                        start_scan(&watch, &mut scanning, watch.root.clone(), &scan_tx);
+                    if watch.on_notice(event, &scan_tx) {
+                        notice_tx.owe_rescan();
                     }
                 }
                 Err(e) => {
@@ -111,10 +131,11 @@ pub async fn run(
                         rescan = every(watch.settings.poll_every);
                     } else {
                         tracing::warn!("file-system events: {e}; rescanning");
-                        start_scan(&watch, &mut scanning, watch.root.clone(), &scan_tx);
+                        notice_tx.owe_rescan();
                     }
                 }
             },
+            _ = tokio::time::sleep(OWED_RESCAN_CHECK), if notice_tx.owed() => {}
             _ = sleep_until(next_due), if next_due.is_some() => watch.check_due().await,
             Some(batch) = scanned.recv() => watch.on_scanned(batch).await,
             _ = rescan_now.notified() => {
@@ -143,6 +164,15 @@ pub async fn run(
                 }
             }
         }
+        // Events were lost: rescan once no other scan runs (one that runs
+        // now may have passed the files those events were about). A folder
+        // that is gone is scanned whole when it is back.
+        if notice_tx.owed() && !is_running(&scanning) {
+            notice_tx.rescan_owed.store(false, Ordering::Relaxed);
+            if watch.root.is_dir() {
+                start_scan(&watch, &mut scanning, watch.root.clone(), &scan_tx);
+            }
+        }
         if root_gone.is_none() && watch.root_removed {
             watch.root_removed = false;
             watcher = None;
@@ -167,6 +197,10 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
+fn is_running(scanning: &Option<tokio::task::JoinHandle<()>>) -> bool {
+    scanning.as_ref().is_some_and(|h| !h.is_finished())
+}
+
 /// Start a rescan of `dir` unless one is still running.
 fn start_scan(
     watch: &Discovery,
@@ -174,7 +208,7 @@ fn start_scan(
     dir: PathBuf,
     tx: &mpsc::Sender<Batch>,
 ) {
-    if scanning.as_ref().is_some_and(|h| !h.is_finished()) {
+    if is_running(scanning) {
         return;
     }
     tracing::debug!("rescanning {}", dir.display());
@@ -195,18 +229,24 @@ struct Discovery {
 
 impl Discovery {
     /// Take in one event from the queue; new folders are scanned at once, since
-    /// files written before their watch was added produce no event. Returns
-    /// true when a full rescan is due (events were lost).
-    fn on_notice(&mut self, event: Event, notices: &Notices, scans: &mpsc::Sender<Batch>) -> bool {
-        let lost = notices.overflowed.swap(false, Ordering::Relaxed);
-        if lost {
-            tracing::warn!("file-system events were dropped while the agent was busy; rescanning");
-        }
+    /// files written before their watch was added produce no event, and again
+    /// [`NEW_FOLDER_RESCAN`] later: notify reports a folder before it watches
+    /// it, so the first scan can run before the watch exists, and a file
+    /// written between the two makes no event either. Returns true when a
+    /// full rescan is due (the kernel's event queue overflowed).
+    fn on_notice(&mut self, event: Event, scans: &mpsc::Sender<Batch>) -> bool {
         let untrusted = self.on_event(event);
         for dir in self.new_dirs.drain(..) {
-            self.engine.scan_into(dir, scans.clone());
+            self.engine.scan_into(dir.clone(), scans.clone());
+            let (engine, scans) = (self.engine.clone(), scans.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(NEW_FOLDER_RESCAN).await;
+                if !scans.is_closed() {
+                    engine.scan_into(dir, scans);
+                }
+            });
         }
-        untrusted || lost
+        untrusted
     }
 
     /// Take in one event. Returns true when the events cannot be trusted and a full rescan is due.
