@@ -193,6 +193,26 @@ fn a_file_that_grows_during_its_upload_is_sent_again_whole() {
     run.assert_code(0);
 }
 
+/// Start an outage of `kind`, write `files` CVs under `during/`, and wait
+/// (15 s at most) until the agent's `/health` says the service is unreachable.
+fn outage_begins(env: &TestEnv, agent: &LiveAgent, kind: Outage, files: usize) {
+    env.emulator.set_knobs(|k| k.outage = Some(kind));
+    for i in 0..files {
+        env.write(
+            &format!("during/cv{i}.pdf"),
+            format!("written during the outage {i}"),
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let (status, body) = agent.health();
+            status == 503 && body["status"] == "service_unreachable"
+        }),
+        "/health never said service_unreachable:\n{}",
+        agent.log()
+    );
+}
+
 /// A watching agent in poll mode meets an outage of `kind`: files written
 /// meanwhile wait, `/health` says why, and all of them go out when it ends.
 fn outage_parks_nothing(kind: Outage) {
@@ -207,21 +227,7 @@ fn outage_parks_nothing(kind: Outage) {
         }),
     );
     assert!(wait_for_uploads(&env, 1, WAIT));
-    env.emulator.set_knobs(|k| k.outage = Some(kind));
-    for i in 0..5 {
-        env.write(
-            &format!("during/cv{i}.pdf"),
-            format!("written during the outage {i}"),
-        );
-    }
-    assert!(
-        wait_until(Duration::from_secs(15), || {
-            let (status, body) = agent.health();
-            status == 503 && body["status"] == "service_unreachable"
-        }),
-        "/health never said service_unreachable:\n{}",
-        agent.log()
-    );
+    outage_begins(&env, &agent, kind, 5);
     // Many poll rescans (and max_attempts 1) pass while the service is down.
     std::thread::sleep(Duration::from_secs(4));
     assert!(agent.child_alive());
@@ -268,21 +274,7 @@ fn a_stalled_server_is_reported_after_its_first_timeout_not_after_every_retry() 
         json!({ "request_timeout": 1, "retry_count": 40, "retry_delay": 0.01 }),
     );
     assert!(wait_for_uploads(&env, 1, WAIT));
-    env.emulator.set_knobs(|k| k.outage = Some(Outage::Hang));
-    for i in 0..10 {
-        env.write(
-            &format!("during/cv{i}.pdf"),
-            format!("written during the stall {i}"),
-        );
-    }
-    assert!(
-        wait_until(Duration::from_secs(15), || {
-            let (status, body) = agent.health();
-            status == 503 && body["status"] == "service_unreachable"
-        }),
-        "/health never said service_unreachable:\n{}",
-        agent.log()
-    );
+    outage_begins(&env, &agent, Outage::Hang, 10);
     // The deliveries stopped retrying into the stall (ten files: ten requests
     // a second): they wait at the gate, and only the prober's health checks
     // (one, then two, four… seconds apart) meet the stall.
