@@ -847,6 +847,17 @@ impl Inner {
                     } else {
                         Step::Done
                     };
+                    // The claim is let go once the outcome is recorded (below):
+                    // let go before, a copy of the file found meanwhile (by a
+                    // scan and by its events) saw neither the claim nor the
+                    // synced record, and asked the server, which said "already
+                    // in Tanova" of bytes this run had just sent.
+                    if let Step::Record(outcome) = step {
+                        self.record_and_finish(run, &path, Some(&sum), outcome)
+                            .await;
+                        self.claims.lock().unwrap().remove(&sum);
+                        return;
+                    }
                     self.claims.lock().unwrap().remove(&sum);
                     step
                 }
