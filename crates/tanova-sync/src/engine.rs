@@ -220,6 +220,15 @@ impl Engine {
             earlier_uploads(store.as_ref(), config.inflight_grace)
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let access = Arc::new(access);
+        let mut deliverer = Deliverer::new(
+            api.clone(),
+            config.concurrency,
+            config.retry_count,
+            config.retry_delay,
+        )
+        .with_batch_size(config.batch_size);
+        deliverer.stop_retrying_while_blocked(access.clone());
         Ok(Engine {
             inner: Arc::new(Inner {
                 root: config.folder.clone(),
@@ -235,15 +244,9 @@ impl Engine {
                 ledger_timeout: config.ledger_timeout,
                 ledger_problem: AtomicBool::new(false),
                 earlier_uploads: Mutex::new(earlier_uploads),
-                deliverer: Deliverer::new(
-                    api.clone(),
-                    config.concurrency,
-                    config.retry_count,
-                    config.retry_delay,
-                )
-                .with_batch_size(config.batch_size),
+                deliverer,
                 api,
-                access: Arc::new(access),
+                access,
                 writer: StateWriter::start(store.clone()),
                 store,
                 ledger: Ledger::Local,
@@ -260,11 +263,9 @@ impl Engine {
     /// Watching: pause on a rejected key or an outage, and resume by itself,
     /// instead of ending the run. Call it on a new engine, before it is cloned.
     pub fn pausing(mut self) -> Self {
-        let inner = Arc::get_mut(&mut self.inner).expect("set before the engine is shared");
-        inner.pausing = true;
-        inner
-            .deliverer
-            .stop_retrying_while_blocked(inner.access.clone());
+        Arc::get_mut(&mut self.inner)
+            .expect("set before the engine is shared")
+            .pausing = true;
         self
     }
 

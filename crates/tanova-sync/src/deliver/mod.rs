@@ -86,7 +86,7 @@ pub struct Deliverer {
     batcher: OnceLock<Batcher>,
     /// The service refused a batch as a whole: one file per request from then on.
     batches_off: AtomicBool,
-    /// A watching agent's gate ([`Deliverer::stop_retrying_while_blocked`]).
+    /// The engine's gate ([`Deliverer::stop_retrying_while_blocked`]).
     gate: Option<Arc<Access>>,
 }
 
@@ -113,11 +113,12 @@ impl Deliverer {
         }
     }
 
-    /// Watching: a request that got no answer in time has the service's health
-    /// checked at once ([`Access::suspect_outage`]), and while the gate is
-    /// closed (the service down, the key rejected) a delivery stops retrying
-    /// and ends as a transient failure, which the engine waits out at the
-    /// gate: retried as before, each try would hang for `request_timeout`.
+    /// A request that got no answer in time has the service's health checked
+    /// at once ([`Access::suspect_outage`]), and while the gate is closed for
+    /// a service that does not answer, a delivery stops retrying and ends as a
+    /// transient failure: a watching engine waits it out at the gate, a
+    /// one-shot run reports it (the next run tries again). Retried as before,
+    /// each try would hang for `request_timeout`.
     pub fn stop_retrying_while_blocked(&mut self, gate: Arc<Access>) {
         self.gate = Some(gate);
     }
@@ -222,7 +223,10 @@ impl Deliverer {
         cancel: &CancellationToken,
         on_send: &impl Fn() -> BoxFuture<'f, ()>,
     ) -> Result<Delivered, retry::Again<String>> {
-        if let Some(blocked) = self.gate.as_ref().and_then(|gate| gate.blocked()) {
+        // A rejected key is the engine's to handle (a one-shot run stops, a
+        // watching one waits): the next try's 401 says so.
+        let down = self.gate.as_ref().and_then(|gate| gate.blocked());
+        if let Some(blocked) = down.filter(|b| !b.is_key_problem()) {
             return Ok(Delivered::Failed {
                 reason: blocked.explain(self.api.endpoint("").as_str()),
                 kind: FailKind::Transient,

@@ -298,6 +298,43 @@ fn a_stalled_server_is_reported_after_its_first_timeout_not_after_every_retry() 
     assert!(log.contains("answers again; resuming uploads"), "{log}");
 }
 
+/// A one-shot sync that meets a stalled service ends after one timeout and
+/// one health check, its files failed for the next run, instead of every file
+/// trying forty times a second each; the next run delivers them.
+#[test]
+fn a_sync_against_a_stalled_server_ends_after_one_timeout_and_loses_nothing() {
+    // Slow duplicate checks: the stall begins before any file is through.
+    let env = TestEnv::with_knobs(Knobs {
+        check_latency_ms: 2_000,
+        ..Knobs::default()
+    });
+    env.write_many(5);
+    env.config(json!({ "request_timeout": 1, "retry_count": 40, "retry_delay": 0.01 }));
+    let child = env.spawn(&["sync"]);
+    assert!(wait_until(WAIT, || env.emulator.stats().health_calls >= 1));
+    env.emulator.set_knobs(|k| k.outage = Some(Outage::Hang));
+    let run = Run::wait(child);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("cannot reach the Tanova service"),
+        "{}",
+        run.stderr
+    );
+    // Forty tries of five files would be two hundred requests into the stall.
+    let stalled = env.emulator.stats().outage_refused;
+    assert!(
+        stalled <= 15,
+        "{stalled} requests went into the stall:\n{}",
+        run.stderr
+    );
+    env.emulator.set_knobs(|k| {
+        k.outage = None;
+        k.check_latency_ms = 0;
+    });
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(env.emulator.stats().unique_checksums, 5);
+}
+
 /// A service slow to answer an upload but quick to answer its health check is
 /// slow, not down: the agent says so, keeps uploading, and never pauses.
 #[test]
