@@ -58,8 +58,8 @@ pub enum ApiError {
     /// No answer in time (`request_timeout`, or no connection within the
     /// connect timeout): worth retrying, and back-pressure for the controller.
     /// Apart from [`ApiError::Transient`] because a stalled service is an
-    /// outage, not a slow upload: a watching agent checks the service's
-    /// health at once rather than after every retry has waited as long.
+    /// outage, not a slow upload: the agent checks the service's health at
+    /// once rather than after every retry has waited as long.
     #[error("{message}")]
     NoAnswer { message: String },
     /// The server refused this request for good (other 4xx).

@@ -450,8 +450,8 @@ enum Batched {
 /// the server already or the key is refused; else the upload goes ahead (a
 /// failing check never blocks it: the server dedupes anyway). Except a check
 /// with no answer in time: a service that does not answer a few bytes of JSON
-/// will not take a CV either, so the attempt ends there and is retried (and a
-/// watching agent checks the service's health at once, `Deliverer::try_once`).
+/// will not take a CV either, so the attempt ends there and is retried (and
+/// the service's health is checked at once, `Deliverer::try_once`).
 fn answered_by_check(
     upload: &Upload<'_>,
     check: Result<DuplicateAnswer, ApiError>,
