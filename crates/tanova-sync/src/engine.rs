@@ -221,14 +221,14 @@ impl Engine {
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let access = Arc::new(access);
-        let mut deliverer = Deliverer::new(
+        let deliverer = Deliverer::new(
             api.clone(),
+            access.clone(),
             config.concurrency,
             config.retry_count,
             config.retry_delay,
         )
         .with_batch_size(config.batch_size);
-        deliverer.stop_retrying_while_blocked(access.clone());
         Ok(Engine {
             inner: Arc::new(Inner {
                 root: config.folder.clone(),

@@ -86,13 +86,19 @@ pub struct Deliverer {
     batcher: OnceLock<Batcher>,
     /// The service refused a batch as a whole: one file per request from then on.
     batches_off: AtomicBool,
-    /// The engine's gate ([`Deliverer::stop_retrying_while_blocked`]).
-    gate: Option<Arc<Access>>,
+    /// The engine's gate: a request that got no answer in time has the
+    /// service's health checked at once ([`Access::suspect_outage`]), and while
+    /// the gate is closed for a service that does not answer, a delivery stops
+    /// retrying and ends as a transient failure: a watching engine waits it
+    /// out at the gate, a one-shot run reports it (the next run tries again).
+    /// Retried as before, each try would hang for `request_timeout`.
+    gate: Arc<Access>,
 }
 
 impl Deliverer {
     pub fn new(
         api: Arc<ApiClient>,
+        gate: Arc<Access>,
         concurrency: Concurrency,
         retry_count: u32,
         retry_delay: Duration,
@@ -109,18 +115,8 @@ impl Deliverer {
             batch_size: 1,
             batcher: OnceLock::new(),
             batches_off: AtomicBool::new(false),
-            gate: None,
+            gate,
         }
-    }
-
-    /// A request that got no answer in time has the service's health checked
-    /// at once ([`Access::suspect_outage`]), and while the gate is closed for
-    /// a service that does not answer, a delivery stops retrying and ends as a
-    /// transient failure: a watching engine waits it out at the gate, a
-    /// one-shot run reports it (the next run tries again). Retried as before,
-    /// each try would hang for `request_timeout`.
-    pub fn stop_retrying_while_blocked(&mut self, gate: Arc<Access>) {
-        self.gate = Some(gate);
     }
 
     /// Allow batches of up to `n` files (config `batch_size`; 1 disables them).
@@ -225,8 +221,7 @@ impl Deliverer {
     ) -> Result<Delivered, retry::Again<String>> {
         // A rejected key is the engine's to handle (a one-shot run stops, a
         // watching one waits): the next try's 401 says so.
-        let down = self.gate.as_ref().and_then(|gate| gate.blocked());
-        if let Some(blocked) = down.filter(|b| !b.is_key_problem()) {
+        if let Some(blocked) = self.gate.blocked().filter(|b| !b.is_key_problem()) {
             return Ok(Delivered::Failed {
                 reason: blocked.explain(self.api.endpoint("").as_str()),
                 kind: FailKind::Transient,
@@ -272,9 +267,7 @@ impl Deliverer {
                 })
             }
             Err(ApiError::NoAnswer { message }) => {
-                if let Some(gate) = &self.gate {
-                    gate.suspect_outage(&message);
-                }
+                self.gate.suspect_outage(&message);
                 return Err(retry::Again::new(message));
             }
             Err(e @ (ApiError::Rejected { .. } | ApiError::Misdirected { .. })) => {
