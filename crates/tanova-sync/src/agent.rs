@@ -224,6 +224,12 @@ impl Agent {
         } else {
             self.reporter.watching(&initial, &self.config.watch);
             let (session, fatal) = self.engine.pipeline(rx, shutdown).await;
+            if fatal.is_some() {
+                // Discovery waits for events until shut down: without this, an
+                // agent whose pipeline stopped (a redirect to another host)
+                // stayed up doing nothing, and its service manager never knew.
+                shutdown.cancel();
+            }
             Watched {
                 initial,
                 session: Some(session),

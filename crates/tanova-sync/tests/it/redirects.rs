@@ -2,6 +2,7 @@
 //! elsewhere, or one that would turn a POST into a GET, stops the run with a
 //! message naming both URLs, and holds no file.
 
+use crate::common::live::{LiveAgent, WAIT};
 use crate::common::redirect::{Foreign, Front};
 use crate::common::*;
 use serde_json::json;
@@ -53,6 +54,31 @@ fn a_redirect_to_another_origin_is_not_followed_and_the_key_not_sent() {
     let run = sync_through(&env, &front);
     run.assert_code(0);
     assert_eq!(run.count("synced"), 1, "{}", run.stdout);
+    assert_eq!(env.emulator.stats().uploads, 1);
+}
+
+/// A watching agent whose service starts redirecting uploads to another host
+/// ends as `sync` does (exit 1, both URLs named, the key not sent). It used to
+/// stop its pipeline and stay up doing nothing, so no service manager restarted
+/// it and `/health` said nothing was wrong.
+#[test]
+fn a_redirect_met_while_watching_ends_the_agent_with_exit_1() {
+    let env = TestEnv::new();
+    env.write("first.pdf", "a CV sent before the redirect");
+    let front = Front::start(env.emulator.addr());
+    let foreign = Foreign::start();
+    let mut command = env.command(&["watch"]);
+    command.env("TANOVA_URL", front.url());
+    let agent = LiveAgent::start_command(command);
+    assert!(wait_for_uploads(&env, 1, WAIT), "{}", agent.log());
+    let to = format!("{}{UPLOAD}", foreign.url());
+    front.redirect(UPLOAD, 307, &to);
+    env.write("second.pdf", "a CV written after the service moved");
+    let (code, log) = agent.exit_within(WAIT);
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains(&to), "names the target: {log}");
+    assert!(log.contains("not sent"), "{log}");
+    assert!(foreign.requests().is_empty(), "{:?}", foreign.requests());
     assert_eq!(env.emulator.stats().uploads, 1);
 }
 

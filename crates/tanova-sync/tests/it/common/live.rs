@@ -155,6 +155,19 @@ impl LiveAgent {
         url.unwrap()
     }
 
+    /// Wait for the agent to exit by itself, at most `limit`: its exit code
+    /// and log. Fails the test (and kills it) if it is still running.
+    pub fn exit_within(mut self, limit: Duration) -> (i32, String) {
+        let exited = wait_until(limit, || !self.child_alive());
+        if !exited {
+            let _ = self.child.kill();
+            panic!("the agent did not exit by itself:\n{}", self.log());
+        }
+        let code = self.child.wait().unwrap().code().unwrap_or(-1);
+        std::thread::sleep(Duration::from_millis(50));
+        (code, self.log())
+    }
+
     /// Whether the process is still running.
     pub fn child_alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
