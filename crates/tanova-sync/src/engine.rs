@@ -42,6 +42,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// The first wait before asking an unreachable ledger again; it doubles up to [`LEDGER_MAX_WAIT`].
 const LEDGER_RETRY: Duration = Duration::from_millis(200);
 const LEDGER_MAX_WAIT: Duration = Duration::from_secs(10);
+/// Watching: the first wait before writing to a state that refused a write
+/// (a full disk, a read-only mount); it doubles up to [`STATE_MAX_WAIT`].
+const STATE_RETRY: Duration = Duration::from_secs(1);
+const STATE_MAX_WAIT: Duration = Duration::from_secs(30);
 /// Batches queued between discovery and the pipeline.
 pub const ITEM_QUEUE: usize = 64;
 /// Walk batches queued ahead of a full sync's pipeline (4,096 files, about
@@ -125,6 +129,8 @@ struct Inner {
     ledger_timeout: Duration,
     /// The ledger has been failing long enough for `/health` to say so.
     ledger_problem: AtomicBool,
+    /// Watching: the state refused a write, and no write has gone in since.
+    state_problem: AtomicBool,
     /// Uploads in flight when the agent last stopped: their bytes wait until
     /// this instant before the server is asked about them again.
     earlier_uploads: Mutex<HashMap<String, tokio::time::Instant>>,
@@ -243,6 +249,7 @@ impl Engine {
                 pausing: false,
                 ledger_timeout: config.ledger_timeout,
                 ledger_problem: AtomicBool::new(false),
+                state_problem: AtomicBool::new(false),
                 earlier_uploads: Mutex::new(earlier_uploads),
                 deliverer,
                 api,
@@ -1083,6 +1090,7 @@ impl Inner {
     /// delivery that synced them, when there was one.
     async fn record_synced(
         &self,
+        run: &Run,
         sum: &str,
         candidate: Option<&str>,
         shown: &str,
@@ -1093,7 +1101,59 @@ impl Inner {
             path: shown.to_string(),
             audit: self.gdpr.take(sum),
         };
-        self.writer.write(synced).await
+        self.commit(run, synced).await
+    }
+
+    /// Commit one of the pipeline's writes. A one-shot run gets a refusal back
+    /// and stops, so nothing goes out that cannot be recorded. A watching
+    /// engine waits instead until the state can be written again (a full disk
+    /// freed, a read-only mount made writable), trying the write from 1 s up to
+    /// every 30 s: its deliveries hold still, each waiting for its intent or
+    /// its outcome, and the log and `/health` say why. Stopping it ends the
+    /// wait with the last refusal.
+    async fn commit(&self, run: &Run, write: Write) -> Result<(), StateError> {
+        if !self.pausing {
+            return self.writer.write(write).await;
+        }
+        let policy = retry::Policy::forever(STATE_RETRY, STATE_MAX_WAIT);
+        let written = retry::with_backoff(
+            &policy,
+            &run.cancel,
+            |_| {
+                let write = write.clone();
+                async move { self.writer.write(write).await.map_err(retry::Again::new) }
+            },
+            |_, error, _| self.state_failing(error),
+        )
+        .await;
+        match written {
+            Ok(()) => {
+                self.state_written();
+                Ok(())
+            }
+            Err(retry::Ended::Stopped(e) | retry::Ended::GaveUp(e)) => Err(e),
+        }
+    }
+
+    /// Watching, the state refused a write: say so once.
+    fn state_failing(&self, error: &StateError) {
+        if !self.state_problem.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                "{error}: uploads wait until the state can be written again, so nothing is \
+                 uploaded that cannot be recorded; free space on its disk or make the state \
+                 directory writable, and the agent goes on by itself"
+            );
+            self.reporter.problem(Problem::StateUnwritable, true);
+        }
+    }
+
+    fn state_written(&self) {
+        if self.state_problem.load(Ordering::Relaxed)
+            && self.state_problem.swap(false, Ordering::Relaxed)
+        {
+            tracing::info!("the state can be written again; uploads go on");
+            self.reporter.problem(Problem::StateUnwritable, false);
+        }
     }
 
     /// The outcome of a file a suppression rule covers, with the rules re-read when stale.
@@ -1167,7 +1227,7 @@ impl Inner {
         };
         let shown = path.display().to_string();
         match self
-            .record_synced(sum, candidate_id.as_deref(), &shown)
+            .record_synced(run, sum, candidate_id.as_deref(), &shown)
             .await
         {
             Ok(()) => Step::Rehash(new),
@@ -1457,7 +1517,7 @@ impl Inner {
     /// Another agent synced these bytes: mirror that here, so this machine never asks again.
     async fn mirror_synced(&self, run: &Run, path: &Path, sum: &str, candidate: Option<&str>) {
         let shown = path.display().to_string();
-        if let Err(e) = self.record_synced(sum, candidate, &shown).await {
+        if let Err(e) = self.record_synced(run, sum, candidate, &shown).await {
             return self.stop(run, e.into());
         }
         self.finish(run, path, Outcome::AlreadySynced);
@@ -1530,7 +1590,7 @@ impl Inner {
                 path: shown.clone(),
             };
             Box::pin(async move {
-                if let Err(e) = self.writer.write(intent).await {
+                if let Err(e) = self.commit(run, intent).await {
                     tracing::warn!("{e}");
                 }
             })
@@ -1572,17 +1632,19 @@ impl Inner {
         let recorded = match (&outcome, sum) {
             _ if self.dry_run => Ok(()),
             (Outcome::Uploaded { candidate_id, .. }, Some(sum)) => {
-                self.record_synced(sum, candidate_id.as_deref(), &shown())
+                self.record_synced(run, sum, candidate_id.as_deref(), &shown())
                     .await
             }
-            (Outcome::OnServer { .. }, Some(sum)) => self.record_synced(sum, None, &shown()).await,
+            (Outcome::OnServer { .. }, Some(sum)) => {
+                self.record_synced(run, sum, None, &shown()).await
+            }
             (Outcome::Suppressed { rule }, sum) => {
                 let suppressed = Write::Suppressed {
                     path: shown(),
                     checksum: sum.map(str::to_string),
                     rule: rule.clone(),
                 };
-                self.writer.write(suppressed).await
+                self.commit(run, suppressed).await
             }
             (Outcome::Failed { reason, kind }, sum) => {
                 let failure = Write::Failure {
@@ -1592,7 +1654,7 @@ impl Inner {
                     permanent: kind.is_permanent(),
                     counts: kind.counts(),
                 };
-                self.writer.write(failure).await
+                self.commit(run, failure).await
             }
             _ => Ok(()),
         };

@@ -3,7 +3,9 @@
 //! binary and an emulator that misbehaves.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use crate::common::live::{get, LiveAgent, WAIT};
@@ -333,6 +335,113 @@ fn a_sync_against_a_stalled_server_ends_after_one_timeout_and_loses_nothing() {
     });
     env.run(&["sync"]).assert_code(0);
     assert_eq!(env.emulator.stats().unique_checksums, 5);
+}
+
+/// A small tmpfs mounted over a directory for the test's life: a disk that
+/// really fills up. Mounting needs root, which CI has.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// `None` (the test is skipped) without root, unless CI requires the test.
+    fn mount(dir: &Path, size: &str) -> Option<SmallDisk> {
+        // SAFETY: geteuid(2) has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                !tools_required(),
+                "a small disk needs root to mount, and CI is set"
+            );
+            eprintln!("SKIPPED: needs root to mount a small tmpfs; CI runs this test");
+            return None;
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let mounted = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .expect("mount runs");
+        assert!(mounted.success(), "mount -t tmpfs on {}", dir.display());
+        Some(SmallDisk(dir.to_path_buf()))
+    }
+
+    /// Fill the space left with one file, and return its path.
+    fn fill(&self) -> PathBuf {
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let block = [0u8; 4096];
+        while file
+            .write_all(&block)
+            .and_then(|()| file.sync_data())
+            .is_ok()
+        {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazy: an agent killed by its test may still hold files open there.
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The state's disk fills up while watching: uploads wait, so nothing goes out
+/// that cannot be recorded; the log and `/health` say why; when space is freed,
+/// every file goes out once, by itself. The agent used to stop its pipeline on
+/// the first refused write and stay up doing nothing, with files never sent.
+#[test]
+fn a_full_disk_under_the_state_holds_uploads_until_space_is_freed() {
+    let env = TestEnv::new();
+    let Some(disk) = SmallDisk::mount(&env.state_dir(), "32m") else {
+        return;
+    };
+    env.write("before.pdf", "before the disk filled");
+    let agent = watching_with_config_key(&env, json!({}));
+    assert!(wait_for_uploads(&env, 1, WAIT), "{}", agent.log());
+    let filler = disk.fill();
+    for i in 0..200 {
+        env.write(
+            &format!("during/cv{i}.pdf"),
+            format!("written while the state's disk is full {i}"),
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let (status, body) = agent.health();
+            status == 503 && body["status"] == "state_unwritable"
+        }),
+        "/health never said state_unwritable:\n{}",
+        agent.log()
+    );
+    // Uploads hold still (one on the wire as the disk filled may finish).
+    std::thread::sleep(Duration::from_secs(1));
+    let held = env.emulator.stats().uploads;
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(env.emulator.stats().uploads, held, "{}", agent.log());
+    assert!(held < 201, "everything went out on a full disk");
+    std::fs::remove_file(filler).unwrap();
+    assert!(
+        wait_for_uploads(&env, 201, Duration::from_secs(90)),
+        "files never went out after space was freed:\n{}",
+        agent.log()
+    );
+    assert!(wait_until(WAIT, || agent.health().0 == 200));
+    let stats = env.emulator.stats();
+    assert_eq!((stats.unique_checksums, stats.duplicate_uploads), (201, 0));
+    let (code, log) = agent.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("free space on its disk"), "{log}");
+    assert!(log.contains("the state can be written again"), "{log}");
+    // Every outcome was recorded: a sync finds nothing left to send.
+    let run = env.run(&["sync", "--json"]);
+    run.assert_code(0);
+    assert_eq!((run.count("synced"), run.count("skipped")), (0, 201));
+    drop(disk);
 }
 
 /// A service slow to answer an upload but quick to answer its health check is
