@@ -1110,7 +1110,8 @@ impl Inner {
     /// freed, a read-only mount made writable), trying the write from 1 s up to
     /// every 30 s: its deliveries hold still, each waiting for its intent or
     /// its outcome, and the log and `/health` say why. Stopping it ends the
-    /// wait with the last refusal.
+    /// wait with the last refusal. A damaged database is not waited out:
+    /// nothing mends it but the admin, so the agent stops and says what to do.
     async fn commit(&self, run: &Run, write: Write) -> Result<(), StateError> {
         if !self.pausing {
             return self.writer.write(write).await;
@@ -1121,17 +1122,22 @@ impl Inner {
             &run.cancel,
             |_| {
                 let write = write.clone();
-                async move { self.writer.write(write).await.map_err(retry::Again::new) }
+                async move {
+                    match self.writer.write(write).await {
+                        Err(e) if e.may_pass() => Err(retry::Again::new(e)),
+                        done => Ok(done),
+                    }
+                }
             },
             |_, error, _| self.state_failing(error),
         )
         .await;
         match written {
-            Ok(()) => {
+            Ok(Ok(())) => {
                 self.state_written();
                 Ok(())
             }
-            Err(retry::Ended::Stopped(e) | retry::Ended::GaveUp(e)) => Err(e),
+            Ok(Err(e)) | Err(retry::Ended::Stopped(e) | retry::Ended::GaveUp(e)) => Err(e),
         }
     }
 

@@ -47,7 +47,7 @@ pub struct Failure {
 /// A state store failure, naming the database.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("state database {path}: {source}")]
+    #[error("state database {path}: {source}{}", damaged_hint(.source))]
     Sqlite {
         path: PathBuf,
         #[source]
@@ -61,6 +61,46 @@ pub enum StateError {
 }
 
 pub type Result<T> = std::result::Result<T, StateError>;
+
+impl StateError {
+    /// Whether the failure is the machine's and may pass by itself or by the
+    /// admin's hand without touching the database: a full disk, an I/O error,
+    /// a read-only mount, a lock. A damaged file or a refused write is not.
+    pub fn may_pass(&self) -> bool {
+        use rusqlite::ErrorCode::*;
+        match self {
+            StateError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } => matches!(
+                e.code,
+                DiskFull
+                    | SystemIoFailure
+                    | ReadOnly
+                    | CannotOpen
+                    | DatabaseBusy
+                    | DatabaseLocked
+                    | PermissionDenied
+            ),
+            StateError::Redis { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// What to do about a damaged database, after SQLite's own words.
+fn damaged_hint(error: &rusqlite::Error) -> &'static str {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match error.sqlite_error_code() {
+        Some(DatabaseCorrupt | NotADatabase) => {
+            " (the file is damaged: stop the agent and restore it from a backup; or move it \
+             aside and start again: every file is read again, and the service's duplicate check \
+             keeps each from being uploaded twice, but `forget` rules kept only in that file are \
+             lost with it)"
+        }
+        _ => "",
+    }
+}
 
 /// Durable state. Calls are short local operations. The pipeline's writes
 /// (intents and outcomes) go through [`Store::apply`], committed before it
@@ -112,4 +152,51 @@ pub trait Store: Send + Sync {
     fn synced_count(&self) -> Result<u64>;
     /// The suppression rules recorded here (`tanova-sync forget`).
     fn suppression_rules(&self) -> Result<Vec<crate::privacy::Rule>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::ffi;
+
+    fn sqlite(code: std::os::raw::c_int) -> StateError {
+        StateError::Sqlite {
+            path: PathBuf::from("/state/tanova-sync.db"),
+            source: rusqlite::Error::SqliteFailure(ffi::Error::new(code), None),
+        }
+    }
+
+    #[test]
+    fn the_machine_s_failures_may_pass_a_damaged_file_does_not() {
+        let table = [
+            (ffi::SQLITE_FULL, true),
+            (ffi::SQLITE_IOERR_WRITE, true),
+            (ffi::SQLITE_READONLY, true),
+            (ffi::SQLITE_CANTOPEN, true),
+            (ffi::SQLITE_BUSY, true),
+            (ffi::SQLITE_PERM, true),
+            (ffi::SQLITE_CORRUPT, false),
+            (ffi::SQLITE_NOTADB, false),
+            (ffi::SQLITE_CONSTRAINT_PRIMARYKEY, false),
+        ];
+        for (code, passes) in table {
+            assert_eq!(sqlite(code).may_pass(), passes, "{code}");
+        }
+        let thread_gone = StateError::File {
+            path: PathBuf::from("/state/tanova-sync.db"),
+            message: "the thread that writes the state stopped".to_string(),
+        };
+        assert!(!thread_gone.may_pass());
+    }
+
+    #[test]
+    fn a_damaged_file_is_named_with_what_to_do() {
+        let damaged = sqlite(ffi::SQLITE_CORRUPT).to_string();
+        assert!(
+            damaged.starts_with("state database /state/tanova-sync.db: "),
+            "{damaged}"
+        );
+        assert!(damaged.contains("restore it from a backup"), "{damaged}");
+        assert!(!sqlite(ffi::SQLITE_FULL).to_string().contains("backup"));
+    }
 }

@@ -444,6 +444,35 @@ fn a_full_disk_under_the_state_holds_uploads_until_space_is_freed() {
     drop(disk);
 }
 
+/// A damaged state is not waited out like a full disk: nothing but the admin
+/// mends it, so a watching agent stops (exit 1) naming the file and what to
+/// do; and, as that says, a fresh state uploads nothing twice.
+#[test]
+fn a_damaged_state_stops_a_watching_agent_saying_what_to_do() {
+    let env = TestEnv::new();
+    env.write_many(20);
+    env.run(&["sync"]).assert_code(0);
+    let db = env.state_dir().join("tanova-sync.db");
+    for journal in ["tanova-sync.db-wal", "tanova-sync.db-shm"] {
+        let _ = std::fs::remove_file(env.state_dir().join(journal));
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(4096)).unwrap();
+    file.write_all(&[0xde; 8192]).unwrap();
+    drop(file);
+    env.write("new.pdf", "a CV written after the damage");
+    let agent = LiveAgent::start(&env, &["watch"]);
+    let (code, log) = agent.exit_within(WAIT);
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains(&db.display().to_string()), "{log}");
+    assert!(log.contains("the file is damaged"), "{log}");
+    assert!(!log.contains("free space"), "{log}");
+    std::fs::rename(&db, env.state_dir().join("damaged.db")).unwrap();
+    env.run(&["sync"]).assert_code(0);
+    let stats = env.emulator.stats();
+    assert_eq!((stats.uploads, stats.duplicate_uploads), (21, 0));
+}
+
 /// A service slow to answer an upload but quick to answer its health check is
 /// slow, not down: the agent says so, keeps uploading, and never pauses.
 #[test]
