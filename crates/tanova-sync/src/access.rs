@@ -40,8 +40,9 @@ impl Blocked {
                  false); uploads are paused until the key's permissions change"
             ),
             Blocked::Unreachable(message) => format!(
-                "cannot reach the Tanova service at {url} ({message}); uploads wait and are \
-                 retried when it answers again"
+                "cannot reach the Tanova service at {url} ({message}); nothing is lost: what is \
+                 not sent goes out once it answers again (a watching agent waits for it, `sync` \
+                 leaves it to its next run)"
             ),
         }
     }
@@ -383,7 +384,7 @@ mod tests {
         );
         let down = Blocked::Unreachable("connection refused".into()).explain(url);
         assert!(
-            down.contains("connection refused") && down.contains("retried"),
+            down.contains("connection refused") && down.contains("next run"),
             "{down}"
         );
         assert!(!Blocked::Unreachable(String::new()).is_key_problem());
