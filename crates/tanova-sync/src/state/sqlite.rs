@@ -337,11 +337,15 @@ impl SqliteStore {
         }))
     }
 
-    /// When the last file was synced by this agent (not imported), in Unix seconds.
+    /// When the last file was synced by this agent (not imported), in Unix
+    /// seconds: its last audit record, or a synced record with a path (one
+    /// another agent synced, or one from before the audit trail).
     pub fn last_synced_at(&self) -> Result<Option<i64>> {
         self.with(|c| {
             c.query_row(
-                "SELECT MAX(synced_at) FROM synced WHERE path IS NOT NULL",
+                "SELECT MAX(at) FROM (
+                     SELECT MAX(synced_at) AS at FROM synced WHERE path IS NOT NULL
+                     UNION ALL SELECT at FROM (SELECT at FROM audit ORDER BY id DESC LIMIT 1))",
                 [],
                 |r| r.get(0),
             )
@@ -759,12 +763,16 @@ fn write_in(
             path,
             audit,
         } => {
+            // The path is kept once: in the delivery's audit record when there
+            // is one (retention and `forget --purge` prune it there), else here.
+            // Twice, it was a quarter of the state (issue 12).
+            let kept = audit.is_none().then_some(path);
             // Synced bytes clear the failures of the path and the intent of the bytes.
             c.prepare_cached(
                 "INSERT INTO synced (checksum, candidate_id, path, synced_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (checksum) DO UPDATE SET candidate_id = COALESCE(excluded.candidate_id, candidate_id)",
             )?
-            .execute(params![form.key(checksum), candidate, path, now.secs])?;
+            .execute(params![form.key(checksum), candidate, kept, now.secs])?;
             if failures {
                 c.prepare_cached("DELETE FROM failures WHERE path = ?1 OR checksum = ?2")?
                     .execute(params![path, checksum])?;

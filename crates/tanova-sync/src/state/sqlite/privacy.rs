@@ -2,6 +2,7 @@
 //! a rule kept back, and when files left the folder (for `privacy_retain_days`).
 //! Added by `CREATE TABLE IF NOT EXISTS`: an older state gains them on open.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use rusqlite::{params, OptionalExtension};
@@ -258,14 +259,23 @@ impl SqliteStore {
         exists: &dyn Fn(&str) -> bool,
     ) -> Result<Pruned> {
         let now = unix_now();
-        let tracked: Vec<String> = self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT path FROM synced WHERE path IS NOT NULL AND path != ''
-                 UNION SELECT path FROM suppressed_files",
-            )?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            rows.collect()
-        })?;
+        let paths = |sql: &str| -> Result<Vec<String>> {
+            self.with(|c| {
+                let mut stmt = c.prepare(sql)?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                rows.collect()
+            })
+        };
+        let mut tracked: BTreeSet<String> = paths(
+            "SELECT path FROM synced WHERE path IS NOT NULL AND path != ''
+             UNION SELECT path FROM suppressed_files",
+        )?
+        .into_iter()
+        .collect();
+        // A delivered file's path is in its audit record, relative to the folder.
+        for rel in paths("SELECT DISTINCT path FROM audit WHERE path IS NOT NULL")? {
+            tracked.insert(root.join(rel).display().to_string());
+        }
         let (here, gone): (Vec<String>, Vec<String>) = tracked.into_iter().partition(|p| exists(p));
         let mut pruned = Pruned::default();
         self.with(|c| {
@@ -378,6 +388,44 @@ mod tests {
         assert_eq!(all[1].path.as_deref(), Some("N/al.pdf"));
         assert!(store.is_synced("s1").unwrap());
         assert!(store.failures().unwrap().is_empty());
+    }
+
+    /// A delivery's path is kept in its audit record only, and retention
+    /// still finds the file gone through it and prunes it there.
+    #[test]
+    fn a_delivered_path_is_kept_once_and_pruned_when_long_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let root = Path::new("/cvs");
+        let now = unix_now();
+        // Recorded "later" than the cutoffs below, so only its being gone prunes it.
+        let audit = entry(now + 100, "N/gone.pdf", None);
+        let sum = audit.checksum.clone();
+        store
+            .apply(&[crate::state::Write::Synced {
+                checksum: sum.clone(),
+                candidate: Some("cand_1".into()),
+                path: "/cvs/N/gone.pdf".into(),
+                audit: Some(audit),
+            }])
+            .unwrap();
+        let synced_path: Option<String> = store
+            .with(|c| c.query_row("SELECT path FROM synced", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(synced_path, None);
+        assert_eq!(store.last_synced_at().unwrap(), Some(now + 100));
+        let gone = |p: &str| p != "/cvs/N/gone.pdf";
+        store.prune_personal(root, now - 50, &gone).unwrap();
+        assert!(store.gone_since("/cvs/N/gone.pdf").unwrap().is_some());
+        let later = store.prune_personal(root, now - 50, &|_| true).unwrap();
+        assert_eq!(later.audit, 0, "back in the folder: its clock stops");
+        assert_eq!(store.gone_since("/cvs/N/gone.pdf").unwrap(), None);
+        store.prune_personal(root, now - 50, &gone).unwrap();
+        let pruned = store.prune_personal(root, now + 1, &gone).unwrap();
+        assert_eq!(pruned.audit, 1);
+        let records = store.audit(&Filter::default()).unwrap();
+        assert_eq!(records[0].path, None);
+        assert!(store.is_synced(&sum).unwrap());
     }
 
     #[test]
