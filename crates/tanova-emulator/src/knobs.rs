@@ -62,7 +62,8 @@ pub struct Knobs {
     pub read_bytes_per_sec: u64,
 }
 
-/// How the service is out, for [`Knobs::outage`]. In JSON: `"drop"`, `"html502"` or `"hang"`.
+/// How the service is out, for [`Knobs::outage`]. In JSON: `"drop"`, `"html502"`,
+/// `"html200"` or `"hang"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outage {
@@ -70,6 +71,10 @@ pub enum Outage {
     Drop,
     /// 502 with a proxy's HTML "Bad Gateway" page.
     Html502,
+    /// 200 with an HTML sign-in page, as a captive portal, a proxy's
+    /// maintenance page or a website at the wrong URL answers: a success
+    /// status for a request the service never saw.
+    Html200,
     /// No answer (the client's read timeout decides) until `outage` no longer
     /// says `hang`; then 503 `{"message":"service restarting"}`.
     Hang,
@@ -78,14 +83,15 @@ pub enum Outage {
 impl std::str::FromStr for Outage {
     type Err = String;
 
-    /// Parses the JSON name: `drop`, `html502` or `hang`.
+    /// Parses the JSON name: `drop`, `html502`, `html200` or `hang`.
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         match name {
             "drop" => Ok(Outage::Drop),
             "html502" => Ok(Outage::Html502),
+            "html200" => Ok(Outage::Html200),
             "hang" => Ok(Outage::Hang),
             other => Err(format!(
-                "unknown outage {other:?}: expected drop, html502 or hang"
+                "unknown outage {other:?}: expected drop, html502, html200 or hang"
             )),
         }
     }
@@ -182,6 +188,7 @@ mod tests {
         for (name, mode) in [
             ("drop", Outage::Drop),
             ("html502", Outage::Html502),
+            ("html200", Outage::Html200),
             ("hang", Outage::Hang),
         ] {
             let patched = knobs.patched(&json!({ "outage": name })).unwrap();

@@ -69,7 +69,7 @@ struct Args {
     )]
     forbid_checksums: Vec<String>,
     /// Start in an outage: drop (close connections), html502 (a proxy's 502
-    /// page) or hang (no answer until the outage is cleared via /_emulator/knobs).
+    /// page), html200 (a captive portal's sign-in page, status 200) or hang (no answer until the outage is cleared via /_emulator/knobs).
     #[arg(long, env = "TANOVA_EMULATOR_OUTAGE")]
     outage: Option<Outage>,
     /// Hold fully received uploads until the hold is cleared via /_emulator/knobs.

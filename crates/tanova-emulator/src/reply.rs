@@ -69,6 +69,16 @@ pub(crate) fn bad_gateway_page() -> Response {
     )
 }
 
+/// A captive portal's (or a proxy's maintenance) page: 200, and HTML.
+pub(crate) fn sign_in_page() -> Response {
+    html(
+        StatusCode::OK,
+        "Sign in",
+        "Guest network",
+        "Please sign in to continue to the Internet.",
+    )
+}
+
 /// A small but complete HTML document, as proxies serve them.
 fn html(status: StatusCode, title: &str, heading: &str, text: &str) -> Response {
     let page = format!(

@@ -183,15 +183,25 @@ impl Access {
         self.check().await.is_err() || self.blocked().is_some()
     }
 
-    /// A request got no answer within `request_timeout` (`what` says which):
-    /// check the service's health now, in the background, instead of after
-    /// every retry has waited as long. If it does not answer either, the gate
+    /// A request got no answer within `request_timeout`, or an answer that is
+    /// not the service's ([`ApiError::Unreadable`]: a portal's page): check
+    /// the service's health now, in the background, instead of after every
+    /// retry has waited as long. If it does not answer either, the gate
     /// closes (logged, and `/health` says the service is unreachable); if it
-    /// does, the service is slow rather than down, and the log says so. One
-    /// check at a time: a burst of timeouts costs one.
-    pub fn suspect_outage(self: &Arc<Self>, what: &str) {
+    /// does, the log says what that means. One check at a time: a burst of
+    /// timeouts costs one.
+    pub fn suspect_outage(self: &Arc<Self>, error: &ApiError) {
         let access = self.clone();
-        let what = what.to_string();
+        let what = match error {
+            ApiError::Unreadable { message } => format!(
+                "{message}; but the service answers its health check, so only some requests \
+                 meet it: retrying"
+            ),
+            other => format!(
+                "no answer in time ({other}), but the service answers its health check: it is \
+                 slow, not down; retrying (raise request_timeout if this keeps happening)"
+            ),
+        };
         tokio::spawn(async move {
             let Ok(_one) = access.confirming.try_lock() else {
                 return;
@@ -200,10 +210,7 @@ impl Access {
                 return;
             }
             if access.check().await.is_ok() && access.blocked().is_none() {
-                tracing::warn!(
-                    "no answer in time ({what}), but the service answers its health check: \
-                     it is slow, not down; retrying (raise request_timeout if this keeps happening)"
-                );
+                tracing::warn!("{what}");
             }
         });
     }

@@ -32,6 +32,10 @@ pub(super) async fn outage(
             reply::drain(request.into_body()).await;
             reply::bad_gateway_page()
         }
+        Outage::Html200 => {
+            reply::drain(request.into_body()).await;
+            reply::sign_in_page()
+        }
         Outage::Hang => {
             // A stalled server reads nothing and says nothing; the client's timeout decides.
             state

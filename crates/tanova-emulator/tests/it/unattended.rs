@@ -176,6 +176,21 @@ async fn an_html502_outage_answers_a_proxy_page_even_to_a_bad_key() {
 }
 
 #[tokio::test]
+async fn an_html200_outage_answers_a_sign_in_page_with_a_success_status() {
+    let emulator = started(Knobs {
+        outage: Some(Outage::Html200),
+        ..Knobs::default()
+    })
+    .await;
+    for answer in every_endpoint(&emulator).await {
+        assert_html(answer.unwrap(), 200, &["<title>Sign in", "Guest network"]).await;
+    }
+    let stats = emulator.stats();
+    assert_eq!((stats.outage_refused, stats.uploads), (3, 0));
+    assert_eq!(stats.check_duplicate_calls, 0, "never reached the service");
+}
+
+#[tokio::test]
 async fn a_hang_outage_answers_nothing_until_cleared_then_503() {
     let emulator = started(Knobs::default()).await;
     emulator.set_knobs(|k| k.outage = Some(Outage::Hang));

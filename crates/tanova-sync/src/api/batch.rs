@@ -62,12 +62,8 @@ impl ApiClient {
             }
         };
         let body = read_success(&url, response).await?;
-        let answer: BatchAnswer =
-            serde_json::from_slice(&body).map_err(|e| ApiError::Transient {
-                message: format!("POST {url}: unreadable answer: {e}"),
-                retry_after: None,
-                back_pressure: false,
-            })?;
+        let answer: BatchAnswer = serde_json::from_slice(&body)
+            .map_err(|e| super::unreadable("POST", &url, &body, &e))?;
         Ok(results_by_index(&url, files.len(), answer))
     }
 }

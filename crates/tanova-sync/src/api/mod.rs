@@ -62,6 +62,12 @@ pub enum ApiError {
     /// once rather than after every retry has waited as long.
     #[error("{message}")]
     NoAnswer { message: String },
+    /// A success status whose body is not the service's JSON: a captive
+    /// portal's or a proxy's page, or a website at `tanova_url`, answering in
+    /// the service's place. Worth retrying, but never proof that an upload
+    /// arrived, and a reason to check the service's health at once.
+    #[error("{message}")]
+    Unreadable { message: String },
     /// The server refused this request for good (other 4xx).
     #[error("refused by the server ({status}): {message}")]
     Permanent { status: u16, message: String },
@@ -249,11 +255,7 @@ impl ApiClient {
             }
         };
         let body = read_success(&url, response).await?;
-        serde_json::from_slice(&body).map_err(|e| ApiError::Transient {
-            message: format!("GET {url}: unreadable answer: {e}"),
-            retry_after: None,
-            back_pressure: false,
-        })
+        serde_json::from_slice(&body).map_err(|e| unreadable("GET", &url, &body, &e))
     }
 
     /// Whether the server already has these bytes.
@@ -273,11 +275,7 @@ impl ApiClient {
             }
         };
         let body = read_success(&url, response).await?;
-        serde_json::from_slice(&body).map_err(|e| ApiError::Transient {
-            message: format!("POST {url}: unreadable answer: {e}"),
-            retry_after: None,
-            back_pressure: false,
-        })
+        serde_json::from_slice(&body).map_err(|e| unreadable("POST", &url, &body, &e))
     }
 
     /// Upload one file, from the bytes given or streamed from disk. Returns
@@ -299,8 +297,20 @@ impl ApiClient {
             }
         };
         let body = read_success(&url, response).await?;
-        // The upload was accepted; an unreadable answer only costs us the candidate id.
-        let answer: Option<UploadAnswer> = serde_json::from_slice(&body).ok();
+        // Only the service's JSON says the upload was taken: a 200 page from a
+        // captive portal or a proxy is no upload, and counting it as one would
+        // lose the file. The next attempt's duplicate check finds the bytes if
+        // they did arrive. A JSON answer without the id is still the service's.
+        let answer: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| {
+                match unreadable("POST", &url, &body, &e) {
+                    ApiError::Unreadable { message } => ApiError::Unreadable {
+                        message: format!("{message}; the upload is not taken as delivered"),
+                    },
+                    other => other,
+                }
+            })?;
+        let answer: Option<UploadAnswer> = serde_json::from_value(answer).ok();
         Ok(answer.and_then(|a| a.candidate_id).map(|id| match id {
             serde_json::Value::String(s) => s,
             other => other.to_string(),
@@ -483,6 +493,25 @@ async fn read_success(
     })
 }
 
+/// A success answer to `method url` whose `body` is not the service's JSON,
+/// described so that the admin can tell who answered instead.
+pub(crate) fn unreadable(method: &str, url: &Url, body: &[u8], e: &serde_json::Error) -> ApiError {
+    let what = match body_text(body) {
+        None => "an empty body".to_string(),
+        Some(text) if looks_like_html(&String::from_utf8_lossy(body)) => {
+            format!("an HTML page ({text:?})")
+        }
+        Some(text) => format!("{text:?} ({e})"),
+    };
+    ApiError::Unreadable {
+        message: format!(
+            "{method} {url} answered with {what}, not the Tanova service's JSON: something \
+             else answers there (a captive portal, a proxy's sign-in or maintenance page, or \
+             a website at the wrong tanova_url)"
+        ),
+    }
+}
+
 /// The most of a server's error text that is kept, so a proxy's page cannot flood the log or the state.
 const MAX_MESSAGE: usize = 200;
 
@@ -493,16 +522,20 @@ fn error_message(body: &[u8], status: reqwest::StatusCode) -> String {
     parsed
         .and_then(|b| b.message.or(b.error))
         .map(|m| cap(&m))
-        .or_else(|| {
-            let text = String::from_utf8_lossy(body);
-            let text = if looks_like_html(&text) {
-                html_text(&text)
-            } else {
-                text.split_whitespace().collect::<Vec<_>>().join(" ")
-            };
-            (!text.is_empty()).then(|| cap(&text))
-        })
+        .or_else(|| body_text(body))
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string())
+}
+
+/// What a body says, as text: an HTML page reduced to its visible text,
+/// white space folded, at most [`MAX_MESSAGE`] characters; `None` when empty.
+fn body_text(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let text = if looks_like_html(&text) {
+        html_text(&text)
+    } else {
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    (!text.is_empty()).then(|| cap(&text))
 }
 
 /// Proxies and firewalls answer with a page, not JSON.
@@ -758,6 +791,34 @@ mod tests {
                 want,
                 "{body}"
             );
+        }
+    }
+
+    #[test]
+    fn a_success_that_is_not_the_services_json_says_who_answered() {
+        let url = Url::parse("https://tanova.example/api/sync/upload").unwrap();
+        let portal = "<html><head><title>Sign in</title></head><body><h1>Guest network</h1>\
+            <p>Please sign in.</p></body></html>";
+        let table = [
+            (
+                portal,
+                r#"an HTML page ("Sign in Guest network Please sign in.")"#,
+            ),
+            ("", "an empty body"),
+            ("  \n", "an empty body"),
+            ("OK", r#""OK" (expected value at line 1 column 1)"#),
+        ];
+        for (body, want) in table {
+            let e = serde_json::from_slice::<serde_json::Value>(body.as_bytes()).unwrap_err();
+            let ApiError::Unreadable { message } = unreadable("POST", &url, body.as_bytes(), &e)
+            else {
+                panic!("not Unreadable: {body:?}");
+            };
+            assert!(
+                message.starts_with(&format!("POST {url} answered with {want}, not the Tanova")),
+                "{body:?}: {message}"
+            );
+            assert!(message.contains("captive portal"), "{message}");
         }
     }
 }

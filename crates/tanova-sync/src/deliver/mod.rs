@@ -190,6 +190,11 @@ impl Deliverer {
             bytes: None,
         };
         let policy = retry::Policy::retries(self.retry_count, self.retry_delay);
+        let sent = AtomicBool::new(false);
+        let on_send = || {
+            sent.store(true, Ordering::Relaxed);
+            on_send()
+        };
         let delivered = retry::with_backoff(
             &policy,
             cancel,
@@ -198,6 +203,12 @@ impl Deliverer {
         )
         .await;
         match delivered {
+            // The bytes went out on an earlier attempt whose answer was lost (a
+            // dropped connection, no answer in time, a portal's page), and the
+            // server has them now: that was this upload, not someone else's.
+            Ok(Delivered::AlreadyOnServer { .. }) if sent.load(Ordering::Relaxed) => {
+                Delivered::Uploaded { candidate_id: None }
+            }
             Ok(done) => done,
             Err(retry::Ended::Stopped(_)) => Delivered::Cancelled,
             Err(retry::Ended::GaveUp(last_error)) => Delivered::Failed {
@@ -266,9 +277,9 @@ impl Deliverer {
                     after: retry_after,
                 })
             }
-            Err(ApiError::NoAnswer { message }) => {
-                self.gate.suspect_outage(&message);
-                return Err(retry::Again::new(message));
+            Err(e @ (ApiError::NoAnswer { .. } | ApiError::Unreadable { .. })) => {
+                self.gate.suspect_outage(&e);
+                return Err(retry::Again::new(e.to_string()));
             }
             Err(e @ (ApiError::Rejected { .. } | ApiError::Misdirected { .. })) => {
                 Delivered::Rejected(e)
@@ -442,9 +453,10 @@ enum Batched {
 /// What the duplicate check says of the attempt: over when the bytes are on
 /// the server already or the key is refused; else the upload goes ahead (a
 /// failing check never blocks it: the server dedupes anyway). Except a check
-/// with no answer in time: a service that does not answer a few bytes of JSON
-/// will not take a CV either, so the attempt ends there and is retried (and
-/// the service's health is checked at once, `Deliverer::try_once`).
+/// with no answer in time, or one answered by something that is not the
+/// service (a portal's page): what does not answer a few bytes of JSON will
+/// not take a CV either, so the attempt ends there and is retried (and the
+/// service's health is checked at once, `Deliverer::try_once`).
 fn answered_by_check(
     upload: &Upload<'_>,
     check: Result<DuplicateAnswer, ApiError>,
@@ -457,7 +469,8 @@ fn answered_by_check(
         Err(
             e @ (ApiError::Rejected { .. }
             | ApiError::Misdirected { .. }
-            | ApiError::NoAnswer { .. }),
+            | ApiError::NoAnswer { .. }
+            | ApiError::Unreadable { .. }),
         ) => Some(Err(e)),
         Err(e) => {
             tracing::debug!(path = %crate::privacy::redact::file(upload.path, Some(upload.checksum)), "duplicate check failed, uploading anyway: {e}");

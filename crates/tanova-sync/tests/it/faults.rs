@@ -1,7 +1,9 @@
 //! The fault suite: each injected fault ends in the right outcome, and the summary agrees with what the emulator saw.
 
+use crate::common::redirect::Front;
 use crate::common::*;
 use serde_json::json;
+use tanova_emulator::Outage;
 
 /// The summary's uploads are exactly the emulator's first-time uploads.
 fn assert_summary_agrees(run: &Run, env: &TestEnv) {
@@ -61,20 +63,89 @@ fn answers_slower_than_the_timeout_are_retried_then_reported() {
 
 #[test]
 fn malformed_json_answers_do_not_lose_or_repeat_uploads() {
+    // The emulator records a file, then answers with a page instead of JSON:
+    // the garbled answer is no proof, so the next attempt's duplicate check
+    // finds the bytes (a garbled check ends its attempt), and the file counts
+    // as uploaded by this run, once.
     let env = TestEnv::with_knobs(Knobs {
-        garbage_rate: 1.0,
+        garbage_rate: 0.5,
         ..Knobs::default()
     });
-    env.write_many(10);
+    env.write_many(20);
+    env.config(json!({ "retry_count": 40, "retry_delay": 0.005 }));
     let run = env.run(&["sync", "--json"]);
     run.assert_code(0);
-    // A garbled duplicate check does not block the upload; a garbled upload answer
-    // after a 200 is still an accepted upload (only the candidate id is lost).
-    assert_eq!(run.count("synced"), 10);
+    assert_eq!(run.count("synced"), 20, "{}", run.stdout);
     assert_summary_agrees(&run, &env);
     let again = env.run(&["sync", "--json"]);
-    assert_eq!(again.count("skipped"), 10);
-    assert_eq!(env.emulator.stats().uploads, 10);
+    assert_eq!(again.count("skipped"), 20);
+    assert_eq!(env.emulator.stats().uploads, 20);
+}
+
+/// Regression: a 200 answer that is not the service's JSON (a captive
+/// portal's sign-in page, a proxy's maintenance page, a website at the wrong
+/// URL) was taken as an accepted upload: the file was recorded as synced,
+/// though the service never saw it, and no later run sent it.
+#[test]
+fn a_200_page_in_the_services_place_delivers_nothing_and_holds_nothing() {
+    const PAGE: &str = "<html><head><title>Sign in</title></head><body>\
+        <h1>Guest network</h1><p>Please sign in to continue.</p></body></html>";
+    let env = TestEnv::new();
+    env.write_many(3);
+    env.config(json!({ "retry_count": 1, "retry_delay": 0.01 }));
+    let front = Front::start(env.emulator.addr());
+    let through_front = [("TANOVA_URL", front.url())];
+    let through_front: Vec<(&str, &str)> = through_front
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+    for path in ["/api/sync/check-duplicate", "/api/sync/upload"] {
+        front.clear();
+        front.page(path, 200, PAGE);
+        let run = env.run_with(&through_front, &["sync", "--json"]);
+        let case = format!("a page on {path}\n{}\n{}", run.stdout, run.stderr);
+        assert_eq!(run.code, 1, "{case}");
+        assert_eq!((run.count("synced"), run.count("failed")), (0, 3), "{case}");
+        let reason = run.json()["failures"][0]["reason"].to_string();
+        assert!(
+            reason.contains(&format!("{path} answered with an HTML page"))
+                && reason.contains("Please sign in to continue")
+                && reason.contains("captive portal"),
+            "{case}"
+        );
+        assert_eq!(env.emulator.stats().uploads, 0, "{case}");
+    }
+    front.clear();
+    let run = env.run_with(&through_front, &["sync", "--json"]);
+    run.assert_code(0);
+    assert_eq!(run.count("synced"), 3, "{}", run.stdout);
+    assert_eq!(env.emulator.stats().uploads, 3);
+}
+
+/// The same page from the start: the run stops at the health check, saying
+/// what answered instead of the service.
+#[test]
+fn a_sync_meeting_a_sign_in_page_says_what_answered() {
+    let env = TestEnv::with_knobs(Knobs {
+        outage: Some(Outage::Html200),
+        ..Knobs::default()
+    });
+    env.write_many(2);
+    env.config(json!({ "retry_count": 0 }));
+    let run = env.run(&["sync"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains("/api/sync/health answered with an HTML page")
+            && run.stderr.contains("Guest network")
+            && run.stderr.contains("captive portal"),
+        "{}",
+        run.stderr
+    );
+    env.emulator.set_knobs(|k| k.outage = None);
+    let again = env.run(&["sync", "--json"]);
+    again.assert_code(0);
+    assert_eq!(again.count("synced"), 2);
 }
 
 #[test]

@@ -263,6 +263,13 @@ fn a_proxy_answering_502_pages_parks_nothing() {
     outage_parks_nothing(Outage::Html502);
 }
 
+/// Regression: a portal's 200 page was taken for the service's answer, and
+/// the files written meanwhile were recorded as synced without reaching it.
+#[test]
+fn a_portal_answering_200_pages_parks_nothing_and_loses_nothing() {
+    outage_parks_nothing(Outage::Html200);
+}
+
 /// A stalled server is found out by one health check after the first request
 /// that got no answer, not after every retry has waited `request_timeout`: with
 /// forty tries of a second each, that took the admin's `/health` half a minute

@@ -1,5 +1,5 @@
-//! Redirect fixtures on loopback: a front that forwards to the emulator or answers chosen paths
-//! with a redirect, and a "foreign host" that records whether a request carried the API key.
+//! Fixtures on loopback: a front that forwards to the emulator or answers chosen paths itself
+//! (a redirect, a page), and a "foreign host" that records whether a request carried the API key.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Router;
 
 /// One request a fixture saw.
@@ -80,17 +80,19 @@ impl Foreign {
     }
 }
 
-/// What the front answers on one path: a redirect with this status and Location.
+/// What the front answers on one path instead of the service: this status,
+/// with a Location (a redirect) or an HTML page (a proxy's, a portal's).
 #[derive(Debug, Clone)]
-pub struct Redirect {
-    pub status: u16,
-    pub location: String,
+struct Canned {
+    status: u16,
+    location: Option<String>,
+    page: Option<String>,
 }
 
 #[derive(Clone)]
 struct FrontState {
     backend: SocketAddr,
-    rules: Arc<Mutex<HashMap<String, Redirect>>>,
+    rules: Arc<Mutex<HashMap<String, Canned>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
     client: reqwest::Client,
 }
@@ -99,7 +101,7 @@ struct FrontState {
 /// everything else to the emulator (a path under `/moved` without that prefix).
 pub struct Front {
     pub port: u16,
-    rules: Arc<Mutex<HashMap<String, Redirect>>>,
+    rules: Arc<Mutex<HashMap<String, Canned>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
@@ -131,13 +133,22 @@ impl Front {
 
     /// Answer `path` with a redirect from now on.
     pub fn redirect(&self, path: &str, status: u16, location: &str) {
-        self.rules.lock().unwrap().insert(
-            path.to_string(),
-            Redirect {
-                status,
-                location: location.to_string(),
-            },
-        );
+        let rule = Canned {
+            status,
+            location: Some(location.to_string()),
+            page: None,
+        };
+        self.rules.lock().unwrap().insert(path.to_string(), rule);
+    }
+
+    /// Answer `path` with `status` and an HTML page from now on; the service never sees it.
+    pub fn page(&self, path: &str, status: u16, html: &str) {
+        let rule = Canned {
+            status,
+            location: None,
+            page: Some(html.to_string()),
+        };
+        self.rules.lock().unwrap().insert(path.to_string(), rule);
     }
 
     /// Forward every path again.
@@ -159,10 +170,15 @@ async fn front(State(state): State<FrontState>, request: Request) -> Response {
         // hyper would otherwise close the connection while the client is still
         // streaming the upload, and the client would see a broken pipe, not the redirect.
         let _ = axum::body::to_bytes(request.into_body(), 64 << 20).await;
-        let mut response = StatusCode::from_u16(rule.status).unwrap().into_response();
-        response
-            .headers_mut()
-            .insert("location", HeaderValue::from_str(&rule.location).unwrap());
+        let mut response = Response::new(Body::from(rule.page.clone().unwrap_or_default()));
+        *response.status_mut() = StatusCode::from_u16(rule.status).unwrap();
+        let headers = response.headers_mut();
+        if let Some(location) = &rule.location {
+            headers.insert("location", HeaderValue::from_str(location).unwrap());
+        }
+        if rule.page.is_some() {
+            headers.insert("content-type", HeaderValue::from_static("text/html"));
+        }
         return response;
     }
     let target_path = path.strip_prefix("/moved").unwrap_or(&path);
