@@ -599,6 +599,9 @@ fn transport_error(url: &Url, e: &reqwest::Error) -> ApiError {
     if e.is_timeout() {
         return ApiError::NoAnswer { message };
     }
+    if let Some(hint) = tls::refusal_hint(e) {
+        message.push_str(&format!(" ({hint})"));
+    }
     ApiError::Transient {
         message,
         retry_after: None,

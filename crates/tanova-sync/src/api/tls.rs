@@ -96,6 +96,59 @@ fn platform(builder: ClientBuilder, extra: &[Certificate]) -> (ClientBuilder, Ro
     (builder, chosen)
 }
 
+/// What to do about a certificate the client refused, when `e` (or one of
+/// its causes) is one: the machine's clock for a certificate out of its
+/// validity (a clock that is off makes every certificate look so), `ca_file`
+/// for an unknown issuer (a proxy that inspects TLS). `None` for other errors.
+pub fn refusal_hint(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use rustls::CertificateError as Cert;
+    let refused = refused_certificate(e)?;
+    let clock = || humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    Some(match refused {
+        Cert::Expired | Cert::ExpiredContext { .. } => format!(
+            "the service's certificate has expired by this machine's clock, which says {}: if \
+             that is wrong, set the clock right (turn on NTP); if it is right, the service's \
+             certificate needs renewing",
+            clock()
+        ),
+        Cert::NotValidYet | Cert::NotValidYetContext { .. } => format!(
+            "the service's certificate is not valid yet by this machine's clock, which says {}: \
+             the clock is probably behind; set it right (turn on NTP)",
+            clock()
+        ),
+        Cert::UnknownIssuer => "the certificate is signed by a CA this machine does not trust: \
+             behind a proxy that inspects TLS, put its CA certificate in ca_file"
+            .to_string(),
+        Cert::NotValidForName | Cert::NotValidForNameContext { .. } => {
+            "the certificate is for another host name: is tanova_url right?".to_string()
+        }
+        _ => return None,
+    })
+}
+
+/// The certificate error among `e`'s causes. An `io::Error` hides the error
+/// it wraps from `source()` (it answers that error's own source), and
+/// hyper's connector wraps rustls's in two of them, so each is opened by hand.
+fn refused_certificate<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::CertificateError> {
+    let mut cause = Some(e);
+    while let Some(error) = cause {
+        let mut wrapped = Some(error);
+        while let Some(inner) = wrapped {
+            if let Some(rustls::Error::InvalidCertificate(refused)) = inner.downcast_ref() {
+                return Some(refused);
+            }
+            wrapped = inner
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|inner| inner as &(dyn std::error::Error + 'static));
+        }
+        cause = error.source();
+    }
+    None
+}
+
 /// Mozilla's roots as shipped in the binary.
 #[cfg(not(any(target_os = "macos", target_os = "windows")))]
 fn bundled() -> Vec<Certificate> {
@@ -142,6 +195,43 @@ mod tests {
         ];
         for (roots, want) in table {
             assert_eq!(roots.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn a_refused_certificate_is_found_under_its_wrappers_and_explained() {
+        use rustls::CertificateError as Cert;
+        // As hyper's connector hands it on: rustls's error in two io::Errors.
+        let wrapped = |refused: Cert| {
+            let tls = rustls::Error::InvalidCertificate(refused);
+            std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, tls))
+        };
+        let table = [
+            (
+                wrapped(Cert::Expired),
+                Some("has expired by this machine's clock"),
+            ),
+            (
+                wrapped(Cert::NotValidYet),
+                Some("is not valid yet by this machine's clock"),
+            ),
+            (
+                wrapped(Cert::UnknownIssuer),
+                Some("put its CA certificate in ca_file"),
+            ),
+            (wrapped(Cert::NotValidForName), Some("is tanova_url right?")),
+            (wrapped(Cert::BadSignature), None),
+            (std::io::Error::other("connection refused"), None),
+        ];
+        for (error, want) in table {
+            let hint = refusal_hint(&error);
+            match want {
+                Some(want) => assert!(
+                    hint.as_deref().is_some_and(|h| h.contains(want)),
+                    "{hint:?}"
+                ),
+                None => assert_eq!(hint, None, "{error}"),
+            }
         }
     }
 }

@@ -19,7 +19,10 @@ fn a_private_ca_is_refused_until_ca_file_trusts_it() {
     let refused = env.run_with(&[("TANOVA_URL", &url)], &["sync"]);
     refused.assert_code(1);
     assert!(
-        refused.stderr.to_lowercase().contains("certificate"),
+        refused
+            .stderr
+            .contains("signed by a CA this machine does not trust")
+            && refused.stderr.contains("put its CA certificate in ca_file"),
         "{}",
         refused.stderr
     );
@@ -136,4 +139,35 @@ fn https_proxy_is_used_and_no_proxy_bypasses_it() {
         through_proxy,
         "NO_PROXY bypassed the proxy"
     );
+}
+
+/// A machine whose clock is off sees every certificate as expired or not yet
+/// valid: the run says so, with the clock's time and what to do, instead of
+/// only rustls's "verification time 1796686449 (UNIX)".
+#[test]
+fn a_certificate_out_of_its_validity_names_this_machines_clock() {
+    let ymd = rcgen::date_time_ymd;
+    let table = [
+        ((ymd(2020, 1, 1), ymd(2021, 1, 1)), "has expired"),
+        ((ymd(2100, 1, 1), ymd(2101, 1, 1)), "is not valid yet"),
+    ];
+    for (valid, says) in table {
+        let env = TestEnv::new();
+        env.write("a.pdf", "a CV over https");
+        let front = net::tls_front_valid(env.emulator.addr(), Some(valid));
+        let ca = env.dir.path().join("corporate-ca.pem");
+        std::fs::write(&ca, &front.ca_pem).unwrap();
+        env.config(json!({ "retry_count": 0, "ca_file": ca }));
+        let url = format!("https://localhost:{}", front.port);
+        let run = env.run_with(&[("TANOVA_URL", &url)], &["sync"]);
+        run.assert_code(1);
+        assert!(
+            run.stderr.contains(&format!(
+                "the service's certificate {says} by this machine's clock, which says 20"
+            )) && run.stderr.contains("NTP"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(env.emulator.stats().uploads, 0);
+    }
 }

@@ -33,6 +33,16 @@ pub struct TlsFront {
 }
 
 pub fn tls_front(backend: SocketAddr) -> TlsFront {
+    tls_front_valid(backend, None)
+}
+
+/// [`tls_front`] with a certificate valid only from `valid.0` to `valid.1`
+/// (rcgen's default, 1975 to 4096, when `None`): how a machine whose clock
+/// is off sees the service's certificate.
+pub fn tls_front_valid(
+    backend: SocketAddr,
+    valid: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
+) -> TlsFront {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -40,10 +50,11 @@ pub fn tls_front(backend: SocketAddr) -> TlsFront {
         .push(DnType::CommonName, "Example Agency Corporate CA");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
+    let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    if let Some((not_before, not_after)) = valid {
+        (leaf_params.not_before, leaf_params.not_after) = (not_before, not_after);
+    }
+    let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
     let config = ServerConfig::builder()
         .with_no_client_auth()
