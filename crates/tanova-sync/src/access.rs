@@ -184,7 +184,7 @@ impl Access {
     }
 
     /// A request got no answer within `request_timeout`, or an answer that is
-    /// not the service's ([`ApiError::Unreadable`]: a portal's page): check
+    /// not the service's ([`ApiError::NotTheService`]: a portal's page): check
     /// the service's health now, in the background, instead of after every
     /// retry has waited as long. If it does not answer either, the gate
     /// closes (logged, and `/health` says the service is unreachable); if it
@@ -193,7 +193,7 @@ impl Access {
     pub fn suspect_outage(self: &Arc<Self>, error: &ApiError) {
         let access = self.clone();
         let what = match error {
-            ApiError::Unreadable { message } => format!(
+            ApiError::NotTheService { message } => format!(
                 "{message}; but the service answers its health check, so only some requests \
                  meet it: retrying"
             ),

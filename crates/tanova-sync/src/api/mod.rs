@@ -62,12 +62,14 @@ pub enum ApiError {
     /// once rather than after every retry has waited as long.
     #[error("{message}")]
     NoAnswer { message: String },
-    /// A success status whose body is not the service's JSON: a captive
-    /// portal's or a proxy's page, or a website at `tanova_url`, answering in
-    /// the service's place. Worth retrying, but never proof that an upload
+    /// Something other than the service answered in its place: a success
+    /// status whose body is not the service's JSON (a captive portal's or a
+    /// proxy's page, a website at `tanova_url`), or an upload endpoint that
+    /// is not there (404, 405, 410: a deployment under way, a wrong path).
+    /// No fault of the file's: worth retrying, never proof that an upload
     /// arrived, and a reason to check the service's health at once.
     #[error("{message}")]
-    Unreadable { message: String },
+    NotTheService { message: String },
     /// The server refused this request for good (other 4xx).
     #[error("refused by the server ({status}): {message}")]
     Permanent { status: u16, message: String },
@@ -296,20 +298,19 @@ impl ApiClient {
                 None => break response,
             }
         };
-        let body = read_success(&url, response).await?;
+        let body = read_success(&url, response)
+            .await
+            .map_err(|e| endpoint_missing(&url, e))?;
         // Only the service's JSON says the upload was taken: a 200 page from a
         // captive portal or a proxy is no upload, and counting it as one would
         // lose the file. The next attempt's duplicate check finds the bytes if
         // they did arrive. A JSON answer without the id is still the service's.
-        let answer: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| {
-                match unreadable("POST", &url, &body, &e) {
-                    ApiError::Unreadable { message } => ApiError::Unreadable {
-                        message: format!("{message}; the upload is not taken as delivered"),
-                    },
-                    other => other,
-                }
-            })?;
+        let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+            let seen = unreadable("POST", &url, &body, &e);
+            ApiError::NotTheService {
+                message: format!("{seen}; the upload is not taken as delivered"),
+            }
+        })?;
         let answer: Option<UploadAnswer> = serde_json::from_value(answer).ok();
         Ok(answer.and_then(|a| a.candidate_id).map(|id| match id {
             serde_json::Value::String(s) => s,
@@ -493,6 +494,26 @@ async fn read_success(
     })
 }
 
+/// An upload's refusal as the agent takes it: a 404, 405 or 410 says the
+/// endpoint is not there (a deployment under way, a proxy's default page, a
+/// wrong path in `tanova_url`), for every file alike. Taken as the file's own
+/// refusal, it held every CV sent meanwhile until `tanova-sync retry`.
+fn endpoint_missing(url: &Url, e: ApiError) -> ApiError {
+    match e {
+        ApiError::Permanent {
+            status: status @ (404 | 405 | 410),
+            message,
+        } => ApiError::NotTheService {
+            message: format!(
+                "POST {url} answered {status} ({message}): the service takes no uploads there \
+                 now (a deployment under way, or a wrong path in tanova_url); no fault of the \
+                 file's, so it is tried again"
+            ),
+        },
+        other => other,
+    }
+}
+
 /// A success answer to `method url` whose `body` is not the service's JSON,
 /// described so that the admin can tell who answered instead.
 pub(crate) fn unreadable(method: &str, url: &Url, body: &[u8], e: &serde_json::Error) -> ApiError {
@@ -503,7 +524,7 @@ pub(crate) fn unreadable(method: &str, url: &Url, body: &[u8], e: &serde_json::E
         }
         Some(text) => format!("{text:?} ({e})"),
     };
-    ApiError::Unreadable {
+    ApiError::NotTheService {
         message: format!(
             "{method} {url} answered with {what}, not the Tanova service's JSON: something \
              else answers there (a captive portal, a proxy's sign-in or maintenance page, or \
@@ -813,9 +834,9 @@ mod tests {
         ];
         for (body, want) in table {
             let e = serde_json::from_slice::<serde_json::Value>(body.as_bytes()).unwrap_err();
-            let ApiError::Unreadable { message } = unreadable("POST", &url, body.as_bytes(), &e)
+            let ApiError::NotTheService { message } = unreadable("POST", &url, body.as_bytes(), &e)
             else {
-                panic!("not Unreadable: {body:?}");
+                panic!("not NotTheService: {body:?}");
             };
             assert!(
                 message.starts_with(&format!("POST {url} answered with {want}, not the Tanova")),

@@ -277,7 +277,7 @@ impl Deliverer {
                     after: retry_after,
                 })
             }
-            Err(e @ (ApiError::NoAnswer { .. } | ApiError::Unreadable { .. })) => {
+            Err(e @ (ApiError::NoAnswer { .. } | ApiError::NotTheService { .. })) => {
                 self.gate.suspect_outage(&e);
                 return Err(retry::Again::new(e.to_string()));
             }
@@ -470,7 +470,7 @@ fn answered_by_check(
             e @ (ApiError::Rejected { .. }
             | ApiError::Misdirected { .. }
             | ApiError::NoAnswer { .. }
-            | ApiError::Unreadable { .. }),
+            | ApiError::NotTheService { .. }),
         ) => Some(Err(e)),
         Err(e) => {
             tracing::debug!(path = %crate::privacy::redact::file(upload.path, Some(upload.checksum)), "duplicate check failed, uploading anyway: {e}");

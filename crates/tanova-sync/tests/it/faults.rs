@@ -122,6 +122,41 @@ fn a_200_page_in_the_services_place_delivers_nothing_and_holds_nothing() {
     assert_eq!(env.emulator.stats().uploads, 3);
 }
 
+/// Regression: an upload endpoint answering 404, 405 or 410 (a deployment
+/// under way, a proxy's default page) was taken as the file's own refusal,
+/// and every CV sent meanwhile was held until `tanova-sync retry`.
+#[test]
+fn an_upload_endpoint_that_is_not_there_holds_no_file() {
+    let env = TestEnv::new();
+    env.write_many(3);
+    env.config(json!({ "retry_count": 1, "retry_delay": 0.01 }));
+    let front = Front::start(env.emulator.addr());
+    let url = front.url();
+    let through_front = [("TANOVA_URL", url.as_str())];
+    for status in [404, 405, 410] {
+        front.clear();
+        front.page(
+            "/api/sync/upload",
+            status,
+            "<html><h1>Not Found</h1></html>",
+        );
+        let run = env.run_with(&through_front, &["sync", "--json"]);
+        let case = format!("{status}\n{}\n{}", run.stdout, run.stderr);
+        assert_eq!(run.code, 1, "{case}");
+        assert_eq!((run.count("synced"), run.count("failed")), (0, 3), "{case}");
+        let reason = run.json()["failures"][0]["reason"].to_string();
+        assert!(
+            reason.contains(&format!("/api/sync/upload answered {status}"))
+                && reason.contains("no fault of the file's"),
+            "{case}"
+        );
+    }
+    front.clear();
+    let run = env.run_with(&through_front, &["sync", "--json"]);
+    run.assert_code(0);
+    assert_eq!(run.count("synced"), 3, "{}", run.stdout);
+}
+
 /// The same page from the start: the run stops at the health check, saying
 /// what answered instead of the service.
 #[test]

@@ -270,6 +270,47 @@ fn a_portal_answering_200_pages_parks_nothing_and_loses_nothing() {
     outage_parks_nothing(Outage::Html200);
 }
 
+/// A watching agent whose service answers uploads with a 404 for a while (a
+/// deployment, a proxy's default page) holds none of the files written then:
+/// they go out once uploads are taken again, with no `retry`.
+#[test]
+fn uploads_answered_404_for_a_while_are_sent_once_the_endpoint_is_back() {
+    let env = TestEnv::new();
+    let front = crate::common::redirect::Front::start(env.emulator.addr());
+    env.config(json!({
+        "api_key": DEFAULT_API_KEY, "settle_ms": 100, "retry_delay": 0.05, "retry_count": 1,
+        "max_attempts": 1,
+    }));
+    let mut command = env.command(&["watch"]);
+    command.env("TANOVA_URL", front.url());
+    let agent = LiveAgent::start_command(command);
+    front.page(
+        "/api/sync/upload",
+        404,
+        "<html><h1>404 Not Found</h1></html>",
+    );
+    env.write_many(5);
+    let refused = || {
+        let requests = front.requests();
+        requests
+            .iter()
+            .filter(|r| r.path == "/api/sync/upload")
+            .count()
+    };
+    assert!(wait_until(WAIT, || refused() >= 5), "{}", agent.log());
+    assert_eq!(env.emulator.stats().uploads, 0);
+    front.clear();
+    assert!(
+        wait_for_uploads(&env, 5, Duration::from_secs(90)),
+        "files held by the 404s:\n{}",
+        agent.log()
+    );
+    let (code, log) = agent.stop();
+    assert_eq!(code, 0, "{log}");
+    let status = env.run(&["status", "--json"]);
+    assert_eq!(status.json()["failed"], 0, "{}", status.stdout);
+}
+
 /// A stalled server is found out by one health check after the first request
 /// that got no answer, not after every retry has waited `request_timeout`: with
 /// forty tries of a second each, that took the admin's `/health` half a minute
