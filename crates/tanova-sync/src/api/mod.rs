@@ -184,6 +184,14 @@ impl ApiClient {
             // reqwest's own policy sends default headers (the key) to any host it
             // is redirected to; redirects are judged by `ApiClient::redirect` instead.
             .redirect(reqwest::redirect::Policy::none());
+        // Through a proxy, a plain-http request hands it the key in clear, and
+        // the key goes over plain http only to loopback: that is reached
+        // directly (a proxy's "localhost" is not this machine anyway).
+        let builder = if base.scheme() == "http" && crate::config::is_loopback(base) {
+            builder.no_proxy()
+        } else {
+            builder
+        };
         let (builder, trusted) = tls::with_roots(builder, roots);
         tracing::debug!("TLS: trusting {trusted}");
         let http = builder

@@ -93,12 +93,7 @@ fn first_time(global: &GlobalArgs) -> Option<PathBuf> {
 async fn running_console(state_dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(state_dir.join(CONSOLE_URL_FILE)).ok()?;
     let url = url::Url::parse(text.trim()).ok()?;
-    let loopback = match url.host()? {
-        url::Host::Ipv4(ip) => ip.is_loopback(),
-        url::Host::Ipv6(ip) => ip.is_loopback(),
-        url::Host::Domain(name) => name == "localhost",
-    };
-    if !loopback || url.scheme() != "http" {
+    if !crate::config::is_loopback(&url) || url.scheme() != "http" {
         return None;
     }
     // Plain HTTP on loopback, but reqwest is built without a default TLS provider.

@@ -105,6 +105,24 @@ fn a_bad_ca_file_is_a_config_error_naming_it() {
     );
 }
 
+/// Regression: with HTTP_PROXY set (as it is machine-wide in many offices), a
+/// plain-http loopback `tanova_url` (the emulator, a local TLS sidecar) was
+/// sent through the proxy, handing it the API key in clear; and the proxy's
+/// "localhost" is not this machine's, so the run failed too.
+#[test]
+fn a_plain_http_loopback_url_is_reached_directly_never_through_a_proxy() {
+    let env = TestEnv::new();
+    env.write("a.pdf", "over loopback");
+    let proxy = net::connect_proxy();
+    let proxy_url = format!("http://127.0.0.1:{}", proxy.port);
+    for variable in ["HTTP_PROXY", "http_proxy", "ALL_PROXY"] {
+        let run = env.run_with(&[(variable, &proxy_url)], &["sync", "--json"]);
+        run.assert_code(0);
+        assert_eq!(proxy.plain(), 0, "{variable}: the proxy was handed the key");
+    }
+    assert_eq!(env.emulator.stats().uploads, 1);
+}
+
 #[test]
 fn https_proxy_is_used_and_no_proxy_bypasses_it() {
     let (env, front, url) = https_env();

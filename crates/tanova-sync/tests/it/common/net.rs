@@ -86,15 +86,21 @@ pub fn tls_front_valid(
     }
 }
 
-/// An HTTP CONNECT proxy; `tunnels` counts the tunnels it opened.
+/// An HTTP CONNECT proxy; `tunnels` counts the tunnels it opened, `plain`
+/// the plain-HTTP requests it was handed (and refused with 405).
 pub struct ConnectProxy {
     pub port: u16,
     pub tunnels: Arc<AtomicUsize>,
+    pub plain: Arc<AtomicUsize>,
 }
 
 impl ConnectProxy {
     pub fn tunnels(&self) -> usize {
         self.tunnels.load(Ordering::SeqCst)
+    }
+
+    pub fn plain(&self) -> usize {
+        self.plain.load(Ordering::SeqCst)
     }
 }
 
@@ -102,12 +108,12 @@ pub fn connect_proxy() -> ConnectProxy {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tunnels = Arc::new(AtomicUsize::new(0));
-    let counter = tunnels.clone();
+    let (tunnels, plain) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (counter, plain_counter) = (tunnels.clone(), plain.clone());
     in_background(move || async move {
         let listener = TcpListener::from_std(listener).unwrap();
         while let Ok((mut client, _)) = listener.accept().await {
-            let counter = counter.clone();
+            let (counter, plain_counter) = (counter.clone(), plain_counter.clone());
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
@@ -120,6 +126,7 @@ pub fn connect_proxy() -> ConnectProxy {
                 let head = String::from_utf8_lossy(&head);
                 let mut words = head.split_whitespace();
                 let (Some("CONNECT"), Some(target)) = (words.next(), words.next()) else {
+                    plain_counter.fetch_add(1, Ordering::SeqCst);
                     let _ = client
                         .write_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
                         .await;
@@ -147,5 +154,9 @@ pub fn connect_proxy() -> ConnectProxy {
             });
         }
     });
-    ConnectProxy { port, tunnels }
+    ConnectProxy {
+        port,
+        tunnels,
+        plain,
+    }
 }
