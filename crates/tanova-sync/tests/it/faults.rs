@@ -82,37 +82,26 @@ fn malformed_json_answers_do_not_lose_or_repeat_uploads() {
     assert_eq!(env.emulator.stats().uploads, 20);
 }
 
-/// Regression: a 200 answer that is not the service's JSON (a captive
-/// portal's sign-in page, a proxy's maintenance page, a website at the wrong
-/// URL) was taken as an accepted upload: the file was recorded as synced,
-/// though the service never saw it, and no later run sent it.
-#[test]
-fn a_200_page_in_the_services_place_delivers_nothing_and_holds_nothing() {
-    const PAGE: &str = "<html><head><title>Sign in</title></head><body>\
-        <h1>Guest network</h1><p>Please sign in to continue.</p></body></html>";
+/// Three CVs synced through a front that answers `path` with `status` and an
+/// HTML `page` in the service's place, case by case: nothing is delivered,
+/// every file fails with a reason that says each of `says`, and none is held:
+/// once the front forwards again, the next run sends all three.
+fn pages_in_the_services_place_hold_nothing(cases: &[(&str, u16, &str, Vec<String>)]) {
     let env = TestEnv::new();
     env.write_many(3);
     env.config(json!({ "retry_count": 1, "retry_delay": 0.01 }));
     let front = Front::start(env.emulator.addr());
-    let through_front = [("TANOVA_URL", front.url())];
-    let through_front: Vec<(&str, &str)> = through_front
-        .iter()
-        .map(|(k, v)| (*k, v.as_str()))
-        .collect();
-    for path in ["/api/sync/check-duplicate", "/api/sync/upload"] {
+    let url = front.url();
+    let through_front = [("TANOVA_URL", url.as_str())];
+    for (path, status, page, says) in cases {
         front.clear();
-        front.page(path, 200, PAGE);
+        front.page(path, *status, page);
         let run = env.run_with(&through_front, &["sync", "--json"]);
-        let case = format!("a page on {path}\n{}\n{}", run.stdout, run.stderr);
+        let case = format!("{status} on {path}\n{}\n{}", run.stdout, run.stderr);
         assert_eq!(run.code, 1, "{case}");
         assert_eq!((run.count("synced"), run.count("failed")), (0, 3), "{case}");
         let reason = run.json()["failures"][0]["reason"].to_string();
-        assert!(
-            reason.contains(&format!("{path} answered with an HTML page"))
-                && reason.contains("Please sign in to continue")
-                && reason.contains("captive portal"),
-            "{case}"
-        );
+        assert!(says.iter().all(|s| reason.contains(s)), "{says:?}: {case}");
         assert_eq!(env.emulator.stats().uploads, 0, "{case}");
     }
     front.clear();
@@ -122,39 +111,39 @@ fn a_200_page_in_the_services_place_delivers_nothing_and_holds_nothing() {
     assert_eq!(env.emulator.stats().uploads, 3);
 }
 
+/// Regression: a 200 answer that is not the service's JSON (a captive
+/// portal's sign-in page, a proxy's maintenance page, a website at the wrong
+/// URL) was taken as an accepted upload: the file was recorded as synced,
+/// though the service never saw it, and no later run sent it.
+#[test]
+fn a_200_page_in_the_services_place_delivers_nothing_and_holds_nothing() {
+    const PAGE: &str = "<html><head><title>Sign in</title></head><body>\
+        <h1>Guest network</h1><p>Please sign in to continue.</p></body></html>";
+    let cases = ["/api/sync/check-duplicate", "/api/sync/upload"].map(|path| {
+        let says = [
+            format!("{path} answered with an HTML page"),
+            "Please sign in to continue".to_string(),
+            "captive portal".to_string(),
+        ];
+        (path, 200, PAGE, says.to_vec())
+    });
+    pages_in_the_services_place_hold_nothing(&cases);
+}
+
 /// Regression: an upload endpoint answering 404, 405 or 410 (a deployment
 /// under way, a proxy's default page) was taken as the file's own refusal,
 /// and every CV sent meanwhile was held until `tanova-sync retry`.
 #[test]
 fn an_upload_endpoint_that_is_not_there_holds_no_file() {
-    let env = TestEnv::new();
-    env.write_many(3);
-    env.config(json!({ "retry_count": 1, "retry_delay": 0.01 }));
-    let front = Front::start(env.emulator.addr());
-    let url = front.url();
-    let through_front = [("TANOVA_URL", url.as_str())];
-    for status in [404, 405, 410] {
-        front.clear();
-        front.page(
-            "/api/sync/upload",
-            status,
-            "<html><h1>Not Found</h1></html>",
-        );
-        let run = env.run_with(&through_front, &["sync", "--json"]);
-        let case = format!("{status}\n{}\n{}", run.stdout, run.stderr);
-        assert_eq!(run.code, 1, "{case}");
-        assert_eq!((run.count("synced"), run.count("failed")), (0, 3), "{case}");
-        let reason = run.json()["failures"][0]["reason"].to_string();
-        assert!(
-            reason.contains(&format!("/api/sync/upload answered {status}"))
-                && reason.contains("no fault of the file's"),
-            "{case}"
-        );
-    }
-    front.clear();
-    let run = env.run_with(&through_front, &["sync", "--json"]);
-    run.assert_code(0);
-    assert_eq!(run.count("synced"), 3, "{}", run.stdout);
+    let cases = [404, 405, 410].map(|status| {
+        let says = [
+            format!("/api/sync/upload answered {status}"),
+            "no fault of the file's".to_string(),
+        ];
+        let page = "<html><h1>Not Found</h1></html>";
+        ("/api/sync/upload", status, page, says.to_vec())
+    });
+    pages_in_the_services_place_hold_nothing(&cases);
 }
 
 /// The same page from the start: the run stops at the health check, saying
