@@ -508,7 +508,7 @@ impl Engine {
                     Found::File { path, stamp, seen } => {
                         if self
                             .inner
-                            .settled_early(&run, &path, &stamp, cached.as_ref())
+                            .settled_early(&run, &path, &stamp, seen, cached.as_ref())
                             .await
                         {
                             continue;
@@ -746,8 +746,14 @@ impl Inner {
         run: &Run,
         path: &Path,
         stamp: &FileStamp,
+        seen: Option<Instant>,
         cached: Option<&Cached>,
     ) -> bool {
+        if stamp.size == 0 && seen.is_some() {
+            // Empty at a first look: maybe caught between its creation and
+            // its first write. Only a second look tells (`Inner::process`).
+            return false;
+        }
         let known = cached.map(|c| c.checksum.as_str());
         if let Some(sum) = known {
             crate::privacy::redact::note(path, sum);
@@ -803,6 +809,16 @@ impl Inner {
                     let seen_changing = looks > 0 || rehashes > 0;
                     if seen_changing && !self.settle(run, seen).await {
                         return;
+                    }
+                    if stamp.size == 0 {
+                        match self.second_look(run, &path, &stamp, seen).await {
+                            Ok(new) if looks < MAX_LOOKS => {
+                                (stamp, seen, looks) = (new, Some(Instant::now()), looks + 1);
+                                continue;
+                            }
+                            Ok(_) => return self.still_writing(run, &path),
+                            Err(()) => return,
+                        }
                     }
                     match self.checksum_of(run, &path, &stamp).await {
                         Ok(sum) => sum,
@@ -910,6 +926,39 @@ impl Inner {
             _ = run.cancel.cancelled() => false,
             _ = tokio::time::sleep_until(due) => true,
         }
+    }
+
+    /// A file found empty, looked at again once it has been left alone for
+    /// `settle`: still empty, it is ignored as empty (and over the size limit
+    /// once written, failed as such); `Ok(stamp)`: it has changed, and is
+    /// taken from there. `Err`: its outcome is recorded, or the run stopped.
+    async fn second_look(
+        &self,
+        run: &Run,
+        path: &Path,
+        stamp: &FileStamp,
+        seen: Option<Instant>,
+    ) -> Result<FileStamp, ()> {
+        if !self.settle(run, seen).await {
+            return Err(());
+        }
+        let now = match stamp_now(path).await {
+            Ok(now) => now,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.vanished(run, path).await;
+                return Err(());
+            }
+            Err(e) => {
+                self.unreadable(run, path, e.to_string()).await;
+                return Err(());
+            }
+        };
+        let outcome = match self.quick_outcome(&now, None) {
+            Some(outcome) if now == *stamp || now.size > 0 => outcome,
+            _ => return Ok(now),
+        };
+        self.record_and_finish(run, path, None, outcome).await;
+        Err(())
     }
 
     /// The walk could not look at `path`: a failure, unless it is simply gone

@@ -725,3 +725,31 @@ fn a_file_still_growing_at_the_end_of_a_sync_is_reported_as_being_written() {
     let status = env.run(&["status", "--json"]);
     status.assert_code(0);
 }
+
+/// Regression: a file found empty by a scan (caught between its creation and
+/// its first write) was ignored as "empty file" at that first look, and a
+/// one-shot run never sent it. An empty file is judged by two looks too.
+#[test]
+fn a_file_empty_at_the_scans_look_and_written_before_the_second_is_uploaded() {
+    let env = TestEnv::new();
+    let being_written = env.write("being-written.pdf", "");
+    env.write("empty.pdf", "");
+    env.config(json!({ "settle_ms": 2000 }));
+    let child = env.spawn(&["sync", "--json"]);
+    // The scan follows the health check at once; the write lands well within settle_ms.
+    assert!(wait_until(WAIT, || env.emulator.stats().health_calls >= 1));
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(&being_written, "a CV written after the scan saw it empty").unwrap();
+    let run = Run::wait(child);
+    run.assert_code(0);
+    let summary = run.json();
+    assert_eq!(summary["synced"], 1, "{}", run.stdout);
+    let ignored = summary["ignored_files"].to_string();
+    assert!(
+        ignored.contains("empty.pdf")
+            && ignored.contains("empty file")
+            && !ignored.contains("being-written.pdf"),
+        "{ignored}"
+    );
+    assert_eq!(env.uploaded_names(), ["being-written.pdf"]);
+}
