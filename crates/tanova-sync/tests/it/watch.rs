@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use crate::common::live::LiveAgent;
 use crate::common::*;
 use serde_json::json;
 
@@ -384,6 +385,22 @@ fn an_agent_left_running_by_its_test_ends_with_the_test_env_and_no_other() {
         "the other test's agent was stopped too"
     );
     stop(others, WAIT).assert_code(0);
+}
+
+#[test]
+fn a_live_agent_left_running_by_its_test_is_killed_with_it() {
+    // Guards `LiveAgent`'s drop: one started from a command of its own (no
+    // `TestEnv` tracks it) by a test that fails before `stop`.
+    let env = TestEnv::new();
+    let agent = LiveAgent::start_command(env.command(&["watch"]));
+    let pid = agent.child.id();
+    assert!(process_state(pid).is_some(), "running");
+    drop(agent);
+    assert_eq!(
+        process_state(pid),
+        None,
+        "killed and reaped with its LiveAgent"
+    );
 }
 
 /// Files written into folders the moment they are created all go out without

@@ -100,6 +100,18 @@ impl LiveAgent {
     }
 }
 
+/// A test that fails before `stop` leaves no agent behind: the agent is
+/// killed with its `LiveAgent` (those started through `start_command` are no
+/// `TestEnv`'s, and four failing runs once left theirs watching for hours).
+impl Drop for LiveAgent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A client builder for the tests' own requests: ring installed first (the
 /// agent's reqwest brings no crypto provider of its own, and with one process
 /// per test nothing else may have installed it), no proxy.
