@@ -47,6 +47,16 @@ impl Blocked {
         }
     }
 
+    /// Why, in a few words: the service's or the connection's own.
+    pub fn reason(&self) -> String {
+        match self {
+            Blocked::KeyRejected(message) | Blocked::Unreachable(message) => message.clone(),
+            Blocked::NoUploadPermission => {
+                "the key may not upload CVs (permissions.canUpload is false)".to_string()
+            }
+        }
+    }
+
     pub fn is_key_problem(&self) -> bool {
         !matches!(self, Blocked::Unreachable(_))
     }

@@ -214,10 +214,11 @@ impl Engine {
         let problems = reporter.clone();
         let access = Access::new(api.clone(), config.api_key.clone()).with_on_change(Arc::new(
             move |blocked: Option<&Blocked>| {
+                let reason = blocked.map(Blocked::reason);
                 let key = blocked.is_some_and(Blocked::is_key_problem);
-                let down = blocked.is_some_and(|b| !b.is_key_problem());
-                problems.problem(Problem::KeyRejected, key);
-                problems.problem(Problem::ServiceUnreachable, down);
+                let (key, down) = if key { (reason, None) } else { (None, reason) };
+                problems.problem(Problem::KeyRejected, key.as_deref());
+                problems.problem(Problem::ServiceUnreachable, down.as_deref());
             },
         ));
         let earlier_uploads = if config.dry_run {
@@ -1198,7 +1199,8 @@ impl Inner {
                  uploaded that cannot be recorded; free space on its disk or make the state \
                  directory writable, and the agent goes on by itself"
             );
-            self.reporter.problem(Problem::StateUnwritable, true);
+            self.reporter
+                .problem(Problem::StateUnwritable, Some(&error.to_string()));
         }
     }
 
@@ -1207,7 +1209,7 @@ impl Inner {
             && self.state_problem.swap(false, Ordering::Relaxed)
         {
             tracing::info!("the state can be written again; uploads go on");
-            self.reporter.problem(Problem::StateUnwritable, false);
+            self.reporter.problem(Problem::StateUnwritable, None);
         }
     }
 
@@ -1552,13 +1554,14 @@ impl Inner {
                 "{error}: uploads wait until the shared ledger answers, so nothing is uploaded \
                  that cannot be recorded; check that Redis is running and reachable"
             );
-            self.reporter.problem(Problem::LedgerUnreachable, true);
+            self.reporter
+                .problem(Problem::LedgerUnreachable, Some(&error.to_string()));
         }
     }
 
     fn ledger_answered(&self) {
         if self.ledger_problem.swap(false, Ordering::Relaxed) {
-            self.reporter.problem(Problem::LedgerUnreachable, false);
+            self.reporter.problem(Problem::LedgerUnreachable, None);
         }
     }
 
@@ -1729,8 +1732,9 @@ impl Inner {
 
     /// Stop the run: the first fatal error wins, and nothing new starts.
     fn stop(&self, run: &Run, error: EngineError) {
-        if matches!(error, EngineError::State(_)) {
-            self.reporter.problem(Problem::StateUnwritable, true);
+        if let EngineError::State(e) = &error {
+            self.reporter
+                .problem(Problem::StateUnwritable, Some(&e.to_string()));
         }
         let mut fatal = run.fatal.lock().unwrap();
         if fatal.is_none() {

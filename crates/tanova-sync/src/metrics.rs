@@ -259,6 +259,8 @@ impl History {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub problem: Option<Problem>,
+    /// Why: the error behind `problem`, when it gave one.
+    pub reason: Option<String>,
     pub counts: Counts,
     pub bytes_uploaded: u64,
     pub last_upload_at: Option<SystemTime>,
@@ -320,6 +322,8 @@ struct Lists {
     durations: Histogram,
     last_upload_at: Option<SystemTime>,
     history: History,
+    /// Why each active problem is there, as the error said it.
+    reasons: HashMap<Problem, String>,
 }
 
 impl Metrics {
@@ -347,6 +351,7 @@ impl Metrics {
                 durations: Histogram::new(&DURATION_BUCKETS),
                 last_upload_at: None,
                 history: History::default(),
+                reasons: HashMap::new(),
             }),
         }
     }
@@ -382,8 +387,10 @@ impl Metrics {
         };
         let pending = counts.found.saturating_sub(counts.processed());
         let uptime = self.started.elapsed();
+        let problem = self.problem();
         Snapshot {
-            problem: self.problem(),
+            problem,
+            reason: problem.and_then(|p| lists.reasons.get(&p).cloned()),
             counts,
             bytes_uploaded: load(&self.bytes_uploaded),
             last_upload_at: lists.last_upload_at,
@@ -522,11 +529,17 @@ impl Reporter for Metrics {
         self.lists().failures.remove(&shown);
     }
 
-    fn problem(&self, problem: Problem, active: bool) {
-        if active {
-            self.set_problem(problem);
-        } else {
-            self.clear_problem(problem);
+    fn problem(&self, problem: Problem, reason: Option<&str>) {
+        let mut lists = self.lists();
+        match reason {
+            Some(reason) => {
+                lists.reasons.insert(problem, reason.to_string());
+                self.set_problem(problem);
+            }
+            None => {
+                lists.reasons.remove(&problem);
+                self.clear_problem(problem);
+            }
         }
     }
 }
@@ -715,6 +728,21 @@ mod tests {
             m.snapshot(Gauges::default()).problem,
             Some(Problem::KeyRejected)
         );
+        // The worst problem is shown, with its own reason; an ended one leaves none.
+        Reporter::problem(&m, Problem::ServiceUnreachable, Some("connection refused"));
+        Reporter::problem(&m, Problem::StateUnwritable, Some("disk full"));
+        let s = m.snapshot(Gauges::default());
+        assert_eq!((s.problem, s.reason), (Some(Problem::KeyRejected), None));
+        m.clear_problem(Problem::KeyRejected);
+        let s = m.snapshot(Gauges::default());
+        assert_eq!(s.problem, Some(Problem::StateUnwritable));
+        assert_eq!(s.reason.as_deref(), Some("disk full"));
+        Reporter::problem(&m, Problem::StateUnwritable, None);
+        let s = m.snapshot(Gauges::default());
+        assert_eq!(s.reason.as_deref(), Some("connection refused"));
+        Reporter::problem(&m, Problem::ServiceUnreachable, None);
+        let s = m.snapshot(Gauges::default());
+        assert_eq!((s.problem, s.reason), (None, None));
         assert_eq!(Problem::FolderMissing.as_str(), "folder_missing");
     }
 }

@@ -236,8 +236,9 @@ pub trait Reporter: Send + Sync {
     fn watching(&self, _initial: &Summary, _how: &crate::settings::WatchSettings) {}
     /// A file that failed earlier is gone from the folder: forget what is kept about it.
     fn gone(&self, _path: &Path) {}
-    /// A problem that stops every upload started (`active`) or ended.
-    fn problem(&self, _problem: Problem, _active: bool) {}
+    /// A problem that stops every upload began, for `Some(reason)` (its
+    /// error, naming the URL or path), or ended (`None`).
+    fn problem(&self, _problem: Problem, _reason: Option<&str>) {}
     /// A delivery that ended in an upload took `took`, from its start to the server's answer
     /// (duplicate check, retries and waiting for a slot included).
     fn upload_timed(&self, _path: &Path, _took: Duration) {}
@@ -261,8 +262,8 @@ impl Reporter for Fanout {
     fn upload_timed(&self, path: &Path, took: Duration) {
         self.0.iter().for_each(|r| r.upload_timed(path, took));
     }
-    fn problem(&self, problem: Problem, active: bool) {
-        self.0.iter().for_each(|r| r.problem(problem, active));
+    fn problem(&self, problem: Problem, reason: Option<&str>) {
+        self.0.iter().for_each(|r| r.problem(problem, reason));
     }
     fn watching(&self, initial: &Summary, how: &crate::settings::WatchSettings) {
         self.0.iter().for_each(|r| r.watching(initial, how));

@@ -18,6 +18,8 @@ pub fn health_body(s: &Snapshot, version: &str) -> Value {
     json!({
         "status": s.problem.map_or("ok", Problem::as_str),
         "message": message,
+        // The error behind it, naming the URL or path (null while syncing).
+        "reason": s.reason,
         "version": version,
         "last_upload_at": s.last_upload_at.map(rfc3339),
         "counts": {

@@ -53,6 +53,8 @@ impl Sources {
                 .is_ok_and(|m| m.is_dir());
             if !present {
                 snapshot.problem = Some(Problem::FolderMissing);
+                let reason = format!("{} is not there, or is not a folder", self.folder.display());
+                snapshot.reason = Some(reason);
             }
         }
         snapshot

@@ -61,27 +61,41 @@ pub fn banner(s: &Snapshot, held: bool) -> Banner {
         detail,
     };
     let pending = s.counts.found.saturating_sub(s.counts.processed());
+    // The error behind the problem, for the admin who must mend it.
+    let why = s
+        .reason
+        .as_deref()
+        .map_or(String::new(), |r| format!(" (Why: {r}.)"));
     match s.problem {
         Some(Problem::KeyRejected) => {
             return make(
                 "paused-key",
                 "Paused: the API key was rejected",
-                "Tanova refused the API key (or it may not upload CVs), so nothing is uploaded. \
-             Put a valid key in tanova-config.json or the api_key_file: the agent picks it up \
-             within seconds and resumes. New CVs are queued meanwhile."
-                    .to_string(),
+                format!(
+                    "Tanova refused the API key (or it may not upload CVs), so nothing is \
+                     uploaded.{why} Put a valid key in tanova-config.json or the api_key_file: \
+                     the agent picks it up within seconds and resumes. New CVs are queued \
+                     meanwhile."
+                ),
             )
         }
         Some(Problem::ServiceUnreachable) => {
             return make(
                 "waiting",
                 "Waiting for the server",
-                "The Tanova service does not answer. Uploads resume by themselves when it does; \
-             nothing is lost meanwhile."
-                    .to_string(),
+                format!(
+                    "The Tanova service does not answer.{why} Uploads resume by themselves when \
+                     it does; nothing is lost meanwhile."
+                ),
             )
         }
-        Some(other) => return make("problem", other.badge(), format!("{}.", other.message())),
+        Some(other) => {
+            return make(
+                "problem",
+                other.badge(),
+                format!("{}.{why}", other.message()),
+            )
+        }
         None => {}
     }
     if held {
@@ -409,6 +423,8 @@ mod tests {
         rejected.problem = Some(Problem::KeyRejected);
         let mut down = snapshot(10, 4, 0, 0.0, true);
         down.problem = Some(Problem::ServiceUnreachable);
+        let mut portal = down.clone();
+        portal.reason = Some("GET …/health answered with an HTML page".to_string());
         let mut gone = idle.clone();
         gone.problem = Some(Problem::FolderMissing);
         let mut failing = idle.clone();
@@ -484,6 +500,13 @@ mod tests {
                 "waiting",
                 "Waiting for the server",
                 "resume by themselves",
+            ),
+            (
+                &portal,
+                false,
+                "waiting",
+                "Waiting for the server",
+                "does not answer. (Why: GET …/health answered with an HTML page.) Uploads",
             ),
             (&gone, false, "problem", "CV folder missing", "gone"),
             (

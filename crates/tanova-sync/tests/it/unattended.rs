@@ -213,6 +213,15 @@ fn outage_begins(env: &TestEnv, agent: &LiveAgent, kind: Outage, files: usize) {
         "/health never said service_unreachable:\n{}",
         agent.log()
     );
+    // And why, in the error's words, naming the URL.
+    let reason = agent.health().1["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(reason.contains("/api/sync/health"), "{reason:?}");
+    if kind == Outage::Html200 {
+        assert!(reason.contains("answered with an HTML page"), "{reason:?}");
+    }
 }
 
 /// A watching agent in poll mode meets an outage of `kind`: files written
