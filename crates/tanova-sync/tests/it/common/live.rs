@@ -102,7 +102,7 @@ impl LiveAgent {
 
 /// A test that fails before `stop` leaves no agent behind: the agent is
 /// killed with its `LiveAgent` (those started through `start_command` are no
-/// `TestEnv`'s, and four failing runs once left theirs watching for hours).
+/// `TestEnv`'s, and failing runs left theirs watching until killed by hand).
 impl Drop for LiveAgent {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
