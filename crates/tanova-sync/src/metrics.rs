@@ -26,6 +26,11 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// How many minutes the console's chart shows.
 pub const HISTORY_MINUTES: u64 = 60;
+/// Attempts that kept failing with no delivery ending well for this long
+/// (and at least [`FAILING_ATTEMPTS`] of them) stop every upload as surely as
+/// an outage, though the health check answers: `/health` says so.
+pub const FAILING_FOR: Duration = Duration::from_secs(30);
+pub const FAILING_ATTEMPTS: u64 = 3;
 
 pub use crate::report::Problem;
 
@@ -324,6 +329,42 @@ struct Lists {
     history: History,
     /// Why each active problem is there, as the error said it.
     reasons: HashMap<Problem, String>,
+    failing: FailingStreak,
+}
+
+/// Failed delivery attempts since the last delivery that ended well. Pure:
+/// times are the agent's uptime, passed in.
+#[derive(Debug, Default)]
+struct FailingStreak {
+    since: Option<Duration>,
+    attempts: u64,
+    last: String,
+    /// Said in the log (at the first failure once it stops every upload).
+    told: bool,
+}
+
+impl FailingStreak {
+    /// An attempt failed; true the first time the streak is found to stop every upload.
+    fn failed(&mut self, now: Duration, reason: &str) -> bool {
+        self.since.get_or_insert(now);
+        self.attempts += 1;
+        self.last = reason.to_string();
+        let tell = !self.told && self.stopping(now).is_some();
+        self.told |= tell;
+        tell
+    }
+
+    /// A delivery ended well; true when that ends a streak the log was told of.
+    fn delivered(&mut self) -> bool {
+        std::mem::take(self).told
+    }
+
+    /// The last failure's reason, once the streak stops every upload.
+    fn stopping(&self, now: Duration) -> Option<&str> {
+        let since = self.since?;
+        let long = now.saturating_sub(since) >= FAILING_FOR && self.attempts >= FAILING_ATTEMPTS;
+        long.then_some(self.last.as_str())
+    }
 }
 
 impl Metrics {
@@ -352,6 +393,7 @@ impl Metrics {
                 last_upload_at: None,
                 history: History::default(),
                 reasons: HashMap::new(),
+                failing: FailingStreak::default(),
             }),
         }
     }
@@ -387,10 +429,16 @@ impl Metrics {
         };
         let pending = counts.found.saturating_sub(counts.processed());
         let uptime = self.started.elapsed();
-        let problem = self.problem();
+        let (problem, reason) = match self.problem() {
+            Some(p) => (Some(p), lists.reasons.get(&p).cloned()),
+            None => match lists.failing.stopping(self.started.elapsed()) {
+                Some(last) => (Some(Problem::UploadsFailing), Some(last.to_string())),
+                None => (None, None),
+            },
+        };
         Snapshot {
             problem,
-            reason: problem.and_then(|p| lists.reasons.get(&p).cloned()),
+            reason,
             counts,
             bytes_uploaded: load(&self.bytes_uploaded),
             last_upload_at: lists.last_upload_at,
@@ -503,6 +551,9 @@ impl Reporter for Metrics {
         lists.history.backlog(now / 60, backlog);
         // A file's latest outcome replaces an earlier failure of it.
         lists.failures.remove(&key);
+        if matches!(kind, EventKind::Uploaded | EventKind::OnServer) && lists.failing.delivered() {
+            tracing::info!("uploads succeed again");
+        }
         match kind {
             EventKind::Failed => {
                 lists.failures.insert(key, event.clone());
@@ -522,6 +573,17 @@ impl Reporter for Metrics {
 
     fn upload_timed(&self, _path: &Path, took: Duration) {
         self.lists().durations.observe(took.as_secs_f64());
+    }
+
+    fn retrying(&self, _path: &Path, _attempt: u32, reason: &str, _delay: Duration) {
+        let now = self.started.elapsed();
+        if self.lists().failing.failed(now, reason) {
+            tracing::error!(
+                "no upload has succeeded for {}s though the Tanova service answers its health \
+                 check ({reason}); files wait and are tried again",
+                FAILING_FOR.as_secs()
+            );
+        }
     }
 
     fn gone(&self, path: &Path) {
@@ -744,5 +806,41 @@ mod tests {
         let s = m.snapshot(Gauges::default());
         assert_eq!((s.problem, s.reason), (None, None));
         assert_eq!(Problem::FolderMissing.as_str(), "folder_missing");
+    }
+
+    #[test]
+    fn attempts_failing_long_enough_with_no_delivery_stop_every_upload() {
+        let s = Duration::from_secs;
+        // (uptime, what happens, stopping after it, the step's transition)
+        let table: &[(u64, Option<&str>, Option<&str>, bool)] = &[
+            (0, Some("503 a"), None, false),
+            (10, Some("503 b"), None, false),
+            // Long enough, but only two attempts so far.
+            (40, None, None, false),
+            (41, Some("503 c"), Some("503 c"), true),
+            (50, Some("503 d"), Some("503 d"), false),
+            // A delivery that ends well ends the streak (and says it did).
+            (51, None, None, true),
+            (52, Some("503 e"), None, false),
+            (60, Some("503 f"), None, false),
+            (70, Some("503 g"), None, false),
+            // Ended before it was long enough: nothing to say.
+            (81, None, None, false),
+            (82, Some("503 h"), None, false),
+            (112, Some("503 i"), None, false),
+            (113, Some("503 j"), Some("503 j"), true),
+        ];
+        let mut streak = FailingStreak::default();
+        let delivered_at = [51, 81];
+        for &(at, failed, want, transition) in table {
+            let now = s(at);
+            let changed = match failed {
+                Some(reason) => streak.failed(now, reason),
+                None if delivered_at.contains(&at) => streak.delivered(),
+                None => false,
+            };
+            assert_eq!(streak.stopping(now), want, "at {at}");
+            assert_eq!(changed, transition, "at {at}");
+        }
     }
 }

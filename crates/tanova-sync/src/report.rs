@@ -68,15 +68,19 @@ pub enum Problem {
     StateUnwritable,
     /// The CV folder is gone or is not a folder.
     FolderMissing,
+    /// The service answers its health check, but no delivery has ended well
+    /// for a while and attempts keep failing: every upload stops there too.
+    UploadsFailing,
 }
 
 impl Problem {
-    pub const ALL: [Problem; 5] = [
+    pub const ALL: [Problem; 6] = [
         Problem::KeyRejected,
         Problem::StateUnwritable,
         Problem::FolderMissing,
         Problem::LedgerUnreachable,
         Problem::ServiceUnreachable,
+        Problem::UploadsFailing,
     ];
 
     /// The `status` word of `/health`.
@@ -87,6 +91,7 @@ impl Problem {
             Problem::LedgerUnreachable => "ledger_unreachable",
             Problem::StateUnwritable => "state_unwritable",
             Problem::FolderMissing => "folder_missing",
+            Problem::UploadsFailing => "uploads_failing",
         }
     }
 
@@ -107,6 +112,10 @@ impl Problem {
                 "the state database cannot be written: check the disk and the state directory"
             }
             Problem::FolderMissing => "the CV folder is gone or is not a folder",
+            Problem::UploadsFailing => {
+                "the Tanova service answers, but no upload has succeeded for a while: files wait \
+                 and are tried again"
+            }
         }
     }
 
@@ -118,6 +127,7 @@ impl Problem {
             Problem::LedgerUnreachable => "waiting for Redis",
             Problem::StateUnwritable => "state not writable",
             Problem::FolderMissing => "CV folder missing",
+            Problem::UploadsFailing => "uploads failing",
         }
     }
 }

@@ -61,6 +61,7 @@ mod tests {
             (Some(Problem::LedgerUnreachable), "ledger_unreachable"),
             (Some(Problem::StateUnwritable), "state_unwritable"),
             (Some(Problem::FolderMissing), "folder_missing"),
+            (Some(Problem::UploadsFailing), "uploads_failing"),
         ];
         for (problem, want) in table {
             let mut s = Metrics::new(Path::new("/cvs")).snapshot(Gauges {

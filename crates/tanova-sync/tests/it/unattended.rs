@@ -320,6 +320,53 @@ fn uploads_answered_404_for_a_while_are_sent_once_the_endpoint_is_back() {
     assert_eq!(status.json()["failed"], 0, "{}", status.stdout);
 }
 
+/// Regression: a service whose health check answers but whose every upload
+/// fails (its processing down behind a healthy front) left `/health` at 200
+/// "ok" for as long as it lasted, while nothing was uploaded. Now it says
+/// `uploads_failing` with the last error once that has lasted `FAILING_FOR`,
+/// and nothing is held: everything goes out once uploads succeed again.
+#[test]
+fn uploads_that_keep_failing_behind_a_healthy_health_check_are_reported() {
+    let env = TestEnv::new();
+    let agent = watching_with_config_key(&env, json!({}));
+    env.emulator.set_knobs(|k| k.error_rate = 1.0);
+    env.write_many(5);
+    let limit = tanova_sync::metrics::FAILING_FOR + Duration::from_secs(20);
+    assert!(
+        wait_until(limit, || {
+            let (status, body) = agent.health();
+            status == 503 && body["status"] == "uploads_failing"
+        }),
+        "/health never said uploads_failing:\n{}",
+        agent.log()
+    );
+    let reason = agent.health().1["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(reason.contains("Internal error (injected)"), "{reason:?}");
+    // Logged at the first failure past FAILING_FOR (the files' retries back off to a minute).
+    assert!(
+        wait_until(Duration::from_secs(70), || agent
+            .log()
+            .contains("no upload has succeeded")),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(env.emulator.stats().uploads, 0);
+    env.emulator.set_knobs(|k| k.error_rate = 0.0);
+    assert!(
+        wait_for_uploads(&env, 5, Duration::from_secs(90)),
+        "{}",
+        agent.log()
+    );
+    assert!(wait_until(WAIT, || agent.health().0 == 200));
+    let (code, log) = agent.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("uploads succeed again"), "{log}");
+    assert_eq!(env.run(&["status", "--json"]).json()["failed"], 0);
+}
+
 /// A stalled server is found out by one health check after the first request
 /// that got no answer, not after every retry has waited `request_timeout`: with
 /// forty tries of a second each, that took the admin's `/health` half a minute
