@@ -205,19 +205,8 @@ fn outage_begins(env: &TestEnv, agent: &LiveAgent, kind: Outage, files: usize) {
             format!("written during the outage {i}"),
         );
     }
-    assert!(
-        wait_until(Duration::from_secs(15), || {
-            let (status, body) = agent.health();
-            status == 503 && body["status"] == "service_unreachable"
-        }),
-        "/health never said service_unreachable:\n{}",
-        agent.log()
-    );
     // And why, in the error's words, naming the URL.
-    let reason = agent.health().1["reason"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    let reason = agent.problem_within("service_unreachable", Duration::from_secs(15));
     assert!(reason.contains("/api/sync/health"), "{reason:?}");
     if kind == Outage::Html200 {
         assert!(reason.contains("answered with an HTML page"), "{reason:?}");
@@ -332,18 +321,7 @@ fn uploads_that_keep_failing_behind_a_healthy_health_check_are_reported() {
     env.emulator.set_knobs(|k| k.error_rate = 1.0);
     env.write_many(5);
     let limit = tanova_sync::metrics::FAILING_FOR + Duration::from_secs(20);
-    assert!(
-        wait_until(limit, || {
-            let (status, body) = agent.health();
-            status == 503 && body["status"] == "uploads_failing"
-        }),
-        "/health never said uploads_failing:\n{}",
-        agent.log()
-    );
-    let reason = agent.health().1["reason"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    let reason = agent.problem_within("uploads_failing", limit);
     assert!(reason.contains("Internal error (injected)"), "{reason:?}");
     // Logged at the first failure past FAILING_FOR (the files' retries back off to a minute).
     assert!(

@@ -151,6 +151,20 @@ impl LiveAgent {
         )
     }
 
+    /// Wait, at most `within`, until `/health` answers 503 with `status`: its `reason`.
+    pub fn problem_within(&self, status: &str, within: Duration) -> String {
+        let mut reason = None;
+        let said = wait_until(within, || {
+            let (code, body) = self.health();
+            if code == 503 && body["status"] == status {
+                reason = Some(body["reason"].as_str().unwrap_or("").to_string());
+            }
+            reason.is_some()
+        });
+        assert!(said, "/health never said {status}:\n{}", self.log());
+        reason.unwrap_or_default()
+    }
+
     /// The console's URL with its token, from `ui`'s `The console: URL` line.
     pub fn console_url(&self) -> String {
         let mut url = None;
