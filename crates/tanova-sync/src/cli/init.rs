@@ -153,21 +153,59 @@ fn ask_key(input: &mut impl BufRead) -> Result<String, String> {
     ask(input, "API key (tanova_sk_…)", None)
 }
 
-/// Write a file only its owner can read: it holds the key.
+/// Write a file only its owner can read: it holds the key. Whole or not at
+/// all: the text goes to a new file beside it (0600 from its creation), which
+/// then replaces it, so a crash, or a running agent re-reading its key,
+/// never meets a config cut short.
 pub(super) fn write_private(path: &Path, text: &str) -> Result<(), String> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    // An existing file keeps its mode on open: make sure.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
-    }
+    let named = |e: std::io::Error| format!("{}: {e}", path.display());
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix(".tanova-")
+        .tempfile_in(dir)
+        .map_err(named)?;
     file.write_all(format!("{text}\n").as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .and_then(|()| file.as_file().sync_all())
+        .map_err(named)?;
+    file.persist(path).map_err(|e| named(e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the config was truncated, then written, so a reader in
+    /// between (the console's test, a running agent re-reading its key) found
+    /// it empty, and a crash there left it so.
+    #[test]
+    fn a_private_file_is_replaced_whole_readable_only_by_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tanova-config.json");
+        std::fs::write(&path, "{\"old\": true, \"longer than the new text\": 1}").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        write_private(&path, "{\"new\": true}").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"new\": true}\n");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["tanova-config.json"], "no temporary file is left");
+        let missing = dir.path().join("no-such-dir").join("x.json");
+        let e = write_private(&missing, "{}").unwrap_err();
+        assert!(e.contains("no-such-dir"), "{e}");
+    }
 }
