@@ -1,5 +1,15 @@
 //! The command-line edge: parse, load the config, run a command, map the result to an exit code.
 
+/// A line on stderr that never panics. `eprintln!` panics when stderr is
+/// gone (the terminal closed, the pipe's reader dead): a watching agent then
+/// lost its Ctrl+C/SIGTERM handler, and with it any way to stop but SIGKILL.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod args;
 mod audit;
 mod completions;
@@ -34,7 +44,7 @@ use crate::engine::{Engine, EngineError};
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = init_logging(&cli.global) {
-        eprintln!("error: {e}");
+        say!("error: {e}");
         return Exit::Usage.into();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -43,7 +53,7 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say!("error: cannot start the async runtime: {e}");
             return Exit::Usage.into();
         }
     };
@@ -194,7 +204,7 @@ async fn start_agent(
         .map_err(fail)?;
     if let (Some(addr), false) = (agent.status_addr(), global.quiet) {
         // Tests and scripts read the port from this line when they asked for port 0.
-        eprintln!("listening on http://{addr} (status page; /health, /metrics)");
+        say!("listening on http://{addr} (status page; /health, /metrics)");
     }
     let url_file = match (agent.console_url(), config.dry_run) {
         (Some(url), false) => ui::ConsoleUrlFile::write(&config.state_dir, &url),
@@ -220,7 +230,7 @@ pub async fn sync(global: &GlobalArgs, config: &Config, cancel: &CancellationTok
         None if summary.failed > 0 => Exit::SomeFailed,
         None if summary.deferred > 0 => {
             if !global.quiet {
-                eprintln!(
+                say!(
                     "{} files were left to other agents that held claims on the same bytes; \
                      run again to check that they were synced",
                     summary.deferred
@@ -260,9 +270,11 @@ async fn watch_with(
     match &watched.session {
         // It never began watching: the initial pass is all there is to say.
         None => reporter.summary(&watched.initial),
-        Some(session) if !global.quiet => eprintln!(
+        Some(session) if !global.quiet => say!(
             "Stopped. While watching: {} synced, {} duplicates, {} failed.",
-            session.synced, session.duplicates, session.failed
+            session.synced,
+            session.duplicates,
+            session.failed
         ),
         Some(_) => {}
     }
@@ -327,7 +339,7 @@ fn exit_for_error(e: &EngineError) -> Exit {
 
 /// Errors go to stderr; with `--json`, also as `{"error": …}` on stdout so scripts see them.
 fn report_error(global: &GlobalArgs, message: &str) {
-    eprintln!("error: {message}");
+    say!("error: {message}");
     if global.json {
         println!("{}", serde_json::json!({ "error": message }));
     }
@@ -378,12 +390,10 @@ fn watch_for_interrupt(cancel: CancellationToken) {
             }
             signals += 1;
             if signals == 1 {
-                eprintln!(
-                    "stopping: letting uploads in flight finish (press Ctrl+C again to quit now)"
-                );
+                say!("stopping: letting uploads in flight finish (press Ctrl+C again to quit now)");
                 cancel.cancel();
             } else {
-                eprintln!("quitting now");
+                say!("quitting now");
                 std::process::exit(Exit::Interrupted as i32);
             }
         }

@@ -98,7 +98,7 @@ impl TerminalReporter {
             None if self.verbosity != Verbosity::Quiet => {
                 let last = self.lines.lock().unwrap().last_processed;
                 if last != tally.processed() {
-                    eprintln!("{}", progress_line(tally));
+                    say!("{}", progress_line(tally));
                 }
             }
             None => {}
@@ -113,7 +113,7 @@ impl TerminalReporter {
     fn say(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            None => say!("{line}"),
         }
     }
 }
@@ -134,7 +134,7 @@ impl Reporter for TerminalReporter {
                 format!("polling every {}s", how.poll_every.as_secs_f64())
             }
         };
-        eprintln!("Watching for new CVs ({how}); press Ctrl+C to stop.");
+        say!("Watching for new CVs ({how}); press Ctrl+C to stop.");
         self.go_live();
     }
 
@@ -156,7 +156,7 @@ impl Reporter for TerminalReporter {
                     && self.verbosity == Verbosity::Normal
                     && self.is_news(path, outcome, &line))
             {
-                eprintln!("{}: {line}", redact::file(path, None));
+                say!("{}: {line}", redact::file(path, None));
             }
             return;
         }
@@ -188,7 +188,7 @@ impl Reporter for TerminalReporter {
             clock.last_at = Instant::now();
             clock.last_processed = tally.processed();
             clock.worked_since = 0;
-            eprintln!("{}", progress_line(tally));
+            say!("{}", progress_line(tally));
         }
     }
 

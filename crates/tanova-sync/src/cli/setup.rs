@@ -70,7 +70,7 @@ pub(super) async fn run(
                 .await
         })
     };
-    eprintln!("listening on http://{addr} (setup page)");
+    say!("listening on http://{addr} (setup page)");
     announce(&url);
     let saved = tokio::select! {
         _ = cancel.cancelled() => false,

@@ -403,6 +403,32 @@ fn a_live_agent_left_running_by_its_test_is_killed_with_it() {
     );
 }
 
+/// Regression: with its stderr gone (the terminal closed, the reader of its
+/// pipe dead), the agent's first line after it panicked (`eprintln!`): the
+/// Ctrl+C/SIGTERM handler died with it, and nothing but SIGKILL stopped it.
+#[test]
+fn an_agent_whose_stderr_is_gone_still_syncs_and_stops_on_sigterm() {
+    let env = TestEnv::new();
+    env.write("before.pdf", "before the terminal closed");
+    let mut child = env
+        .command(&["watch", "-v"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    env.track(&child);
+    drop(child.stderr.take());
+    assert!(wait_for_uploads(&env, 1, WAIT));
+    env.write("after.pdf", "after the terminal closed");
+    assert!(wait_for_uploads(&env, 2, WAIT));
+    signal(&child, libc::SIGTERM);
+    assert!(
+        wait_until(WAIT, || child.try_wait().unwrap().is_some()),
+        "SIGTERM did not stop it"
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
 /// Files written into folders the moment they are created all go out without
 /// a rescan (the periodic one is an hour away): forty folders of twenty-five
 /// files, written as fast as the test can. A new folder is scanned when it is
